@@ -1,0 +1,91 @@
+//! Canonical JSON: one byte string per value, used wherever JSON is hashed.
+//!
+//! Object keys are sorted by their UTF-8 bytes, there is no whitespace, strings use
+//! the shortest JSON escapes (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, `\u00XX` for
+//! other control characters; everything else literal UTF-8), and numbers are written
+//! as serde_json writes them (integers as plain digits). `proto/sync-v1.md` specifies
+//! the same rules for other implementations.
+
+use serde_json::Value;
+
+/// Writes `value` canonically.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(key, out);
+                out.push(':');
+                write_value(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_keys_and_drops_whitespace() {
+        let v = json!({"b": 1, "a": [true, null, "x\n\"y\u{1}"], "A": {"z": 0, "é": "é"}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"A":{"z":0,"é":"é"},"a":[true,null,"x\n\"y\u0001"],"b":1}"#
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_strings() {
+        for s in ["plain", "tab\tnew\nline", "quote\" back\\", "\u{7f}\u{1f}\u{2028}", "emoji 🚀"] {
+            let mut ours = String::new();
+            write_string(s, &mut ours);
+            assert_eq!(ours, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+}

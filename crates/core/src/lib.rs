@@ -1,0 +1,19 @@
+//! Sidak's pure domain: instruments, scoring, records, clocks, ops, merge and the
+//! wire types of the sync protocol.
+//!
+//! **Boundary:** no IO, no async, no SQL, no clock reads, no randomness. Time and new
+//! ids are arguments. CI checks that no IO crate is a dependency.
+
+pub mod canonical;
+pub mod hash;
+pub mod instrument;
+pub mod num;
+pub mod scoring;
+pub mod chain;
+pub mod hlc;
+pub mod ids;
+pub mod merge;
+pub mod op;
+pub mod records;
+pub mod sync;
+pub mod wire;

@@ -1,0 +1,641 @@
+//! The scoring engine: checks the whole input first (every fault at once, nothing
+//! partial), then computes the result tree in exact arithmetic.
+//!
+//! Rules (docs/scoring.md explains them with a worked example):
+//! - an answer attains 0–1; a node's attainment is the weighted mean of its
+//!   children's, over the children that are not "not applicable" (weights
+//!   re-normalise); a node whose children are all N/A is N/A itself;
+//! - a product-level indicator's attainment in a unit is the mean over the unit's
+//!   products, weighted by where each product was observed;
+//! - questionnaire indicators take the mean over the respondents of their kind in
+//!   their scope, before any weighting;
+//! - a score is `scale.min + attainment × (scale.max − scale.min)`; deductions cut
+//!   points from a unit's or the institution's score, never below `scale.min`;
+//! - units roll up to the institution by the instrument's rule;
+//! - anything required that is missing makes the node and its ancestors incomplete:
+//!   no score and no grade, only a provisional figure over what was answered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::Value;
+
+use super::answer::{attainment, parse_answer, AnswerValue};
+use super::input::*;
+use super::result::*;
+use crate::hash::Sha256Digest;
+use crate::instrument::{Fault, Indicator, Instrument, Level, RespondentKind, UnitRollup};
+use crate::num::Exact;
+
+/// Every fault found in a scoring input; nothing was scored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ScoringErrors {
+    /// The faults, each with the JSON path of the place.
+    pub faults: Vec<Fault>,
+}
+
+impl fmt::Display for ScoringErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.faults.len();
+        write!(f, "the input has {n} fault{}:", if n == 1 { "" } else { "s" })?;
+        for fault in &self.faults {
+            write!(f, "\n  {fault}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Scores every institution of a season against `instrument`.
+pub fn score_season(instrument: &Instrument, season: &SeasonInput) -> Result<SeasonResult, ScoringErrors> {
+    let mut faults = Vec::new();
+    if season.format != SEASON_FORMAT {
+        faults.push(fault("$.format", format!("expected \"{SEASON_FORMAT}\", found \"{}\"", season.format)));
+    }
+    if let Some(named) = &season.instrument {
+        let r = &instrument.reference;
+        if named != &r.id && named != &r.to_string() {
+            faults.push(fault("$.instrument", format!("the season was recorded with `{named}` but is being scored with `{r}`")));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    let mut checked = Vec::new();
+    for (i, inst) in season.institutions.iter().enumerate() {
+        let path = format!("$.institutions[{i}]");
+        if let Some(first) = seen.insert(inst.id.as_str(), i) {
+            faults.push(fault(&format!("{path}.id"), format!("duplicate institution id `{}` (also at $.institutions[{first}])", inst.id)));
+        }
+        match check_institution(instrument, inst, &path) {
+            Ok(c) => checked.push(c),
+            Err(mut e) => faults.append(&mut e),
+        }
+    }
+    if !faults.is_empty() {
+        return Err(ScoringErrors { faults });
+    }
+    let mut institutions: Vec<InstitutionResult> = checked.iter().map(|c| compute_institution(instrument, c)).collect();
+    institutions.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(SeasonResult {
+        format: RESULTS_FORMAT,
+        instrument: instrument.reference.clone(),
+        instrument_digest: instrument.digest.clone(),
+        institutions,
+    })
+}
+
+/// Scores one institution.
+pub fn score_institution(instrument: &Instrument, input: &InstitutionInput) -> Result<InstitutionResult, ScoringErrors> {
+    let checked = check_institution(instrument, input, "$").map_err(|faults| ScoringErrors { faults })?;
+    Ok(compute_institution(instrument, &checked))
+}
+
+fn fault(path: &str, message: impl Into<String>) -> Fault {
+    Fault { path: path.to_owned(), message: message.into() }
+}
+
+// ---------------------------------------------------------------------------------
+// Checking: parse every answer against the instrument, collecting every fault.
+
+/// An answer read against its indicator.
+struct Parsed {
+    value: AnswerValue,
+    raw: Value,
+    evidence: usize,
+}
+
+type Answers<'a> = BTreeMap<&'a str, Parsed>;
+
+struct Respondent<'a> {
+    id: &'a str,
+    answers: Answers<'a>,
+}
+
+struct Scope<'a> {
+    answers: Answers<'a>,
+    respondents: BTreeMap<RespondentKind, Vec<Respondent<'a>>>,
+    deductions: Vec<AppliedDeduction>,
+}
+
+struct CheckedProduct<'a> {
+    input: &'a ProductInput,
+    weight: Exact,
+    answers: Answers<'a>,
+}
+
+struct CheckedUnit<'a> {
+    input: &'a UnitInput,
+    weight: Exact,
+    scope: Scope<'a>,
+    products: Vec<CheckedProduct<'a>>,
+}
+
+struct CheckedInstitution<'a> {
+    input: &'a InstitutionInput,
+    scope: Scope<'a>,
+    units: Vec<CheckedUnit<'a>>,
+}
+
+struct Checker<'i> {
+    instrument: &'i Instrument,
+    faults: Vec<Fault>,
+}
+
+fn check_institution<'a>(instrument: &Instrument, input: &'a InstitutionInput, path: &str) -> Result<CheckedInstitution<'a>, Vec<Fault>> {
+    let mut c = Checker { instrument, faults: Vec::new() };
+    let scope = c.scope(&input.answers, &input.respondents, &input.deductions, Level::Institution, path);
+    let mut unit_ids = BTreeMap::new();
+    let mut product_ids = BTreeMap::new();
+    let mut units = Vec::new();
+    for (u, unit) in input.units.iter().enumerate() {
+        let upath = format!("{path}.units[{u}]");
+        if let Some(first) = unit_ids.insert(unit.id.as_str(), u) {
+            c.faults.push(fault(&format!("{upath}.id"), format!("duplicate unit id `{}` (also at {path}.units[{first}])", unit.id)));
+        }
+        let scope = c.scope(&unit.answers, &unit.respondents, &unit.deductions, Level::Unit, &upath);
+        let mut products = Vec::new();
+        for (p, product) in unit.products.iter().enumerate() {
+            let ppath = format!("{upath}.products[{p}]");
+            if let Some(first) = product_ids.insert(product.id.as_str(), ppath.clone()) {
+                c.faults.push(fault(&format!("{ppath}.id"), format!("duplicate product id `{}` (also at {first})", product.id)));
+            }
+            let answers = c.answers(&product.answers, Level::Product, None, &ppath);
+            let weight = instrument.rollup.location_weights.get(&product.location).cloned().unwrap_or_else(Exact::one);
+            products.push(CheckedProduct { input: product, weight, answers });
+        }
+        let weight = match &instrument.rollup.units {
+            UnitRollup::Mean => Exact::one(),
+            UnitRollup::ProductWeighted => Exact::from_int(unit.products.len() as i64),
+            UnitRollup::UnitTypeWeights(weights) => match weights.get(&unit.unit_type) {
+                Some(w) => w.clone(),
+                None => {
+                    let known: Vec<_> = weights.keys().map(String::as_str).collect();
+                    c.faults.push(fault(&format!("{upath}.type"), format!("unit type `{}` has no weight in {}'s roll-up (known: {})", unit.unit_type, instrument.reference, known.join(", "))));
+                    Exact::zero()
+                }
+            },
+        };
+        units.push(CheckedUnit { input: unit, weight, scope, products });
+    }
+    if c.faults.is_empty() {
+        Ok(CheckedInstitution { input, scope, units })
+    } else {
+        Err(c.faults)
+    }
+}
+
+impl<'i> Checker<'i> {
+    fn scope<'a>(&mut self, answers: &'a BTreeMap<String, AnswerInput>, respondents: &'a [RespondentInput], deductions: &'a [DeductionInput], level: Level, path: &str) -> Scope<'a> {
+        let answers = self.answers(answers, level, None, path);
+        let mut by_kind: BTreeMap<RespondentKind, Vec<Respondent<'a>>> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for (r, resp) in respondents.iter().enumerate() {
+            let rpath = format!("{path}.respondents[{r}]");
+            if !ids.insert(resp.id.as_str()) {
+                self.faults.push(fault(&format!("{rpath}.id"), format!("duplicate respondent id `{}`", resp.id)));
+            }
+            match self.instrument.respondent_rule(resp.kind) {
+                None => self.faults.push(fault(&format!("{rpath}.kind"), format!("{} has no `{}` questionnaires", self.instrument.reference, resp.kind.name()))),
+                Some(rule) if rule.level != level => self.faults.push(fault(&format!("{rpath}.kind"), format!("`{}` questionnaires are counted per {}, not per {}", resp.kind.name(), rule.level.name(), level.name()))),
+                Some(_) => {}
+            }
+            let answers = self.answers(&resp.answers, level, Some(resp.kind), &rpath);
+            by_kind.entry(resp.kind).or_default().push(Respondent { id: &resp.id, answers });
+        }
+        let mut applied = Vec::new();
+        for (d, ded) in deductions.iter().enumerate() {
+            let dpath = format!("{path}.deductions[{d}]");
+            let Some(rule) = self.instrument.deduction(&ded.id) else {
+                let known: Vec<_> = self.instrument.deductions.iter().map(|d| d.id.as_str()).collect();
+                self.faults.push(fault(&format!("{dpath}.id"), format!("unknown deduction `{}` (the instrument defines: {})", ded.id, if known.is_empty() { "none".to_owned() } else { known.join(", ") })));
+                continue;
+            };
+            if rule.level != level {
+                self.faults.push(fault(&format!("{dpath}.id"), format!("deduction `{}` applies per {}, not per {}", ded.id, rule.level.name(), level.name())));
+            }
+            if ded.points.is_negative() || ded.points.is_zero() || ded.points > rule.max_points {
+                self.faults.push(fault(&format!("{dpath}.points"), format!("points must be above 0 and at most {}, found {}", rule.max_points, ded.points)));
+            }
+            if ded.reason.trim().is_empty() {
+                self.faults.push(fault(&format!("{dpath}.reason"), "a deduction needs its reason"));
+            }
+            applied.push(AppliedDeduction { id: ded.id.clone(), points: ded.points.clone(), reason: ded.reason.clone() });
+        }
+        Scope { answers, respondents: by_kind, deductions: applied }
+    }
+
+    fn answers<'a>(&mut self, answers: &'a BTreeMap<String, AnswerInput>, level: Level, respondent: Option<RespondentKind>, path: &str) -> Answers<'a> {
+        let mut out = BTreeMap::new();
+        for (id, answer) in answers {
+            let apath = format!("{path}.answers.{id}");
+            let Some(indicator) = self.instrument.indicator(id) else {
+                self.faults.push(fault(&apath, format!("unknown indicator `{id}` in {}", self.instrument.reference)));
+                continue;
+            };
+            if indicator.level != level {
+                self.faults.push(fault(&apath, format!("indicator `{id}` is answered per {}, not per {}", indicator.level.name(), level.name())));
+                continue;
+            }
+            match (indicator.source.respondent_kind(), respondent) {
+                (Some(kind), None) => {
+                    self.faults.push(fault(&apath, format!("indicator `{id}` is answered in `{}` questionnaires, not directly", kind.name())));
+                    continue;
+                }
+                (None, Some(kind)) => {
+                    self.faults.push(fault(&apath, format!("indicator `{id}` is not part of the `{}` questionnaire (its source is {})", kind.name(), indicator.source.name())));
+                    continue;
+                }
+                (Some(want), Some(got)) if want != got => {
+                    self.faults.push(fault(&apath, format!("indicator `{id}` is answered by `{}` respondents, not `{}`", want.name(), got.name())));
+                    continue;
+                }
+                _ => {}
+            }
+            for (e, digest) in answer.evidence.iter().enumerate() {
+                if let Err(err) = digest.parse::<Sha256Digest>() {
+                    self.faults.push(fault(&format!("{apath}.evidence[{e}]"), err.to_string()));
+                }
+            }
+            match parse_answer(indicator, &answer.value) {
+                Ok(value) => {
+                    out.insert(id.as_str(), Parsed { value, raw: answer.value.clone(), evidence: answer.evidence.len() });
+                }
+                Err(err) => self.faults.push(fault(&apath, err.to_string())),
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Computing.
+
+/// The attainment of a node, 0–1 (or a score, once converted).
+#[derive(Clone, Debug)]
+enum Attain {
+    Value(Exact),
+    NotApplicable,
+    /// Something required is missing; the figure over what was answered, if any.
+    Missing(Option<Exact>),
+}
+
+/// Weighted mean over the children that are not N/A.
+fn combine(items: impl IntoIterator<Item = (Exact, Attain)>) -> Attain {
+    let (mut any, mut missing) = (false, false);
+    let (mut w_done, mut x_done) = (Exact::zero(), Exact::zero());
+    let (mut w_prov, mut x_prov) = (Exact::zero(), Exact::zero());
+    for (w, a) in items {
+        match a {
+            Attain::NotApplicable => {}
+            Attain::Value(x) => {
+                any = true;
+                x_done = x_done + &w * &x;
+                w_done = w_done + w;
+            }
+            Attain::Missing(p) => {
+                any = true;
+                missing = true;
+                if let Some(x) = p {
+                    x_prov = x_prov + &w * &x;
+                    w_prov = w_prov + w;
+                }
+            }
+        }
+    }
+    if !any {
+        return Attain::NotApplicable;
+    }
+    if missing {
+        return Attain::Missing((x_done + x_prov).checked_div(&(w_done + w_prov)));
+    }
+    match x_done.checked_div(&w_done) {
+        Some(x) => Attain::Value(x),
+        None => Attain::NotApplicable,
+    }
+}
+
+impl Attain {
+    fn map(self, f: impl Fn(Exact) -> Exact) -> Attain {
+        match self {
+            Attain::Value(x) => Attain::Value(f(x)),
+            Attain::Missing(p) => Attain::Missing(p.map(f)),
+            Attain::NotApplicable => Attain::NotApplicable,
+        }
+    }
+}
+
+struct Calc<'i> {
+    instrument: &'i Instrument,
+}
+
+/// An indicator's attainment in a scope, with what it used.
+struct IndicatorCalc {
+    attain: Attain,
+    answer: Option<Value>,
+    respondents: Option<u32>,
+}
+
+impl<'i> Calc<'i> {
+    fn to_score(&self, a: Attain) -> Attain {
+        let scale = &self.instrument.scale;
+        let span = &scale.max - &scale.min;
+        a.map(|x| &scale.min + &(x * &span))
+    }
+
+    fn outcome(&self, score: &Attain, graded: bool) -> Outcome {
+        match score {
+            Attain::Value(x) => {
+                let published = x.publish();
+                let grading = graded.then(|| self.instrument.band_for(published)).flatten().map(|b| Grading {
+                    grade: b.grade.clone(),
+                    label: b.label.clone(),
+                    zone: b.zone,
+                });
+                Outcome { status: Status::Complete, score: Some(published), grading, provisional: None }
+            }
+            Attain::NotApplicable => Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None },
+            Attain::Missing(p) => Outcome { status: Status::Incomplete, score: None, grading: None, provisional: p.as_ref().map(Exact::publish) },
+        }
+    }
+
+    fn node(&self, id: &str, weight: &Exact, attain: &Attain, children: Vec<NodeResult>) -> NodeResult {
+        NodeResult {
+            id: id.to_owned(),
+            weight: weight.clone(),
+            outcome: self.outcome(&self.to_score(attain.clone()), false),
+            answer: None,
+            respondents: None,
+            children,
+        }
+    }
+
+    /// One answer's attainment, noting what is missing.
+    fn answered(&self, indicator: &Indicator, parsed: Option<&Parsed>, place: &str, missing: &mut BTreeSet<String>) -> Attain {
+        match parsed {
+            None => {
+                missing.insert(format!("{place}: `{}` has no answer", indicator.id));
+                Attain::Missing(None)
+            }
+            Some(p) => match attainment(indicator, &p.value) {
+                None => Attain::NotApplicable,
+                Some(x) if indicator.evidence_required && p.evidence == 0 => {
+                    missing.insert(format!("{place}: `{}` needs evidence", indicator.id));
+                    Attain::Missing(Some(x))
+                }
+                Some(x) => Attain::Value(x),
+            },
+        }
+    }
+
+    /// The mean over a scope's respondents of their kind, before any weighting.
+    fn questionnaire(&self, indicator: &Indicator, kind: RespondentKind, scope: &Scope<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
+        let rule = self.instrument.respondent_rule(kind).expect("checked at load: questionnaire indicators have a respondent rule");
+        let empty = Vec::new();
+        let respondents = scope.respondents.get(&kind).unwrap_or(&empty);
+        let count = respondents.len() as u32;
+        let short = count < rule.min;
+        if short {
+            missing.insert(format!("{place}: {count} of at least {} `{}` questionnaires", rule.min, kind.name()));
+        }
+        let mut answered = 0u32;
+        let items = respondents.iter().map(|r| {
+            let a = self.answered(indicator, r.answers.get(indicator.id.as_str()), &format!("{place} / respondent `{}`", r.id), missing);
+            if matches!(a, Attain::Value(_)) {
+                answered += 1;
+            }
+            (Exact::one(), a)
+        });
+        let mut attain = combine(items.collect::<Vec<_>>());
+        if short {
+            attain = match attain {
+                Attain::Value(x) => Attain::Missing(Some(x)),
+                Attain::NotApplicable => Attain::Missing(None),
+                m => m,
+            };
+        }
+        IndicatorCalc { attain, answer: None, respondents: Some(answered) }
+    }
+
+    fn direct(&self, indicator: &Indicator, scope: &Scope<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
+        match indicator.source.respondent_kind() {
+            Some(kind) => self.questionnaire(indicator, kind, scope, place, missing),
+            None => {
+                let parsed = scope.answers.get(indicator.id.as_str());
+                let attain = if indicator.is_scored() {
+                    self.answered(indicator, parsed, place, missing)
+                } else {
+                    Attain::NotApplicable
+                };
+                IndicatorCalc { attain, answer: parsed.map(|p| p.raw.clone()), respondents: None }
+            }
+        }
+    }
+
+    fn product_level(&self, indicator: &Indicator, unit: &CheckedUnit<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
+        if !indicator.is_scored() {
+            return IndicatorCalc { attain: Attain::NotApplicable, answer: None, respondents: None };
+        }
+        if unit.products.is_empty() {
+            missing.insert(format!("{place}: no service product observed"));
+            return IndicatorCalc { attain: Attain::Missing(None), answer: None, respondents: None };
+        }
+        let items: Vec<_> = unit
+            .products
+            .iter()
+            .map(|p| (p.weight.clone(), self.answered(indicator, p.answers.get(indicator.id.as_str()), &format!("{place} / product `{}`", p.input.id), missing)))
+            .collect();
+        IndicatorCalc { attain: combine(items), answer: None, respondents: None }
+    }
+
+    /// Builds a dimensions → variables → indicators tree from per-indicator results;
+    /// `include` selects the indicators (and so drops empty variables and dimensions).
+    fn tree(&self, include: impl Fn(&Indicator) -> bool, mut leaf: impl FnMut(&Indicator) -> IndicatorCalc) -> Tree {
+        let mut dims = Vec::new();
+        let mut dim_nodes = Vec::new();
+        let mut by_node = BTreeMap::new();
+        for dimension in &self.instrument.dimensions {
+            let mut vars = Vec::new();
+            let mut var_nodes = Vec::new();
+            for variable in &dimension.variables {
+                let mut inds = Vec::new();
+                let mut ind_nodes = Vec::new();
+                for indicator in variable.indicators.iter().filter(|i| include(i)) {
+                    let calc = leaf(indicator);
+                    let mut node = self.node(&indicator.id, &indicator.share, &calc.attain, Vec::new());
+                    if !indicator.is_scored() && calc.answer.is_some() {
+                        node.outcome.status = Status::Complete;
+                    }
+                    node.answer = calc.answer;
+                    node.respondents = calc.respondents;
+                    ind_nodes.push(node);
+                    if indicator.is_scored() {
+                        inds.push((indicator.share.clone(), calc.attain));
+                    }
+                }
+                if ind_nodes.is_empty() {
+                    continue;
+                }
+                let attain = combine(inds);
+                var_nodes.push(self.node(&variable.id, &variable.share, &attain, ind_nodes));
+                by_node.insert(variable.id.clone(), attain.clone());
+                vars.push((variable.share.clone(), attain));
+            }
+            if var_nodes.is_empty() {
+                continue;
+            }
+            let attain = combine(vars);
+            dim_nodes.push(self.node(&dimension.id, &dimension.share, &attain, var_nodes));
+            by_node.insert(dimension.id.clone(), attain.clone());
+            dims.push((dimension.share.clone(), attain));
+        }
+        Tree { attain: combine(dims), nodes: dim_nodes, by_node }
+    }
+
+    fn deduct(&self, score: Attain, deductions: &[AppliedDeduction]) -> Attain {
+        if deductions.is_empty() {
+            return score;
+        }
+        let total: Exact = deductions.iter().map(|d| d.points.clone()).sum();
+        let floor = self.instrument.scale.min.clone();
+        score.map(|x| (x - &total).max_of(floor.clone()))
+    }
+}
+
+/// A computed tree: its attainment, its nodes, and each dimension's and variable's
+/// exact attainment by id.
+struct Tree {
+    attain: Attain,
+    nodes: Vec<NodeResult>,
+    by_node: BTreeMap<String, Attain>,
+}
+
+struct UnitCalc {
+    result: UnitResult,
+    score: Attain,
+    by_node: BTreeMap<String, Attain>,
+}
+
+fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -> InstitutionResult {
+    let calc = Calc { instrument };
+    let mut missing_all = BTreeSet::new();
+    let mut inst_missing = BTreeSet::new();
+    // Institution-level indicators are computed once and shared by every unit.
+    let mut institution_level: BTreeMap<&str, (Attain, Option<Value>, Option<u32>)> = BTreeMap::new();
+    for indicator in instrument.indicators().filter(|i| i.level == Level::Institution) {
+        let c = calc.direct(indicator, &inst.scope, "institution", &mut inst_missing);
+        institution_level.insert(&indicator.id, (c.attain, c.answer, c.respondents));
+    }
+
+    let mut units: Vec<UnitCalc> = inst.units.iter().map(|u| compute_unit(&calc, u, &institution_level, &inst_missing)).collect();
+    units.sort_by(|a, b| a.result.id.cmp(&b.result.id));
+    for u in &units {
+        missing_all.extend(u.result.missing.iter().cloned());
+    }
+    missing_all.extend(inst_missing);
+    let score = if units.is_empty() {
+        missing_all.insert("institution: no unit assessed".to_owned());
+        Attain::Missing(None)
+    } else {
+        combine(units.iter().map(|u| (u.result.weight.clone(), u.score.clone())))
+    };
+    let before = score.clone();
+    let score = calc.deduct(score, &inst.scope.deductions);
+
+    // Breakdown by dimension and variable over units, with the same unit weights.
+    let mut dimensions = Vec::new();
+    for dimension in &instrument.dimensions {
+        let over_units = |get: &dyn Fn(&UnitCalc) -> Option<Attain>| combine(units.iter().filter_map(|u| get(u).map(|a| (u.result.weight.clone(), a))).collect::<Vec<_>>());
+        let attain = over_units(&|u| u.by_node.get(&dimension.id).cloned());
+        let children = dimension
+            .variables
+            .iter()
+            .map(|v| calc.node(&v.id, &v.share, &over_units(&|u| u.by_node.get(&v.id).cloned()), Vec::new()))
+            .collect();
+        dimensions.push(calc.node(&dimension.id, &dimension.share, &attain, children));
+    }
+
+    InstitutionResult {
+        id: inst.input.id.clone(),
+        name: inst.input.name.clone(),
+        kind: inst.input.kind.clone(),
+        region: inst.input.region.clone(),
+        outcome: calc.outcome(&score, true),
+        before_deductions: before_deductions(&before, &inst.scope.deductions),
+        deductions: inst.scope.deductions.clone(),
+        rule: instrument.rollup.units.name(),
+        missing: missing_all.into_iter().collect(),
+        dimensions,
+        units: units.into_iter().map(|u| u.result).collect(),
+    }
+}
+
+fn before_deductions(before: &Attain, deductions: &[AppliedDeduction]) -> Option<crate::num::Published> {
+    match (before, deductions.is_empty()) {
+        (Attain::Value(x), false) => Some(x.publish()),
+        _ => None,
+    }
+}
+
+fn compute_unit(calc: &Calc<'_>, unit: &CheckedUnit<'_>, institution_level: &BTreeMap<&str, (Attain, Option<Value>, Option<u32>)>, inst_missing: &BTreeSet<String>) -> UnitCalc {
+    let place = format!("unit `{}`", unit.input.id);
+    let mut missing = BTreeSet::new();
+    let mut uses_institution = false;
+    let tree = calc.tree(
+        |_| true,
+        |indicator| match indicator.level {
+            Level::Product => calc.product_level(indicator, unit, &place, &mut missing),
+            Level::Unit => calc.direct(indicator, &unit.scope, &place, &mut missing),
+            Level::Institution => {
+                uses_institution = true;
+                let (attain, answer, respondents) = institution_level[indicator.id.as_str()].clone();
+                IndicatorCalc { attain, answer, respondents }
+            }
+        },
+    );
+    if uses_institution && matches!(tree.attain, Attain::Missing(_)) {
+        missing.extend(inst_missing.iter().cloned());
+    }
+
+    let mut products: Vec<ProductResult> = unit
+        .products
+        .iter()
+        .map(|p| {
+            let mut pmissing = BTreeSet::new();
+            let pplace = format!("{place} / product `{}`", p.input.id);
+            let tree = calc.tree(
+                |i| i.level == Level::Product && i.is_scored(),
+                |indicator| {
+                    let parsed = p.answers.get(indicator.id.as_str());
+                    IndicatorCalc { attain: calc.answered(indicator, parsed, &pplace, &mut pmissing), answer: parsed.map(|x| x.raw.clone()), respondents: None }
+                },
+            );
+            ProductResult {
+                id: p.input.id.clone(),
+                name: p.input.name.clone(),
+                location: p.input.location,
+                weight: p.weight.clone(),
+                outcome: calc.outcome(&calc.to_score(tree.attain), false),
+                missing: pmissing.into_iter().collect(),
+                dimensions: tree.nodes,
+            }
+        })
+        .collect();
+    products.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let before = calc.to_score(tree.attain);
+    let score = calc.deduct(before.clone(), &unit.scope.deductions);
+    UnitCalc {
+        result: UnitResult {
+            id: unit.input.id.clone(),
+            name: unit.input.name.clone(),
+            unit_type: unit.input.unit_type.clone(),
+            weight: unit.weight.clone(),
+            outcome: calc.outcome(&score, true),
+            before_deductions: before_deductions(&before, &unit.scope.deductions),
+            deductions: unit.scope.deductions.clone(),
+            missing: missing.into_iter().collect(),
+            dimensions: tree.nodes,
+            products,
+        },
+        score,
+        by_node: tree.by_node,
+    }
+}
