@@ -74,10 +74,7 @@ mod tests {
     #[test]
     fn sorts_keys_and_drops_whitespace() {
         let v = json!({"b": 1, "a": [true, null, "x\n\"y\u{1}"], "A": {"z": 0, "é": "é"}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"A":{"z":0,"é":"é"},"a":[true,null,"x\n\"y\u0001"],"b":1}"#
-        );
+        assert_eq!(canonical_json(&v), r#"{"A":{"z":0,"é":"é"},"a":[true,null,"x\n\"y\u0001"],"b":1}"#);
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub fn verify_chains<'a>(ops: impl IntoIterator<Item = &'a Op>) -> ChainReport {
     let mut by_origin: BTreeMap<OriginId, BTreeMap<u64, Vec<&Op>>> = BTreeMap::new();
     for op in ops {
         let slot = by_origin.entry(op.origin).or_default().entry(op.seq).or_default();
-        if !slot.iter().any(|o| *o == op) {
+        if !slot.contains(&op) {
             slot.push(op);
         }
     }

@@ -42,9 +42,7 @@ impl FromStr for Sha256Digest {
     type Err = ParseDigestError;
 
     fn from_str(text: &str) -> Result<Sha256Digest, ParseDigestError> {
-        let err = || ParseDigestError {
-            text: text.chars().take(80).collect(),
-        };
+        let err = || ParseDigestError { text: text.chars().take(80).collect() };
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(err());
         }

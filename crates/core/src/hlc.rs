@@ -35,7 +35,9 @@ pub const DEFAULT_MAX_DRIFT_MS: u64 = 5 * 60 * 1000;
 
 /// A remote stamp too far ahead of local wall time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("a clock stamp is {ahead_ms} ms ahead of local time (more than the allowed {max_drift_ms} ms); it was not adopted")]
+#[error(
+    "a clock stamp is {ahead_ms} ms ahead of local time (more than the allowed {max_drift_ms} ms); it was not adopted"
+)]
 pub struct ClockSkew {
     /// How far ahead the stamp was.
     pub ahead_ms: u64,
@@ -70,11 +72,7 @@ impl HlcClock {
     /// A new stamp for a local event at wall time `now_ms`; always above every
     /// earlier one.
     pub fn tick(&mut self, now_ms: u64) -> Hlc {
-        self.last = if now_ms > self.last.ms {
-            Hlc { ms: now_ms, c: 0 }
-        } else {
-            advance(self.last)
-        };
+        self.last = if now_ms > self.last.ms { Hlc { ms: now_ms, c: 0 } } else { advance(self.last) };
         self.last
     }
 

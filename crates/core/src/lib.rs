@@ -5,15 +5,15 @@
 //! ids are arguments. CI checks that no IO crate is a dependency.
 
 pub mod canonical;
-pub mod hash;
-pub mod instrument;
-pub mod num;
-pub mod scoring;
 pub mod chain;
+pub mod hash;
 pub mod hlc;
 pub mod ids;
+pub mod instrument;
 pub mod merge;
+pub mod num;
 pub mod op;
 pub mod records;
+pub mod scoring;
 pub mod sync;
 pub mod wire;

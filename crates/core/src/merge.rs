@@ -111,7 +111,10 @@ pub fn materialise<'a>(ops: impl IntoIterator<Item = &'a Op>) -> State {
             entity,
             field: field.to_owned(),
             parent,
-            versions: ops.iter().map(|o| ConflictVersion { op: o.op_ref(), hlc: o.hlc, value: o.value.clone() }).collect(),
+            versions: ops
+                .iter()
+                .map(|o| ConflictVersion { op: o.op_ref(), hlc: o.hlc, value: o.value.clone() })
+                .collect(),
             resolved_by,
         });
     }

@@ -94,15 +94,8 @@ impl Exact {
     pub fn publish(&self) -> Published {
         let scaled = &self.0 * BigRational::from_integer(BigInt::from(100));
         let half = BigRational::new(BigInt::from(1), BigInt::from(2));
-        let rounded = if scaled.is_negative() {
-            -((-scaled) + half).floor()
-        } else {
-            (scaled + half).floor()
-        };
-        let hundredths = rounded
-            .to_integer()
-            .to_i64()
-            .expect("published figures fit in i64 hundredths");
+        let rounded = if scaled.is_negative() { -((-scaled) + half).floor() } else { (scaled + half).floor() };
+        let hundredths = rounded.to_integer().to_i64().expect("published figures fit in i64 hundredths");
         Published { hundredths }
     }
 
@@ -147,9 +140,7 @@ impl FromStr for Exact {
     type Err = ParseExactError;
 
     fn from_str(text: &str) -> Result<Exact, ParseExactError> {
-        let err = || ParseExactError {
-            text: text.to_owned(),
-        };
+        let err = || ParseExactError { text: text.to_owned() };
         match text.split_once('/') {
             Some((num, den)) => {
                 let num = parse_decimal(num.trim()).ok_or_else(err)?;
@@ -172,8 +163,7 @@ fn parse_decimal(text: &str) -> Option<BigRational> {
     };
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
     let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (body.contains('.') && frac.is_empty())
-    {
+    if int.is_empty() || !digits_ok(int) || !digits_ok(frac) || (body.contains('.') && frac.is_empty()) {
         return None;
     }
     let all: BigInt = format!("{int}{frac}").parse().ok()?;
@@ -215,9 +205,7 @@ pub fn exact_from_json(value: &serde_json::Value) -> Result<Exact, ParseExactErr
         serde_json::Value::String(s) => s.parse(),
         // Exponent notation (`1e-7`) from the shortest-float writer is refused.
         serde_json::Value::Number(n) => n.to_string().parse(),
-        other => Err(ParseExactError {
-            text: other.to_string(),
-        }),
+        other => Err(ParseExactError { text: other.to_string() }),
     }
 }
 
@@ -302,9 +290,7 @@ impl FromStr for Published {
     type Err = ParsePublishedError;
 
     fn from_str(text: &str) -> Result<Published, ParsePublishedError> {
-        let err = || ParsePublishedError {
-            text: text.to_owned(),
-        };
+        let err = || ParsePublishedError { text: text.to_owned() };
         let exact: Exact = text.parse().map_err(|_| err())?;
         match exact.decimal_places() {
             Some(p) if p <= 2 && !text.contains('/') => Ok(exact.publish()),
@@ -359,10 +345,7 @@ mod tests {
         let ninth: Exact = "1/9".parse().unwrap();
         let nine: Exact = (0..9).map(|_| ninth.clone()).sum();
         assert_eq!(nine, Exact::one());
-        let sum: Exact = ["21.85", "32.37", "24.24", "21.54"]
-            .iter()
-            .map(|s| s.parse::<Exact>().unwrap())
-            .sum();
+        let sum: Exact = ["21.85", "32.37", "24.24", "21.54"].iter().map(|s| s.parse::<Exact>().unwrap()).sum();
         assert_eq!(sum, Exact::from_int(100));
         assert_eq!("0.1".parse::<Exact>().unwrap() + "0.2".parse::<Exact>().unwrap(), "0.3".parse::<Exact>().unwrap());
         assert_eq!("87.78/14".parse::<Exact>().unwrap().to_text(), "6.27");

@@ -90,7 +90,11 @@ pub enum OpFormError {
     #[error("field name `{0}` is not allowed (1–128 bytes of lowercase letters, digits, `_`, `-`, `.`)")]
     BadField(String),
     /// Value too large or too deep.
-    #[error("value is too large or too deeply nested (at most {} bytes, depth {})", limits::VALUE_BYTES, limits::VALUE_DEPTH)]
+    #[error(
+        "value is too large or too deeply nested (at most {} bytes, depth {})",
+        limits::VALUE_BYTES,
+        limits::VALUE_DEPTH
+    )]
     ValueTooLarge,
     /// Non-integer numbers are not allowed in values (write decimals as strings).
     #[error("value holds a non-integer number; write decimals as strings (\"2.5\")")]
@@ -116,7 +120,17 @@ impl Op {
 
     /// The canonical encoding that the hash covers.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        encode(self.origin, self.seq, self.hlc, self.wall, &self.entity, &self.field, &self.value, self.parent, self.prev)
+        encode(
+            self.origin,
+            self.seq,
+            self.hlc,
+            self.wall,
+            &self.entity,
+            &self.field,
+            &self.value,
+            self.parent,
+            self.prev,
+        )
     }
 
     /// The hash this op should carry.
@@ -126,7 +140,17 @@ impl Op {
 
     /// Builds an op and computes its hash.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(origin: OriginId, seq: u64, hlc: Hlc, wall: i64, entity: EntityRef, field: impl Into<String>, value: Value, parent: Option<OpRef>, prev: Sha256Digest) -> Op {
+    pub fn new(
+        origin: OriginId,
+        seq: u64,
+        hlc: Hlc,
+        wall: i64,
+        entity: EntityRef,
+        field: impl Into<String>,
+        value: Value,
+        parent: Option<OpRef>,
+        prev: Sha256Digest,
+    ) -> Op {
         let field = field.into();
         let hash = Sha256Digest::of(&encode(origin, seq, hlc, wall, &entity, &field, &value, parent, prev));
         Op { origin, seq, hlc, wall, entity, field, value, parent, prev, hash }
@@ -139,7 +163,10 @@ impl Op {
         }
         let field_ok = !self.field.is_empty()
             && self.field.len() <= limits::FIELD_BYTES
-            && self.field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+            && self
+                .field
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
         if !field_ok {
             return Err(OpFormError::BadField(self.field.chars().take(80).collect()));
         }
@@ -171,7 +198,17 @@ fn check_value(value: &Value, depth: usize) -> Result<(), OpFormError> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn encode(origin: OriginId, seq: u64, hlc: Hlc, wall: i64, entity: &EntityRef, field: &str, value: &Value, parent: Option<OpRef>, prev: Sha256Digest) -> Vec<u8> {
+fn encode(
+    origin: OriginId,
+    seq: u64,
+    hlc: Hlc,
+    wall: i64,
+    entity: &EntityRef,
+    field: &str,
+    value: &Value,
+    parent: Option<OpRef>,
+    prev: Sha256Digest,
+) -> Vec<u8> {
     let value = canonical_json(value);
     let kind = entity.kind.name();
     let mut out = Vec::with_capacity(128 + field.len() + value.len());

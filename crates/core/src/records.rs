@@ -79,7 +79,10 @@ impl EntityKind {
 
     /// True for the kinds a field device may write.
     pub fn device_writable(self) -> bool {
-        matches!(self, EntityKind::Device | EntityKind::Visit | EntityKind::Respondent | EntityKind::Note | EntityKind::Evidence)
+        matches!(
+            self,
+            EntityKind::Device | EntityKind::Visit | EntityKind::Respondent | EntityKind::Note | EntityKind::Evidence
+        )
     }
 }
 
@@ -179,12 +182,20 @@ pub const ANSWER_PREFIX: &str = "answer.";
 
 /// True for a short code: lowercase letters, digits, `-`, `_`, `.`, 1–64 long.
 pub fn is_code(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Checks one field value of one record against the model and, for answers, the
 /// instrument the visit cites. `has_parent` is whether the author saw an earlier value.
-pub fn check_field(entity: &EntityRef, field: &str, value: &Value, has_parent: bool, view: &dyn RecordView) -> Result<(), Rejection> {
+pub fn check_field(
+    entity: &EntityRef,
+    field: &str,
+    value: &Value,
+    has_parent: bool,
+    view: &dyn RecordView,
+) -> Result<(), Rejection> {
     use EntityKind as K;
     let once = |r: Result<(), Rejection>| -> Result<(), Rejection> {
         r?;
@@ -236,7 +247,9 @@ pub fn check_field(entity: &EntityRef, field: &str, value: &Value, has_parent: b
         (K::Respondent, "visit") => once(reference(value, field, K::Visit, view)),
         (K::Respondent, "kind") => once(one_of(value, field, &RespondentKind::ALL.map(RespondentKind::name))),
         (K::Respondent, "role") => text(value, field, 200),
-        (K::Respondent, f) if f.starts_with(ANSWER_PREFIX) => respondent_answer(entity, &f[ANSWER_PREFIX.len()..], value, view),
+        (K::Respondent, f) if f.starts_with(ANSWER_PREFIX) => {
+            respondent_answer(entity, &f[ANSWER_PREFIX.len()..], value, view)
+        }
 
         (K::Note, "visit") => once(reference(value, field, K::Visit, view)),
         (K::Note, "indicator") => code(value, field),
@@ -270,7 +283,9 @@ pub fn check_field(entity: &EntityRef, field: &str, value: &Value, has_parent: b
 }
 
 fn as_str<'v>(value: &'v Value, field: &str, what: &str) -> Result<&'v str, Rejection> {
-    value.as_str().ok_or_else(|| reject(RejectCode::BadValue, format!("`{field}` takes {what}, found {}", short(value))))
+    value
+        .as_str()
+        .ok_or_else(|| reject(RejectCode::BadValue, format!("`{field}` takes {what}, found {}", short(value))))
 }
 
 fn short(value: &Value) -> String {
@@ -287,7 +302,13 @@ fn code(value: &Value, field: &str) -> Result<(), Rejection> {
     if is_code(s) {
         Ok(())
     } else {
-        Err(reject(RejectCode::BadValue, format!("`{field}` takes a code (lowercase letters, digits, `-`, `_`, `.`; at most 64), found {}", short(value))))
+        Err(reject(
+            RejectCode::BadValue,
+            format!(
+                "`{field}` takes a code (lowercase letters, digits, `-`, `_`, `.`; at most 64), found {}",
+                short(value)
+            ),
+        ))
     }
 }
 
@@ -304,53 +325,67 @@ fn one_of(value: &Value, field: &str, options: &[&str]) -> Result<(), Rejection>
     if options.contains(&s) {
         Ok(())
     } else {
-        Err(reject(RejectCode::BadValue, format!("`{field}` takes one of {}, found {}", options.join(", "), short(value))))
+        Err(reject(
+            RejectCode::BadValue,
+            format!("`{field}` takes one of {}, found {}", options.join(", "), short(value)),
+        ))
     }
 }
 
 fn millis(value: &Value, field: &str) -> Result<(), Rejection> {
     match value.as_i64() {
         Some(n) if n >= 0 && !value.is_f64() => Ok(()),
-        _ => Err(reject(RejectCode::BadValue, format!("`{field}` takes a time in milliseconds since 1970, found {}", short(value)))),
+        _ => Err(reject(
+            RejectCode::BadValue,
+            format!("`{field}` takes a time in milliseconds since 1970, found {}", short(value)),
+        )),
     }
 }
 
 fn non_negative(value: &Value, field: &str) -> Result<(), Rejection> {
     match value.as_u64() {
         Some(_) if !value.is_f64() => Ok(()),
-        _ => Err(reject(RejectCode::BadValue, format!("`{field}` takes a whole number from 0, found {}", short(value)))),
+        _ => {
+            Err(reject(RejectCode::BadValue, format!("`{field}` takes a whole number from 0, found {}", short(value))))
+        }
     }
 }
 
 fn decimal(value: &Value, field: &str) -> Result<(), Rejection> {
     let s = as_str(value, field, "a decimal written as text (\"2.5\")")?;
-    s.parse::<crate::num::Exact>()
-        .map(|_| ())
-        .map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
+    s.parse::<crate::num::Exact>().map(|_| ()).map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
 }
 
 fn digest(value: &Value, field: &str) -> Result<(), Rejection> {
     let s = as_str(value, field, "a SHA-256 digest")?;
-    s.parse::<crate::hash::Sha256Digest>().map(|_| ()).map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
+    s.parse::<crate::hash::Sha256Digest>()
+        .map(|_| ())
+        .map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
 }
 
 fn media_type(value: &Value, field: &str) -> Result<(), Rejection> {
     let s = as_str(value, field, "a media type")?;
     let ok = s.len() <= 100
         && s.split_once('/').is_some_and(|(a, b)| {
-            let tok = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c));
+            let tok =
+                |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c));
             tok(a) && tok(b)
         });
     if ok {
         Ok(())
     } else {
-        Err(reject(RejectCode::BadValue, format!("`{field}` takes a media type such as image/jpeg, found {}", short(value))))
+        Err(reject(
+            RejectCode::BadValue,
+            format!("`{field}` takes a media type such as image/jpeg, found {}", short(value)),
+        ))
     }
 }
 
 fn entity_id(value: &Value, field: &str) -> Result<EntityId, Rejection> {
     let s = as_str(value, field, "a record id (UUID)")?;
-    s.parse::<EntityId>().map_err(|_| reject(RejectCode::BadValue, format!("`{field}` takes a record id (UUID), found {}", short(value))))
+    s.parse::<EntityId>().map_err(|_| {
+        reject(RejectCode::BadValue, format!("`{field}` takes a record id (UUID), found {}", short(value)))
+    })
 }
 
 fn exists(view: &dyn RecordView, entity: &EntityRef) -> bool {
@@ -370,12 +405,17 @@ fn reference(value: &Value, field: &str, kind: EntityKind, view: &dyn RecordView
     if exists(view, &target) {
         Ok(())
     } else {
-        Err(reject(RejectCode::MissingDependency, format!("`{field}` refers to {target}, which this tier does not hold (yet)")))
+        Err(reject(
+            RejectCode::MissingDependency,
+            format!("`{field}` refers to {target}, which this tier does not hold (yet)"),
+        ))
     }
 }
 
 fn references(value: &Value, field: &str, kind: EntityKind, view: &dyn RecordView) -> Result<(), Rejection> {
-    let items = value.as_array().ok_or_else(|| reject(RejectCode::BadValue, format!("`{field}` takes a list of record ids")))?;
+    let items = value
+        .as_array()
+        .ok_or_else(|| reject(RejectCode::BadValue, format!("`{field}` takes a list of record ids")))?;
     if items.len() > 200 {
         return Err(reject(RejectCode::BadValue, format!("`{field}` lists more than 200 records")));
     }
@@ -383,8 +423,9 @@ fn references(value: &Value, field: &str, kind: EntityKind, view: &dyn RecordVie
 }
 
 fn instrument(value: &Value, field: &str, view: &dyn RecordView) -> Result<(), Rejection> {
-    let r: InstrumentRef = serde_json::from_value(value.clone())
-        .map_err(|_| reject(RejectCode::BadValue, format!("`{field}` takes {{\"id\": …, \"version\": …}}, found {}", short(value))))?;
+    let r: InstrumentRef = serde_json::from_value(value.clone()).map_err(|_| {
+        reject(RejectCode::BadValue, format!("`{field}` takes {{\"id\": …, \"version\": …}}, found {}", short(value)))
+    })?;
     if view.instrument(&r).is_some() {
         Ok(())
     } else {
@@ -393,12 +434,16 @@ fn instrument(value: &Value, field: &str, view: &dyn RecordView) -> Result<(), R
 }
 
 fn target(value: &Value, field: &str, view: &dyn RecordView) -> Result<(), Rejection> {
-    let r: EntityRef = serde_json::from_value(value.clone())
-        .map_err(|_| reject(RejectCode::BadValue, format!("`{field}` takes {{\"kind\": …, \"id\": …}}, found {}", short(value))))?;
+    let r: EntityRef = serde_json::from_value(value.clone()).map_err(|_| {
+        reject(RejectCode::BadValue, format!("`{field}` takes {{\"kind\": …, \"id\": …}}, found {}", short(value)))
+    })?;
     if exists(view, &r) {
         Ok(())
     } else {
-        Err(reject(RejectCode::MissingDependency, format!("`{field}` refers to {r}, which this tier does not hold (yet)")))
+        Err(reject(
+            RejectCode::MissingDependency,
+            format!("`{field}` refers to {r}, which this tier does not hold (yet)"),
+        ))
     }
 }
 
@@ -415,33 +460,46 @@ fn visit_instrument<'v>(visit: &EntityRef, view: &'v dyn RecordView) -> Result<&
     let value = view
         .field(visit, "instrument")
         .ok_or_else(|| reject(RejectCode::MissingDependency, format!("{visit} is not held on this tier (yet)")))?;
-    let r: InstrumentRef = serde_json::from_value(value).map_err(|_| reject(RejectCode::BadValue, format!("{visit} cites no valid instrument")))?;
-    view.instrument(&r).ok_or_else(|| reject(RejectCode::UnknownInstrument, format!("instrument {r} is not published on this tier")))
+    let r: InstrumentRef = serde_json::from_value(value)
+        .map_err(|_| reject(RejectCode::BadValue, format!("{visit} cites no valid instrument")))?;
+    view.instrument(&r)
+        .ok_or_else(|| reject(RejectCode::UnknownInstrument, format!("instrument {r} is not published on this tier")))
 }
 
 fn visit_answer(visit: &EntityRef, indicator_id: &str, value: &Value, view: &dyn RecordView) -> Result<(), Rejection> {
     let instrument = visit_instrument(visit, view)?;
-    let indicator = instrument
-        .indicator(indicator_id)
-        .ok_or_else(|| reject(RejectCode::BadAnswer, format!("{} has no indicator `{indicator_id}`", instrument.reference)))?;
+    let indicator = instrument.indicator(indicator_id).ok_or_else(|| {
+        reject(RejectCode::BadAnswer, format!("{} has no indicator `{indicator_id}`", instrument.reference))
+    })?;
     if let Some(kind) = indicator.source.respondent_kind() {
-        return Err(reject(RejectCode::BadAnswer, format!("indicator `{indicator_id}` is answered in `{}` questionnaires, not on the visit", kind.name())));
+        return Err(reject(
+            RejectCode::BadAnswer,
+            format!("indicator `{indicator_id}` is answered in `{}` questionnaires, not on the visit", kind.name()),
+        ));
     }
     parse_answer(indicator, value).map(|_| ()).map_err(|e| reject(RejectCode::BadAnswer, e.to_string()))
 }
 
-fn respondent_answer(respondent: &EntityRef, indicator_id: &str, value: &Value, view: &dyn RecordView) -> Result<(), Rejection> {
+fn respondent_answer(
+    respondent: &EntityRef,
+    indicator_id: &str,
+    value: &Value,
+    view: &dyn RecordView,
+) -> Result<(), Rejection> {
     let missing = || reject(RejectCode::MissingDependency, format!("{respondent} is not held on this tier (yet)"));
     let visit_id = view.field(respondent, "visit").ok_or_else(missing)?;
     let kind = view.field(respondent, "kind").ok_or_else(missing)?;
     let kind = kind.as_str().and_then(RespondentKind::from_name).ok_or_else(missing)?;
     let visit = EntityRef { kind: EntityKind::Visit, id: entity_id(&visit_id, "visit")? };
     let instrument = visit_instrument(&visit, view)?;
-    let indicator = instrument
-        .indicator(indicator_id)
-        .ok_or_else(|| reject(RejectCode::BadAnswer, format!("{} has no indicator `{indicator_id}`", instrument.reference)))?;
+    let indicator = instrument.indicator(indicator_id).ok_or_else(|| {
+        reject(RejectCode::BadAnswer, format!("{} has no indicator `{indicator_id}`", instrument.reference))
+    })?;
     if indicator.source.respondent_kind() != Some(kind) {
-        return Err(reject(RejectCode::BadAnswer, format!("indicator `{indicator_id}` is not part of the `{}` questionnaire", kind.name())));
+        return Err(reject(
+            RejectCode::BadAnswer,
+            format!("indicator `{indicator_id}` is not part of the `{}` questionnaire", kind.name()),
+        ));
     }
     parse_answer(indicator, value).map(|_| ()).map_err(|e| reject(RejectCode::BadAnswer, e.to_string()))
 }

@@ -51,7 +51,12 @@ pub enum PushOutcome {
 /// Interprets the server's answer for one origin, given the local chain.
 ///
 /// `local_hash_at(seq)` returns the hash of our own op at `seq`.
-pub fn apply_push_result(local_head: u64, previous_acked: u64, result: &OriginPushResult, local_hash_at: impl Fn(u64) -> Option<Sha256Digest>) -> PushOutcome {
+pub fn apply_push_result(
+    local_head: u64,
+    previous_acked: u64,
+    result: &OriginPushResult,
+    local_hash_at: impl Fn(u64) -> Option<Sha256Digest>,
+) -> PushOutcome {
     if let Some(altered) = result.rejected.iter().find(|r| r.code == ChainRejectCode::Altered) {
         return PushOutcome::Diverged {
             reason: format!("the server holds a different op #{} for this device: {}", altered.seq, altered.message),
@@ -131,11 +136,18 @@ pub enum PullError {
 }
 
 /// Checks a pulled page against the current cursor and what is held.
-pub fn plan_pull_page(current: Option<Cursor>, page: &PullResponse, held: impl Fn(&Op) -> Held) -> Result<PullPlan, PullError> {
+pub fn plan_pull_page(
+    current: Option<Cursor>,
+    page: &PullResponse,
+    held: impl Fn(&Op) -> Held,
+) -> Result<PullPlan, PullError> {
     let mut after = 0;
     if let Some(c) = current {
         if c.store != page.cursor.store {
-            return Err(PullError::StoreChanged { expected: c.store.to_string(), found: page.cursor.store.to_string() });
+            return Err(PullError::StoreChanged {
+                expected: c.store.to_string(),
+                found: page.cursor.store.to_string(),
+            });
         }
         after = c.seq;
     }

@@ -45,10 +45,7 @@ impl fmt::Display for InstrumentErrors {
 /// Parses and checks an instrument document.
 pub fn load_instrument(text: &str) -> Result<Instrument, InstrumentErrors> {
     let document: Value = serde_json::from_str(text).map_err(|e| InstrumentErrors {
-        faults: vec![Fault {
-            path: "$".into(),
-            message: format!("not valid JSON: {e}"),
-        }],
+        faults: vec![Fault { path: "$".into(), message: format!("not valid JSON: {e}") }],
     })?;
     Instrument::from_document(document)
 }
@@ -77,16 +74,26 @@ struct Reader {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "format", "id", "version", "title", "regime", "year", "sources", "choices", "scale",
-    "dimensions", "respondents", "rollup", "deductions", "bands", "description",
+    "format",
+    "id",
+    "version",
+    "title",
+    "regime",
+    "year",
+    "sources",
+    "choices",
+    "scale",
+    "dimensions",
+    "respondents",
+    "rollup",
+    "deductions",
+    "bands",
+    "description",
 ];
 
 impl Reader {
     fn fault(&mut self, path: &str, message: impl Into<String>) {
-        self.faults.push(Fault {
-            path: path.to_owned(),
-            message: message.into(),
-        });
+        self.faults.push(Fault { path: path.to_owned(), message: message.into() });
     }
 
     fn object<'v>(&mut self, value: &'v Value, path: &str, allowed: &[&str]) -> Option<&'v Map<String, Value>> {
@@ -94,7 +101,10 @@ impl Reader {
             Value::Object(map) => {
                 for key in map.keys() {
                     if !allowed.contains(&key.as_str()) {
-                        self.fault(&format!("{path}.{key}"), format!("unknown field `{key}` (allowed: {})", allowed.join(", ")));
+                        self.fault(
+                            &format!("{path}.{key}"),
+                            format!("unknown field `{key}` (allowed: {})", allowed.join(", ")),
+                        );
                     }
                 }
                 Some(map)
@@ -238,7 +248,7 @@ impl Reader {
         let choices = self.strings(map, "choices", "$");
         let scale = self.scale(map);
         let respondents = self.respondents(map);
-        let dimensions = self.dimensions(map, &mut ids, &respondents, scale.as_ref());
+        let dimensions = self.dimensions(map, &mut ids, &respondents);
         let rollup = self.rollup(map);
         let deductions = self.deductions(map, &mut ids);
         let bands = self.bands(map, scale.as_ref());
@@ -272,11 +282,7 @@ impl Reader {
 
     fn strings(&mut self, map: &Map<String, Value>, key: &str, path: &str) -> Vec<String> {
         let items = self.array(map, key, path, false);
-        items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| self.string_value(v, &format!("{path}.{key}[{i}]")))
-            .collect()
+        items.iter().enumerate().filter_map(|(i, v)| self.string_value(v, &format!("{path}.{key}[{i}]"))).collect()
     }
 
     fn scale(&mut self, map: &Map<String, Value>) -> Option<ResultScale> {
@@ -293,7 +299,12 @@ impl Reader {
     }
 
     /// Reads the `weight` of each item of a sibling group and turns them into shares.
-    fn shares(&mut self, items: &[(String, Option<&Value>, bool)], group_path: &str, what: &str) -> Vec<(Exact, Option<Exact>)> {
+    fn shares(
+        &mut self,
+        items: &[(String, Option<&Value>, bool)],
+        group_path: &str,
+        what: &str,
+    ) -> Vec<(Exact, Option<Exact>)> {
         // items: (path, weight value, scored?)
         let scored: Vec<usize> = (0..items.len()).filter(|&i| items[i].2).collect();
         let with_weight = scored.iter().filter(|&&i| items[i].1.is_some()).count();
@@ -342,21 +353,25 @@ impl Reader {
         out
     }
 
-    fn dimensions(&mut self, map: &Map<String, Value>, ids: &mut BTreeMap<String, String>, respondents: &[RespondentRule], scale: Option<&ResultScale>) -> Vec<Dimension> {
+    fn dimensions(
+        &mut self,
+        map: &Map<String, Value>,
+        ids: &mut BTreeMap<String, String>,
+        respondents: &[RespondentRule],
+    ) -> Vec<Dimension> {
         let items = self.array(map, "dimensions", "$", true);
-        let weights: Vec<_> = items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("$.dimensions[{i}]"), v.get("weight"), true))
-            .collect();
+        let weights: Vec<_> =
+            items.iter().enumerate().map(|(i, v)| (format!("$.dimensions[{i}]"), v.get("weight"), true)).collect();
         let shares = self.shares(&weights, "$.dimensions", "dimensions");
         let mut out = Vec::new();
         for (i, value) in items.iter().enumerate() {
             let path = format!("$.dimensions[{i}]");
-            let Some(m) = self.object(value, &path, &["id", "title", "weight", "variables", "description"]) else { continue };
+            let Some(m) = self.object(value, &path, &["id", "title", "weight", "variables", "description"]) else {
+                continue;
+            };
             let id = self.id(m, &path, ids);
             let title = self.string(m, "title", &path);
-            let variables = self.variables(m, &path, ids, respondents, scale);
+            let variables = self.variables(m, &path, ids, respondents);
             if let (Some(id), Some(title)) = (id, title) {
                 let (share, weight_written) = shares[i].clone();
                 out.push(Dimension { id, title, share, weight_written, variables });
@@ -365,7 +380,13 @@ impl Reader {
         out
     }
 
-    fn variables(&mut self, map: &Map<String, Value>, parent: &str, ids: &mut BTreeMap<String, String>, respondents: &[RespondentRule], scale: Option<&ResultScale>) -> Vec<Variable> {
+    fn variables(
+        &mut self,
+        map: &Map<String, Value>,
+        parent: &str,
+        ids: &mut BTreeMap<String, String>,
+        respondents: &[RespondentRule],
+    ) -> Vec<Variable> {
         let items = self.array(map, "variables", parent, true);
         let weights: Vec<_> = items
             .iter()
@@ -376,10 +397,12 @@ impl Reader {
         let mut out = Vec::new();
         for (i, value) in items.iter().enumerate() {
             let path = format!("{parent}.variables[{i}]");
-            let Some(m) = self.object(value, &path, &["id", "title", "weight", "indicators", "description"]) else { continue };
+            let Some(m) = self.object(value, &path, &["id", "title", "weight", "indicators", "description"]) else {
+                continue;
+            };
             let id = self.id(m, &path, ids);
             let title = self.string(m, "title", &path);
-            let indicators = self.indicators(m, &path, ids, respondents, scale);
+            let indicators = self.indicators(m, &path, ids, respondents);
             if let (Some(id), Some(title)) = (id, title) {
                 let (share, weight_written) = shares[i].clone();
                 out.push(Variable { id, title, share, weight_written, indicators });
@@ -388,7 +411,13 @@ impl Reader {
         out
     }
 
-    fn indicators(&mut self, map: &Map<String, Value>, parent: &str, ids: &mut BTreeMap<String, String>, respondents: &[RespondentRule], scale: Option<&ResultScale>) -> Vec<Indicator> {
+    fn indicators(
+        &mut self,
+        map: &Map<String, Value>,
+        parent: &str,
+        ids: &mut BTreeMap<String, String>,
+        respondents: &[RespondentRule],
+    ) -> Vec<Indicator> {
         let items = self.array(map, "indicators", parent, true);
         let weights: Vec<_> = items
             .iter()
@@ -402,14 +431,35 @@ impl Reader {
         let mut out = Vec::new();
         for (i, value) in items.iter().enumerate() {
             let path = format!("{parent}.indicators[{i}]");
-            let Some(m) = self.object(value, &path, &["id", "title", "weight", "answer", "na_allowed", "source", "evidence_required", "level", "description"]) else { continue };
+            let Some(m) = self.object(
+                value,
+                &path,
+                &[
+                    "id",
+                    "title",
+                    "weight",
+                    "answer",
+                    "na_allowed",
+                    "source",
+                    "evidence_required",
+                    "level",
+                    "description",
+                ],
+            ) else {
+                continue;
+            };
             let id = self.id(m, &path, ids);
             let title = self.string(m, "title", &path);
             let answer = self.required(m, "answer", &path).and_then(|a| self.answer_kind(a, &format!("{path}.answer")));
             let na_allowed = self.bool_or(m, "na_allowed", &path, false);
             let evidence_required = self.bool_or(m, "evidence_required", &path, false);
             let source = self.enum_field(m, "source", &path, &Source::ALL.map(|s| (s.name(), s)));
-            let level = self.enum_field(m, "level", &path, &[("product", Level::Product), ("unit", Level::Unit), ("institution", Level::Institution)]);
+            let level = self.enum_field(
+                m,
+                "level",
+                &path,
+                &[("product", Level::Product), ("unit", Level::Unit), ("institution", Level::Institution)],
+            );
             if let (Some(source), Some(level)) = (source, level) {
                 if let Some(kind) = source.respondent_kind() {
                     match respondents.iter().find(|r| r.kind == kind) {
@@ -417,35 +467,43 @@ impl Reader {
                         Some(rule) if rule.level != level => self.fault(&format!("{path}.level"), format!("answered by `{}` respondents, who are counted per {}, but the indicator is at level `{}`", kind.name(), rule.level.name(), level.name())),
                         Some(_) => {}
                     }
-                } else if level == Level::Product && source == Source::DocumentCheck {
-                    // Allowed: a document may be checked per product.
                 }
             }
-            if let (Some(AnswerKind::Text), true) = (&answer, evidence_required) {
-                // Allowed: a photo may back a free-text finding.
-            }
-            if let (Some(answer), Some(_scale)) = (&answer, scale) {
-                if let AnswerKind::Scale { min, scoring: ScaleScoring::Proportional, .. } = answer {
-                    if *min < 0 {
-                        self.fault(&format!("{path}.answer.scoring"), "proportional scoring needs a scale that starts at 0 or above");
-                    }
-                }
-            }
-            if let (Some(id), Some(title), Some(answer), Some(source), Some(level)) = (id, title, answer, source, level) {
+            if let (Some(id), Some(title), Some(answer), Some(source), Some(level)) = (id, title, answer, source, level)
+            {
                 let (share, weight_written) = shares[i].clone();
-                out.push(Indicator { id, title, share, weight_written, answer, na_allowed, source, evidence_required, level });
+                out.push(Indicator {
+                    id,
+                    title,
+                    share,
+                    weight_written,
+                    answer,
+                    na_allowed,
+                    source,
+                    evidence_required,
+                    level,
+                });
             }
         }
         out
     }
 
-    fn enum_field<T: Copy>(&mut self, map: &Map<String, Value>, key: &str, path: &str, options: &[(&str, T)]) -> Option<T> {
+    fn enum_field<T: Copy>(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
         let name = self.string(map, key, path)?;
         match options.iter().find(|(n, _)| *n == name) {
             Some((_, v)) => Some(*v),
             None => {
                 let names: Vec<_> = options.iter().map(|(n, _)| *n).collect();
-                self.fault(&format!("{path}.{key}"), format!("unknown {key} `{name}` (expected one of: {})", names.join(", ")));
+                self.fault(
+                    &format!("{path}.{key}"),
+                    format!("unknown {key} `{name}` (expected one of: {})", names.join(", ")),
+                );
                 None
             }
         }
@@ -483,7 +541,10 @@ impl Reader {
                     Some(Value::String(s)) if s == "range" => Some(ScaleScoring::Range),
                     Some(Value::String(s)) if s == "proportional" => Some(ScaleScoring::Proportional),
                     Some(other) => {
-                        self.fault(&format!("{path}.scoring"), format!("unknown scoring {other} (expected `range` or `proportional`)"));
+                        self.fault(
+                            &format!("{path}.scoring"),
+                            format!("unknown scoring {other} (expected `range` or `proportional`)"),
+                        );
                         None
                     }
                 };
@@ -492,8 +553,11 @@ impl Reader {
                     self.fault(path, format!("scale min ({min}) must be below max ({max})"));
                     return None;
                 }
-                if scoring == ScaleScoring::Proportional && max <= 0 {
-                    self.fault(path, "proportional scoring needs a positive max");
+                if scoring == ScaleScoring::Proportional && min < 0 {
+                    self.fault(
+                        &format!("{path}.scoring"),
+                        "proportional scoring needs a scale that starts at 0 or above",
+                    );
                     return None;
                 }
                 Some(AnswerKind::Scale { min, max, scoring })
@@ -564,11 +628,17 @@ impl Reader {
                 };
                 match &min {
                     None => {
-                        self.fault(&format!("{path}.min"), "a number needs a lowest allowed value `min`, so that every answer has a score");
+                        self.fault(
+                            &format!("{path}.min"),
+                            "a number needs a lowest allowed value `min`, so that every answer has a score",
+                        );
                         return None;
                     }
                     Some(lo) if thresholds[0].min > *lo => {
-                        self.fault(&format!("{path}.thresholds[0].min"), format!("the first threshold must start at or below min ({lo})"));
+                        self.fault(
+                            &format!("{path}.thresholds[0].min"),
+                            format!("the first threshold must start at or below min ({lo})"),
+                        );
                         return None;
                     }
                     _ => {}
@@ -582,7 +652,12 @@ impl Reader {
                 Some(AnswerKind::Number { min, max, thresholds })
             }
             other => {
-                self.fault(&format!("{path}.kind"), format!("unknown answer kind `{other}` (expected one of: yes_no, scale, choice, count, number, text)"));
+                self.fault(
+                    &format!("{path}.kind"),
+                    format!(
+                        "unknown answer kind `{other}` (expected one of: yes_no, scale, choice, count, number, text)"
+                    ),
+                );
                 None
             }
         }
@@ -613,7 +688,10 @@ impl Reader {
                 (Some(min), Some(score)) => {
                     if let Some(prev) = out.last() {
                         if min <= prev.min {
-                            self.fault(&format!("{p}.min"), format!("thresholds must rise: {min} is not above {}", prev.min));
+                            self.fault(
+                                &format!("{p}.min"),
+                                format!("thresholds must rise: {min} is not above {}", prev.min),
+                            );
                             ok = false;
                         }
                     }
@@ -633,7 +711,8 @@ impl Reader {
             let Some(m) = self.object(item, &p, &["kind", "level", "expected", "min", "description"]) else { continue };
             let kind = self.enum_field(m, "kind", &p, &RespondentKind::ALL.map(|k| (k.name(), k)));
             let level = self.enum_field(m, "level", &p, &[("unit", Level::Unit), ("institution", Level::Institution)]);
-            let expected = self.required(m, "expected", &p).and_then(|v| self.integer_value(v, &format!("{p}.expected")));
+            let expected =
+                self.required(m, "expected", &p).and_then(|v| self.integer_value(v, &format!("{p}.expected")));
             let min = self.required(m, "min", &p).and_then(|v| self.integer_value(v, &format!("{p}.min")));
             if let (Some(kind), Some(level), Some(expected), Some(min)) = (kind, level, expected, min) {
                 if out.iter().any(|r| r.kind == kind) {
@@ -666,14 +745,19 @@ impl Reader {
                         location_weights.insert(loc, w);
                     }
                 }
-                if !location_weights.is_empty() && Location::ALL.iter().all(|l| location_weights.get(l).is_some_and(Exact::is_zero)) {
+                if !location_weights.is_empty()
+                    && Location::ALL.iter().all(|l| location_weights.get(l).is_some_and(Exact::is_zero))
+                {
                     self.fault("$.rollup.location_weights", "at least one location must weigh more than zero");
                 }
             }
         }
         if let Some(r) = m.get("respondents") {
             if r != "mean" {
-                self.fault("$.rollup.respondents", format!("unknown respondent aggregation {r} (only `mean` is defined)"));
+                self.fault(
+                    "$.rollup.respondents",
+                    format!("unknown respondent aggregation {r} (only `mean` is defined)"),
+                );
             }
         }
         let units = match self.string(m, "units", "$.rollup")?.as_str() {
@@ -681,7 +765,10 @@ impl Reader {
             "product_weighted" => UnitRollup::ProductWeighted,
             "unit_type_weights" => {
                 let Some(wv) = m.get("unit_type_weights") else {
-                    self.fault("$.rollup", "`unit_type_weights` roll-up needs a `unit_type_weights` map (unit type → weight)");
+                    self.fault(
+                        "$.rollup",
+                        "`unit_type_weights` roll-up needs a `unit_type_weights` map (unit type → weight)",
+                    );
                     return None;
                 };
                 let Value::Object(wm) = wv else {
@@ -704,7 +791,10 @@ impl Reader {
                 UnitRollup::UnitTypeWeights(weights)
             }
             other => {
-                self.fault("$.rollup.units", format!("unknown roll-up `{other}` (expected mean, product_weighted or unit_type_weights)"));
+                self.fault(
+                    "$.rollup.units",
+                    format!("unknown roll-up `{other}` (expected mean, product_weighted or unit_type_weights)"),
+                );
                 return None;
             }
         };
@@ -719,7 +809,9 @@ impl Reader {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let p = format!("$.deductions[{i}]");
-            let Some(m) = self.object(item, &p, &["id", "title", "level", "max_points", "description"]) else { continue };
+            let Some(m) = self.object(item, &p, &["id", "title", "level", "max_points", "description"]) else {
+                continue;
+            };
             let id = self.id(m, &p, ids);
             let title = self.string(m, "title", &p);
             let level = self.enum_field(m, "level", &p, &[("unit", Level::Unit), ("institution", Level::Institution)]);
@@ -747,7 +839,9 @@ impl Reader {
             let label = self.string(m, "label", &p);
             let zone = match m.get("zone") {
                 None => Some(None),
-                Some(_) => self.enum_field(m, "zone", &p, &[("green", Zone::Green), ("yellow", Zone::Yellow), ("red", Zone::Red)]).map(Some),
+                Some(_) => self
+                    .enum_field(m, "zone", &p, &[("green", Zone::Green), ("yellow", Zone::Yellow), ("red", Zone::Red)])
+                    .map(Some),
             };
             let min = self.band_edge(m, "min", &p);
             let max = self.band_edge(m, "max", &p);
@@ -767,23 +861,46 @@ impl Reader {
         if bands.len() != items.len() || bands.is_empty() {
             return bands.into_iter().map(|(_, b)| b).collect();
         }
-        bands.sort_by(|a, b| a.1.min.cmp(&b.1.min));
+        bands.sort_by_key(|b| b.1.min);
         for pair in bands.windows(2) {
             let (lo, hi) = (&pair[0].1, &pair[1].1);
             let next = lo.max.hundredths() + 1;
             if hi.min.hundredths() > next {
-                self.fault(&format!("$.bands[{}]", pair[1].0), format!("gap between band {} (up to {}) and band {} (from {}): scores in between would have no grade", lo.grade, lo.max, hi.grade, hi.min));
+                self.fault(
+                    &format!("$.bands[{}]", pair[1].0),
+                    format!(
+                        "gap between band {} (up to {}) and band {} (from {}): scores in between would have no grade",
+                        lo.grade, lo.max, hi.grade, hi.min
+                    ),
+                );
             } else if hi.min.hundredths() < next {
-                self.fault(&format!("$.bands[{}]", pair[1].0), format!("band {} (from {}) overlaps band {} (up to {})", hi.grade, hi.min, lo.grade, lo.max));
+                self.fault(
+                    &format!("$.bands[{}]", pair[1].0),
+                    format!("band {} (from {}) overlaps band {} (up to {})", hi.grade, hi.min, lo.grade, lo.max),
+                );
             }
         }
         if let Some(scale) = scale {
             let (lowest, highest) = (&bands[0], &bands[bands.len() - 1]);
             if lowest.1.min.to_exact() != scale.min {
-                self.fault(&format!("$.bands[{}].min", lowest.0), format!("the lowest band must start at the scale minimum ({}), found {}", scale.min.publish(), lowest.1.min));
+                self.fault(
+                    &format!("$.bands[{}].min", lowest.0),
+                    format!(
+                        "the lowest band must start at the scale minimum ({}), found {}",
+                        scale.min.publish(),
+                        lowest.1.min
+                    ),
+                );
             }
             if highest.1.max.to_exact() != scale.max {
-                self.fault(&format!("$.bands[{}].max", highest.0), format!("the highest band must end at the scale maximum ({}), found {}", scale.max.publish(), highest.1.max));
+                self.fault(
+                    &format!("$.bands[{}].max", highest.0),
+                    format!(
+                        "the highest band must end at the scale maximum ({}), found {}",
+                        scale.max.publish(),
+                        highest.1.max
+                    ),
+                );
             }
         }
         bands.reverse();

@@ -297,11 +297,8 @@ pub enum RespondentKind {
 
 impl RespondentKind {
     /// All kinds.
-    pub const ALL: [RespondentKind; 3] = [
-        RespondentKind::Official,
-        RespondentKind::ComplaintOfficer,
-        RespondentKind::ServiceUser,
-    ];
+    pub const ALL: [RespondentKind; 3] =
+        [RespondentKind::Official, RespondentKind::ComplaintOfficer, RespondentKind::ServiceUser];
 
     /// The name used in documents.
     pub fn name(self) -> &'static str {
@@ -347,12 +344,7 @@ pub enum Location {
 
 impl Location {
     /// All locations.
-    pub const ALL: [Location; 4] = [
-        Location::Mpp,
-        Location::Dpmptsp,
-        Location::OwnOffice,
-        Location::Online,
-    ];
+    pub const ALL: [Location; 4] = [Location::Mpp, Location::Dpmptsp, Location::OwnOffice, Location::Online];
 
     /// The name used in documents.
     pub fn name(self) -> &'static str {
@@ -461,10 +453,7 @@ impl Instrument {
 
     /// Every indicator, in document order.
     pub fn indicators(&self) -> impl Iterator<Item = &Indicator> {
-        self.dimensions
-            .iter()
-            .flat_map(|d| d.variables.iter())
-            .flat_map(|v| v.indicators.iter())
+        self.dimensions.iter().flat_map(|d| d.variables.iter()).flat_map(|v| v.indicators.iter())
     }
 
     /// The band a published figure falls in, if any.

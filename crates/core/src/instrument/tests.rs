@@ -92,9 +92,17 @@ fn reports_every_fault_at_once() {
 #[test]
 fn weights_must_add_up() {
     check_fault(|d| d["dimensions"][0]["weight"] = json!("59.99"), "$.dimensions", "add up to 99.99");
-    check_fault(|d| d["dimensions"][0].as_object_mut().unwrap().remove("weight").map(|_| ()).unwrap(), "$.dimensions", "either every dimensions has a weight");
+    check_fault(
+        |d| d["dimensions"][0].as_object_mut().unwrap().remove("weight").map(|_| ()).unwrap(),
+        "$.dimensions",
+        "either every dimensions has a weight",
+    );
     check_fault(|d| d["dimensions"][0]["weight"] = json!("-60"), "$.dimensions[0].weight", "above zero");
-    check_fault(|d| d["dimensions"][1]["variables"][0]["indicators"][1]["weight"] = json!("1"), "$.dimensions[1].variables[0].indicators[1].weight", "never scored");
+    check_fault(
+        |d| d["dimensions"][1]["variables"][0]["indicators"][1]["weight"] = json!("1"),
+        "$.dimensions[1].variables[0].indicators[1].weight",
+        "never scored",
+    );
 }
 
 #[test]
@@ -111,27 +119,104 @@ fn bands_must_not_leave_gaps_or_overlap() {
 #[test]
 fn answer_kinds_are_checked() {
     let ind = "$.dimensions[0].variables[0].indicators[1].answer";
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "slider"}), &format!("{ind}.kind"), "unknown answer kind `slider`");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "scale"}), ind, "needs its range");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "scale", "min": 3, "max": 3}), ind, "must be below max");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "scale", "min": -1, "max": 3, "scoring": "proportional"}), &format!("{ind}.scoring"), "starts at 0");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1"}]}), &format!("{ind}.options"), "at least two");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1.5"}, {"id": "a", "label": "B", "score": "0"}]}), &format!("{ind}.options[0].score"), "from 0 to 1");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1"}, {"id": "a", "label": "B", "score": "0"}]}), &format!("{ind}.options[1].id"), "duplicate option");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "count", "thresholds": [{"min": "2", "score": "0"}]}), &format!("{ind}.thresholds[0].min"), "first threshold");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "count", "thresholds": [{"min": "0", "score": "0"}, {"min": "0", "score": "1"}]}), &format!("{ind}.thresholds[1].min"), "must rise");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "number", "thresholds": [{"min": "0", "score": "1"}]}), &format!("{ind}.min"), "lowest allowed value");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "yes_no", "min": 0}), &format!("{ind}.min"), "does not apply");
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "slider"}),
+        &format!("{ind}.kind"),
+        "unknown answer kind `slider`",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "scale"}),
+        ind,
+        "needs its range",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "scale", "min": 3, "max": 3})
+        },
+        ind,
+        "must be below max",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] =
+                json!({"kind": "scale", "min": -1, "max": 3, "scoring": "proportional"})
+        },
+        &format!("{ind}.scoring"),
+        "starts at 0",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] =
+                json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1"}]})
+        },
+        &format!("{ind}.options"),
+        "at least two",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1.5"}, {"id": "a", "label": "B", "score": "0"}]}),
+        &format!("{ind}.options[0].score"),
+        "from 0 to 1",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "choice", "options": [{"id": "a", "label": "A", "score": "1"}, {"id": "a", "label": "B", "score": "0"}]}),
+        &format!("{ind}.options[1].id"),
+        "duplicate option",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] =
+                json!({"kind": "count", "thresholds": [{"min": "2", "score": "0"}]})
+        },
+        &format!("{ind}.thresholds[0].min"),
+        "first threshold",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] =
+                json!({"kind": "count", "thresholds": [{"min": "0", "score": "0"}, {"min": "0", "score": "1"}]})
+        },
+        &format!("{ind}.thresholds[1].min"),
+        "must rise",
+    );
+    check_fault(
+        |d| {
+            d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] =
+                json!({"kind": "number", "thresholds": [{"min": "0", "score": "1"}]})
+        },
+        &format!("{ind}.min"),
+        "lowest allowed value",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][1]["answer"] = json!({"kind": "yes_no", "min": 0}),
+        &format!("{ind}.min"),
+        "does not apply",
+    );
 }
 
 #[test]
 fn ids_sources_levels_and_respondents_are_checked() {
     check_fault(|d| d["dimensions"][1]["id"] = json!("d1"), "$.dimensions[1].id", "duplicate id `d1`");
-    check_fault(|d| d["dimensions"][1]["variables"][0]["indicators"][0]["id"] = json!("v1"), "$.dimensions[1].variables[0].indicators[0].id", "duplicate id `v1`");
+    check_fault(
+        |d| d["dimensions"][1]["variables"][0]["indicators"][0]["id"] = json!("v1"),
+        "$.dimensions[1].variables[0].indicators[0].id",
+        "duplicate id `v1`",
+    );
     check_fault(|d| d["dimensions"][0]["id"] = json!("Bad Id"), "$.dimensions[0].id", "not a valid id");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][0]["source"] = json!("gossip"), "$.dimensions[0].variables[0].indicators[0].source", "unknown source");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][0]["level"] = json!("nation"), "$.dimensions[0].variables[0].indicators[0].level", "unknown level");
-    check_fault(|d| d["dimensions"][0]["variables"][0]["indicators"][0]["source"] = json!("service_user_questionnaire"), "$.dimensions[0].variables[0].indicators[0].source", "needs a `service_user` entry");
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][0]["source"] = json!("gossip"),
+        "$.dimensions[0].variables[0].indicators[0].source",
+        "unknown source",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][0]["level"] = json!("nation"),
+        "$.dimensions[0].variables[0].indicators[0].level",
+        "unknown level",
+    );
+    check_fault(
+        |d| d["dimensions"][0]["variables"][0]["indicators"][0]["source"] = json!("service_user_questionnaire"),
+        "$.dimensions[0].variables[0].indicators[0].source",
+        "needs a `service_user` entry",
+    );
     check_fault(
         |d| {
             d["dimensions"][0]["variables"][0]["indicators"][0]["source"] = json!("service_user_questionnaire");
@@ -140,7 +225,11 @@ fn ids_sources_levels_and_respondents_are_checked() {
         "$.dimensions[0].variables[0].indicators[0].level",
         "counted per institution",
     );
-    check_fault(|d| d["respondents"] = json!([{"kind": "official", "level": "unit", "expected": 2, "min": 4}]), "$.respondents[0]", "min <= expected");
+    check_fault(
+        |d| d["respondents"] = json!([{"kind": "official", "level": "unit", "expected": 2, "min": 4}]),
+        "$.respondents[0]",
+        "min <= expected",
+    );
     check_fault(|d| d["surprise"] = json!(1), "$.surprise", "unknown field `surprise`");
     check_fault(|d| d["format"] = json!("other/1"), "$.format", "expected \"sidak-instrument/1\"");
     check_fault(|d| d["version"] = json!(0), "$.version", "from 1");
@@ -151,9 +240,21 @@ fn ids_sources_levels_and_respondents_are_checked() {
 fn rollup_and_deductions_are_checked() {
     check_fault(|d| d["rollup"] = json!({"units": "median"}), "$.rollup.units", "unknown roll-up `median`");
     check_fault(|d| d["rollup"] = json!({"units": "unit_type_weights"}), "$.rollup", "needs a `unit_type_weights` map");
-    check_fault(|d| d["rollup"] = json!({"units": "mean", "location_weights": {"mall": "1"}}), "$.rollup.location_weights.mall", "unknown field");
-    check_fault(|d| d["rollup"] = json!({"units": "mean", "location_weights": {"mpp": "0", "dpmptsp": "0", "own_office": "0", "online": "0"}}), "$.rollup.location_weights", "more than zero");
-    check_fault(|d| d["deductions"] = json!([{"id": "x", "title": "X", "level": "unit", "max_points": "0"}]), "$.deductions[0].max_points", "above zero");
+    check_fault(
+        |d| d["rollup"] = json!({"units": "mean", "location_weights": {"mall": "1"}}),
+        "$.rollup.location_weights.mall",
+        "unknown field",
+    );
+    check_fault(
+        |d| d["rollup"] = json!({"units": "mean", "location_weights": {"mpp": "0", "dpmptsp": "0", "own_office": "0", "online": "0"}}),
+        "$.rollup.location_weights",
+        "more than zero",
+    );
+    check_fault(
+        |d| d["deductions"] = json!([{"id": "x", "title": "X", "level": "unit", "max_points": "0"}]),
+        "$.deductions[0].max_points",
+        "above zero",
+    );
 }
 
 #[test]

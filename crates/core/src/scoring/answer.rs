@@ -73,9 +73,7 @@ pub fn parse_answer(indicator: &Indicator, value: &Value) -> Result<AnswerValue,
         return if indicator.na_allowed {
             Ok(AnswerValue::NotApplicable)
         } else {
-            Err(AnswerError::NotApplicableForbidden {
-                indicator: indicator.id.clone(),
-            })
+            Err(AnswerError::NotApplicableForbidden { indicator: indicator.id.clone() })
         };
     }
     let wrong = |expected: &str| AnswerError::WrongKind {
@@ -83,11 +81,8 @@ pub fn parse_answer(indicator: &Indicator, value: &Value) -> Result<AnswerValue,
         expected: expected.to_owned(),
         found: describe(value),
     };
-    let out_of_range = |range: String| AnswerError::OutOfRange {
-        indicator: indicator.id.clone(),
-        range,
-        found: value.to_string(),
-    };
+    let out_of_range =
+        |range: String| AnswerError::OutOfRange { indicator: indicator.id.clone(), range, found: value.to_string() };
     match &indicator.answer {
         AnswerKind::YesNo => value.as_bool().map(AnswerValue::YesNo).ok_or_else(|| wrong("true or false")),
         AnswerKind::Scale { min, max, .. } => {
@@ -158,12 +153,12 @@ pub(crate) fn attainment(indicator: &Indicator, answer: &AnswerValue) -> Option<
             ScaleScoring::Range => Exact::ratio(v - min, max - min),
             ScaleScoring::Proportional => Exact::ratio(*v, *max),
         }),
-        (AnswerKind::Choice { options }, AnswerValue::Choice(id)) => options.iter().find(|o| &o.id == id).map(|o| o.score.clone()),
-        (AnswerKind::Count { thresholds, .. } | AnswerKind::Number { thresholds, .. }, AnswerValue::Quantity(x)) => thresholds
-            .iter()
-            .rev()
-            .find(|t| t.min <= *x)
-            .map(|t| t.score.clone()),
+        (AnswerKind::Choice { options }, AnswerValue::Choice(id)) => {
+            options.iter().find(|o| &o.id == id).map(|o| o.score.clone())
+        }
+        (AnswerKind::Count { thresholds, .. } | AnswerKind::Number { thresholds, .. }, AnswerValue::Quantity(x)) => {
+            thresholds.iter().rev().find(|t| t.min <= *x).map(|t| t.score.clone())
+        }
         _ => None,
     }
 }

@@ -54,7 +54,10 @@ pub fn score_season(instrument: &Instrument, season: &SeasonInput) -> Result<Sea
     if let Some(named) = &season.instrument {
         let r = &instrument.reference;
         if named != &r.id && named != &r.to_string() {
-            faults.push(fault("$.instrument", format!("the season was recorded with `{named}` but is being scored with `{r}`")));
+            faults.push(fault(
+                "$.instrument",
+                format!("the season was recorded with `{named}` but is being scored with `{r}`"),
+            ));
         }
     }
     let mut seen = BTreeMap::new();
@@ -62,7 +65,10 @@ pub fn score_season(instrument: &Instrument, season: &SeasonInput) -> Result<Sea
     for (i, inst) in season.institutions.iter().enumerate() {
         let path = format!("$.institutions[{i}]");
         if let Some(first) = seen.insert(inst.id.as_str(), i) {
-            faults.push(fault(&format!("{path}.id"), format!("duplicate institution id `{}` (also at $.institutions[{first}])", inst.id)));
+            faults.push(fault(
+                &format!("{path}.id"),
+                format!("duplicate institution id `{}` (also at $.institutions[{first}])", inst.id),
+            ));
         }
         match check_institution(instrument, inst, &path) {
             Ok(c) => checked.push(c),
@@ -83,7 +89,10 @@ pub fn score_season(instrument: &Instrument, season: &SeasonInput) -> Result<Sea
 }
 
 /// Scores one institution.
-pub fn score_institution(instrument: &Instrument, input: &InstitutionInput) -> Result<InstitutionResult, ScoringErrors> {
+pub fn score_institution(
+    instrument: &Instrument,
+    input: &InstitutionInput,
+) -> Result<InstitutionResult, ScoringErrors> {
     let checked = check_institution(instrument, input, "$").map_err(|faults| ScoringErrors { faults })?;
     Ok(compute_institution(instrument, &checked))
 }
@@ -139,7 +148,11 @@ struct Checker<'i> {
     faults: Vec<Fault>,
 }
 
-fn check_institution<'a>(instrument: &Instrument, input: &'a InstitutionInput, path: &str) -> Result<CheckedInstitution<'a>, Vec<Fault>> {
+fn check_institution<'a>(
+    instrument: &Instrument,
+    input: &'a InstitutionInput,
+    path: &str,
+) -> Result<CheckedInstitution<'a>, Vec<Fault>> {
     let mut c = Checker { instrument, faults: Vec::new() };
     let scope = c.scope(&input.answers, &input.respondents, &input.deductions, Level::Institution, path);
     let mut unit_ids = BTreeMap::new();
@@ -148,14 +161,20 @@ fn check_institution<'a>(instrument: &Instrument, input: &'a InstitutionInput, p
     for (u, unit) in input.units.iter().enumerate() {
         let upath = format!("{path}.units[{u}]");
         if let Some(first) = unit_ids.insert(unit.id.as_str(), u) {
-            c.faults.push(fault(&format!("{upath}.id"), format!("duplicate unit id `{}` (also at {path}.units[{first}])", unit.id)));
+            c.faults.push(fault(
+                &format!("{upath}.id"),
+                format!("duplicate unit id `{}` (also at {path}.units[{first}])", unit.id),
+            ));
         }
         let scope = c.scope(&unit.answers, &unit.respondents, &unit.deductions, Level::Unit, &upath);
         let mut products = Vec::new();
         for (p, product) in unit.products.iter().enumerate() {
             let ppath = format!("{upath}.products[{p}]");
             if let Some(first) = product_ids.insert(product.id.as_str(), ppath.clone()) {
-                c.faults.push(fault(&format!("{ppath}.id"), format!("duplicate product id `{}` (also at {first})", product.id)));
+                c.faults.push(fault(
+                    &format!("{ppath}.id"),
+                    format!("duplicate product id `{}` (also at {first})", product.id),
+                ));
             }
             let answers = c.answers(&product.answers, Level::Product, None, &ppath);
             let weight = instrument.rollup.location_weights.get(&product.location).cloned().unwrap_or_else(Exact::one);
@@ -168,7 +187,15 @@ fn check_institution<'a>(instrument: &Instrument, input: &'a InstitutionInput, p
                 Some(w) => w.clone(),
                 None => {
                     let known: Vec<_> = weights.keys().map(String::as_str).collect();
-                    c.faults.push(fault(&format!("{upath}.type"), format!("unit type `{}` has no weight in {}'s roll-up (known: {})", unit.unit_type, instrument.reference, known.join(", "))));
+                    c.faults.push(fault(
+                        &format!("{upath}.type"),
+                        format!(
+                            "unit type `{}` has no weight in {}'s roll-up (known: {})",
+                            unit.unit_type,
+                            instrument.reference,
+                            known.join(", ")
+                        ),
+                    ));
                     Exact::zero()
                 }
             },
@@ -183,7 +210,14 @@ fn check_institution<'a>(instrument: &Instrument, input: &'a InstitutionInput, p
 }
 
 impl<'i> Checker<'i> {
-    fn scope<'a>(&mut self, answers: &'a BTreeMap<String, AnswerInput>, respondents: &'a [RespondentInput], deductions: &'a [DeductionInput], level: Level, path: &str) -> Scope<'a> {
+    fn scope<'a>(
+        &mut self,
+        answers: &'a BTreeMap<String, AnswerInput>,
+        respondents: &'a [RespondentInput],
+        deductions: &'a [DeductionInput],
+        level: Level,
+        path: &str,
+    ) -> Scope<'a> {
         let answers = self.answers(answers, level, None, path);
         let mut by_kind: BTreeMap<RespondentKind, Vec<Respondent<'a>>> = BTreeMap::new();
         let mut ids = BTreeSet::new();
@@ -193,8 +227,19 @@ impl<'i> Checker<'i> {
                 self.faults.push(fault(&format!("{rpath}.id"), format!("duplicate respondent id `{}`", resp.id)));
             }
             match self.instrument.respondent_rule(resp.kind) {
-                None => self.faults.push(fault(&format!("{rpath}.kind"), format!("{} has no `{}` questionnaires", self.instrument.reference, resp.kind.name()))),
-                Some(rule) if rule.level != level => self.faults.push(fault(&format!("{rpath}.kind"), format!("`{}` questionnaires are counted per {}, not per {}", resp.kind.name(), rule.level.name(), level.name()))),
+                None => self.faults.push(fault(
+                    &format!("{rpath}.kind"),
+                    format!("{} has no `{}` questionnaires", self.instrument.reference, resp.kind.name()),
+                )),
+                Some(rule) if rule.level != level => self.faults.push(fault(
+                    &format!("{rpath}.kind"),
+                    format!(
+                        "`{}` questionnaires are counted per {}, not per {}",
+                        resp.kind.name(),
+                        rule.level.name(),
+                        level.name()
+                    ),
+                )),
                 Some(_) => {}
             }
             let answers = self.answers(&resp.answers, level, Some(resp.kind), &rpath);
@@ -205,24 +250,47 @@ impl<'i> Checker<'i> {
             let dpath = format!("{path}.deductions[{d}]");
             let Some(rule) = self.instrument.deduction(&ded.id) else {
                 let known: Vec<_> = self.instrument.deductions.iter().map(|d| d.id.as_str()).collect();
-                self.faults.push(fault(&format!("{dpath}.id"), format!("unknown deduction `{}` (the instrument defines: {})", ded.id, if known.is_empty() { "none".to_owned() } else { known.join(", ") })));
+                self.faults.push(fault(
+                    &format!("{dpath}.id"),
+                    format!(
+                        "unknown deduction `{}` (the instrument defines: {})",
+                        ded.id,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                ));
                 continue;
             };
             if rule.level != level {
-                self.faults.push(fault(&format!("{dpath}.id"), format!("deduction `{}` applies per {}, not per {}", ded.id, rule.level.name(), level.name())));
+                self.faults.push(fault(
+                    &format!("{dpath}.id"),
+                    format!("deduction `{}` applies per {}, not per {}", ded.id, rule.level.name(), level.name()),
+                ));
             }
             if ded.points.is_negative() || ded.points.is_zero() || ded.points > rule.max_points {
-                self.faults.push(fault(&format!("{dpath}.points"), format!("points must be above 0 and at most {}, found {}", rule.max_points, ded.points)));
+                self.faults.push(fault(
+                    &format!("{dpath}.points"),
+                    format!("points must be above 0 and at most {}, found {}", rule.max_points, ded.points),
+                ));
             }
             if ded.reason.trim().is_empty() {
                 self.faults.push(fault(&format!("{dpath}.reason"), "a deduction needs its reason"));
             }
-            applied.push(AppliedDeduction { id: ded.id.clone(), points: ded.points.clone(), reason: ded.reason.clone() });
+            applied.push(AppliedDeduction {
+                id: ded.id.clone(),
+                points: ded.points.clone(),
+                reason: ded.reason.clone(),
+            });
         }
         Scope { answers, respondents: by_kind, deductions: applied }
     }
 
-    fn answers<'a>(&mut self, answers: &'a BTreeMap<String, AnswerInput>, level: Level, respondent: Option<RespondentKind>, path: &str) -> Answers<'a> {
+    fn answers<'a>(
+        &mut self,
+        answers: &'a BTreeMap<String, AnswerInput>,
+        level: Level,
+        respondent: Option<RespondentKind>,
+        path: &str,
+    ) -> Answers<'a> {
         let mut out = BTreeMap::new();
         for (id, answer) in answers {
             let apath = format!("{path}.answers.{id}");
@@ -231,20 +299,36 @@ impl<'i> Checker<'i> {
                 continue;
             };
             if indicator.level != level {
-                self.faults.push(fault(&apath, format!("indicator `{id}` is answered per {}, not per {}", indicator.level.name(), level.name())));
+                self.faults.push(fault(
+                    &apath,
+                    format!("indicator `{id}` is answered per {}, not per {}", indicator.level.name(), level.name()),
+                ));
                 continue;
             }
             match (indicator.source.respondent_kind(), respondent) {
                 (Some(kind), None) => {
-                    self.faults.push(fault(&apath, format!("indicator `{id}` is answered in `{}` questionnaires, not directly", kind.name())));
+                    self.faults.push(fault(
+                        &apath,
+                        format!("indicator `{id}` is answered in `{}` questionnaires, not directly", kind.name()),
+                    ));
                     continue;
                 }
                 (None, Some(kind)) => {
-                    self.faults.push(fault(&apath, format!("indicator `{id}` is not part of the `{}` questionnaire (its source is {})", kind.name(), indicator.source.name())));
+                    self.faults.push(fault(
+                        &apath,
+                        format!(
+                            "indicator `{id}` is not part of the `{}` questionnaire (its source is {})",
+                            kind.name(),
+                            indicator.source.name()
+                        ),
+                    ));
                     continue;
                 }
                 (Some(want), Some(got)) if want != got => {
-                    self.faults.push(fault(&apath, format!("indicator `{id}` is answered by `{}` respondents, not `{}`", want.name(), got.name())));
+                    self.faults.push(fault(
+                        &apath,
+                        format!("indicator `{id}` is answered by `{}` respondents, not `{}`", want.name(), got.name()),
+                    ));
                     continue;
                 }
                 _ => {}
@@ -256,7 +340,10 @@ impl<'i> Checker<'i> {
             }
             match parse_answer(indicator, &answer.value) {
                 Ok(value) => {
-                    out.insert(id.as_str(), Parsed { value, raw: answer.value.clone(), evidence: answer.evidence.len() });
+                    out.insert(
+                        id.as_str(),
+                        Parsed { value, raw: answer.value.clone(), evidence: answer.evidence.len() },
+                    );
                 }
                 Err(err) => self.faults.push(fault(&apath, err.to_string())),
             }
@@ -351,8 +438,15 @@ impl<'i> Calc<'i> {
                 });
                 Outcome { status: Status::Complete, score: Some(published), grading, provisional: None }
             }
-            Attain::NotApplicable => Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None },
-            Attain::Missing(p) => Outcome { status: Status::Incomplete, score: None, grading: None, provisional: p.as_ref().map(Exact::publish) },
+            Attain::NotApplicable => {
+                Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None }
+            }
+            Attain::Missing(p) => Outcome {
+                status: Status::Incomplete,
+                score: None,
+                grading: None,
+                provisional: p.as_ref().map(Exact::publish),
+            },
         }
     }
 
@@ -368,7 +462,13 @@ impl<'i> Calc<'i> {
     }
 
     /// One answer's attainment, noting what is missing.
-    fn answered(&self, indicator: &Indicator, parsed: Option<&Parsed>, place: &str, missing: &mut BTreeSet<String>) -> Attain {
+    fn answered(
+        &self,
+        indicator: &Indicator,
+        parsed: Option<&Parsed>,
+        place: &str,
+        missing: &mut BTreeSet<String>,
+    ) -> Attain {
         match parsed {
             None => {
                 missing.insert(format!("{place}: `{}` has no answer", indicator.id));
@@ -386,8 +486,18 @@ impl<'i> Calc<'i> {
     }
 
     /// The mean over a scope's respondents of their kind, before any weighting.
-    fn questionnaire(&self, indicator: &Indicator, kind: RespondentKind, scope: &Scope<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
-        let rule = self.instrument.respondent_rule(kind).expect("checked at load: questionnaire indicators have a respondent rule");
+    fn questionnaire(
+        &self,
+        indicator: &Indicator,
+        kind: RespondentKind,
+        scope: &Scope<'_>,
+        place: &str,
+        missing: &mut BTreeSet<String>,
+    ) -> IndicatorCalc {
+        let rule = self
+            .instrument
+            .respondent_rule(kind)
+            .expect("checked at load: questionnaire indicators have a respondent rule");
         let empty = Vec::new();
         let respondents = scope.respondents.get(&kind).unwrap_or(&empty);
         let count = respondents.len() as u32;
@@ -397,7 +507,12 @@ impl<'i> Calc<'i> {
         }
         let mut answered = 0u32;
         let items = respondents.iter().map(|r| {
-            let a = self.answered(indicator, r.answers.get(indicator.id.as_str()), &format!("{place} / respondent `{}`", r.id), missing);
+            let a = self.answered(
+                indicator,
+                r.answers.get(indicator.id.as_str()),
+                &format!("{place} / respondent `{}`", r.id),
+                missing,
+            );
             if matches!(a, Attain::Value(_)) {
                 answered += 1;
             }
@@ -414,7 +529,13 @@ impl<'i> Calc<'i> {
         IndicatorCalc { attain, answer: None, respondents: Some(answered) }
     }
 
-    fn direct(&self, indicator: &Indicator, scope: &Scope<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
+    fn direct(
+        &self,
+        indicator: &Indicator,
+        scope: &Scope<'_>,
+        place: &str,
+        missing: &mut BTreeSet<String>,
+    ) -> IndicatorCalc {
         match indicator.source.respondent_kind() {
             Some(kind) => self.questionnaire(indicator, kind, scope, place, missing),
             None => {
@@ -429,7 +550,13 @@ impl<'i> Calc<'i> {
         }
     }
 
-    fn product_level(&self, indicator: &Indicator, unit: &CheckedUnit<'_>, place: &str, missing: &mut BTreeSet<String>) -> IndicatorCalc {
+    fn product_level(
+        &self,
+        indicator: &Indicator,
+        unit: &CheckedUnit<'_>,
+        place: &str,
+        missing: &mut BTreeSet<String>,
+    ) -> IndicatorCalc {
         if !indicator.is_scored() {
             return IndicatorCalc { attain: Attain::NotApplicable, answer: None, respondents: None };
         }
@@ -440,7 +567,17 @@ impl<'i> Calc<'i> {
         let items: Vec<_> = unit
             .products
             .iter()
-            .map(|p| (p.weight.clone(), self.answered(indicator, p.answers.get(indicator.id.as_str()), &format!("{place} / product `{}`", p.input.id), missing)))
+            .map(|p| {
+                (
+                    p.weight.clone(),
+                    self.answered(
+                        indicator,
+                        p.answers.get(indicator.id.as_str()),
+                        &format!("{place} / product `{}`", p.input.id),
+                        missing,
+                    ),
+                )
+            })
             .collect();
         IndicatorCalc { attain: combine(items), answer: None, respondents: None }
     }
@@ -524,7 +661,8 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
         institution_level.insert(&indicator.id, (c.attain, c.answer, c.respondents));
     }
 
-    let mut units: Vec<UnitCalc> = inst.units.iter().map(|u| compute_unit(&calc, u, &institution_level, &inst_missing)).collect();
+    let mut units: Vec<UnitCalc> =
+        inst.units.iter().map(|u| compute_unit(&calc, u, &institution_level, &inst_missing)).collect();
     units.sort_by(|a, b| a.result.id.cmp(&b.result.id));
     for u in &units {
         missing_all.extend(u.result.missing.iter().cloned());
@@ -542,7 +680,9 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
     // Breakdown by dimension and variable over units, with the same unit weights.
     let mut dimensions = Vec::new();
     for dimension in &instrument.dimensions {
-        let over_units = |get: &dyn Fn(&UnitCalc) -> Option<Attain>| combine(units.iter().filter_map(|u| get(u).map(|a| (u.result.weight.clone(), a))).collect::<Vec<_>>());
+        let over_units = |get: &dyn Fn(&UnitCalc) -> Option<Attain>| {
+            combine(units.iter().filter_map(|u| get(u).map(|a| (u.result.weight.clone(), a))).collect::<Vec<_>>())
+        };
         let attain = over_units(&|u| u.by_node.get(&dimension.id).cloned());
         let children = dimension
             .variables
@@ -574,7 +714,12 @@ fn before_deductions(before: &Attain, deductions: &[AppliedDeduction]) -> Option
     }
 }
 
-fn compute_unit(calc: &Calc<'_>, unit: &CheckedUnit<'_>, institution_level: &BTreeMap<&str, (Attain, Option<Value>, Option<u32>)>, inst_missing: &BTreeSet<String>) -> UnitCalc {
+fn compute_unit(
+    calc: &Calc<'_>,
+    unit: &CheckedUnit<'_>,
+    institution_level: &BTreeMap<&str, (Attain, Option<Value>, Option<u32>)>,
+    inst_missing: &BTreeSet<String>,
+) -> UnitCalc {
     let place = format!("unit `{}`", unit.input.id);
     let mut missing = BTreeSet::new();
     let mut uses_institution = false;
@@ -604,7 +749,11 @@ fn compute_unit(calc: &Calc<'_>, unit: &CheckedUnit<'_>, institution_level: &BTr
                 |i| i.level == Level::Product && i.is_scored(),
                 |indicator| {
                     let parsed = p.answers.get(indicator.id.as_str());
-                    IndicatorCalc { attain: calc.answered(indicator, parsed, &pplace, &mut pmissing), answer: parsed.map(|x| x.raw.clone()), respondents: None }
+                    IndicatorCalc {
+                        attain: calc.answered(indicator, parsed, &pplace, &mut pmissing),
+                        answer: parsed.map(|x| x.raw.clone()),
+                        respondents: None,
+                    }
                 },
             );
             ProductResult {

@@ -166,13 +166,19 @@ impl<'de> Deserialize<'de> for AnswerInput {
             Value::Object(mut map) if map.contains_key("value") || map.contains_key("evidence") => {
                 for key in map.keys() {
                     if key != "value" && key != "evidence" {
-                        return Err(serde::de::Error::custom(format!("unknown field `{key}` in an answer (expected `value` and `evidence`)")));
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown field `{key}` in an answer (expected `value` and `evidence`)"
+                        )));
                     }
                 }
-                let value = map.remove("value").ok_or_else(|| serde::de::Error::custom("an answer with `evidence` needs a `value`"))?;
+                let value = map
+                    .remove("value")
+                    .ok_or_else(|| serde::de::Error::custom("an answer with `evidence` needs a `value`"))?;
                 let evidence = match map.remove("evidence") {
                     None => Vec::new(),
-                    Some(e) => serde_json::from_value(e).map_err(|e| serde::de::Error::custom(format!("`evidence` must be a list of SHA-256 digests: {e}")))?,
+                    Some(e) => serde_json::from_value(e).map_err(|e| {
+                        serde::de::Error::custom(format!("`evidence` must be a list of SHA-256 digests: {e}"))
+                    })?,
                 };
                 Ok(AnswerInput { value, evidence })
             }

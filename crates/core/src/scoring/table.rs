@@ -24,11 +24,7 @@ pub fn render_table(results: &SeasonResult, title: &str) -> String {
                 rows.push(row(&format!("    {}", product.name), product.location.name(), &product.outcome));
             }
         }
-        let dims: Vec<String> = inst
-            .dimensions
-            .iter()
-            .map(|d| format!("{} {}", d.id, figure(&d.outcome)))
-            .collect();
+        let dims: Vec<String> = inst.dimensions.iter().map(|d| format!("{} {}", d.id, figure(&d.outcome))).collect();
         let mut note = format!("{} — rule: {}; dimensions: {}", inst.name, inst.rule, dims.join(" · "));
         if let Some(before) = inst.before_deductions {
             let _ = write!(note, "; before deductions {before}");
@@ -49,7 +45,15 @@ pub fn render_table(results: &SeasonResult, title: &str) -> String {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(c, cell)| if c == 2 { format!("{cell:>w$}", w = widths[c]) } else { format!("{cell:<w$}", w = widths[c]) })
+            .map(
+                |(c, cell)| {
+                    if c == 2 {
+                        format!("{cell:>w$}", w = widths[c])
+                    } else {
+                        format!("{cell:<w$}", w = widths[c])
+                    }
+                },
+            )
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }

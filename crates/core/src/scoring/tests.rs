@@ -1,0 +1,751 @@
+//! Scoring tests: table-driven cases for every built-in instrument, the rules
+//! (N/A, incomplete, deductions, location weights, rounding), and properties.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::instrument::{builtin, Indicator, Instrument, Level, Location, RespondentKind, BUILTIN_IDS};
+use crate::num::{Exact, Published};
+
+const EVIDENCE: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn answer(indicator: &Indicator, value: Value) -> AnswerInput {
+    if indicator.evidence_required {
+        AnswerInput::with_evidence(value, vec![EVIDENCE.to_owned()])
+    } else {
+        AnswerInput::new(value)
+    }
+}
+
+/// An institution with `units` units of `products` products each, every indicator
+/// answered by `value` (None: left unanswered) and every questionnaire kind filled to
+/// its minimum.
+fn institution(
+    instrument: &Instrument,
+    units: usize,
+    products: usize,
+    value: impl Fn(&Indicator, &str) -> Option<Value>,
+) -> InstitutionInput {
+    let direct = |level: Level, place: &str| -> BTreeMap<String, AnswerInput> {
+        instrument
+            .indicators()
+            .filter(|i| i.level == level && i.source.respondent_kind().is_none())
+            .filter_map(|i| value(i, place).map(|v| (i.id.clone(), answer(i, v))))
+            .collect()
+    };
+    let respondents = |level: Level, place: &str| -> Vec<RespondentInput> {
+        instrument
+            .respondents
+            .iter()
+            .filter(|r| r.level == level)
+            .flat_map(|rule| (0..rule.min).map(move |n| (rule.kind, n)))
+            .map(|(kind, n)| RespondentInput {
+                id: format!("{}-{n}", kind.name()),
+                kind,
+                answers: instrument
+                    .indicators()
+                    .filter(|i| i.source.respondent_kind() == Some(kind))
+                    .filter_map(|i| value(i, place).map(|v| (i.id.clone(), answer(i, v))))
+                    .collect(),
+            })
+            .collect()
+    };
+    InstitutionInput {
+        id: "kota-uji".into(),
+        name: "Pemerintah Kota Uji".into(),
+        kind: "kota".into(),
+        region: Some("jateng".into()),
+        answers: direct(Level::Institution, "institution"),
+        respondents: respondents(Level::Institution, "institution"),
+        deductions: Vec::new(),
+        units: (0..units)
+            .map(|u| {
+                let place = format!("u{u}");
+                UnitInput {
+                    id: place.clone(),
+                    name: format!("Unit {u}"),
+                    unit_type: "disdukcapil".into(),
+                    answers: direct(Level::Unit, &place),
+                    respondents: respondents(Level::Unit, &place),
+                    deductions: Vec::new(),
+                    products: (0..products)
+                        .map(|p| {
+                            let pplace = format!("u{u}p{p}");
+                            ProductInput {
+                                id: pplace.clone(),
+                                name: format!("Produk {p}"),
+                                location: Location::Mpp,
+                                answers: direct(Level::Product, &pplace),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn max_value(i: &Indicator) -> Value {
+    match &i.answer {
+        crate::instrument::AnswerKind::YesNo => json!(true),
+        crate::instrument::AnswerKind::Scale { max, .. } => json!(max),
+        _ => json!(null),
+    }
+}
+
+fn score(instrument: &Instrument, input: &InstitutionInput) -> InstitutionResult {
+    score_institution(instrument, input).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn published(s: &str) -> Published {
+    s.parse().unwrap()
+}
+
+/// (score, grade, zone) of an institution result.
+fn graded(r: &InstitutionResult) -> (String, String, String) {
+    let g = r.outcome.grading.as_ref();
+    (
+        r.outcome.score.map(|s| s.to_string()).unwrap_or_default(),
+        g.map(|g| g.grade.clone()).unwrap_or_default(),
+        g.and_then(|g| g.zone).map(|z| z.name().to_owned()).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn every_band_edge_of_every_builtin_grades_as_published() {
+    // (instrument, figure, grade, zone)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("penilaian-2023", "100.00", "A", "green"),
+        ("penilaian-2023", "88.00", "A", "green"),
+        ("penilaian-2023", "87.99", "B", "green"),
+        ("penilaian-2023", "78.00", "B", "green"),
+        ("penilaian-2023", "77.99", "C", "yellow"),
+        ("penilaian-2023", "54.00", "C", "yellow"),
+        ("penilaian-2023", "53.99", "D", "red"),
+        ("penilaian-2023", "32.00", "D", "red"),
+        ("penilaian-2023", "31.99", "E", "red"),
+        ("penilaian-2023", "0.00", "E", "red"),
+        ("kepatuhan-2021", "100.00", "Tinggi", "green"),
+        ("kepatuhan-2021", "81.00", "Tinggi", "green"),
+        ("kepatuhan-2021", "80.99", "Sedang", "yellow"),
+        ("kepatuhan-2021", "51.00", "Sedang", "yellow"),
+        ("kepatuhan-2021", "50.99", "Rendah", "red"),
+        ("kepatuhan-2021", "0.00", "Rendah", "red"),
+        ("ikm-2017", "100.00", "A", ""),
+        ("ikm-2017", "88.31", "A", ""),
+        ("ikm-2017", "88.30", "B", ""),
+        ("ikm-2017", "76.61", "B", ""),
+        ("ikm-2017", "76.60", "C", ""),
+        ("ikm-2017", "65.00", "C", ""),
+        ("ikm-2017", "64.99", "D", ""),
+        ("ikm-2017", "25.00", "D", ""),
+        ("ipp-2017", "5.00", "A", ""),
+        ("ipp-2017", "4.51", "A", ""),
+        ("ipp-2017", "4.50", "A-", ""),
+        ("ipp-2017", "4.01", "A-", ""),
+        ("ipp-2017", "4.00", "B", ""),
+        ("ipp-2017", "3.51", "B", ""),
+        ("ipp-2017", "3.50", "B-", ""),
+        ("ipp-2017", "3.01", "B-", ""),
+        ("ipp-2017", "3.00", "C", ""),
+        ("ipp-2017", "2.51", "C", ""),
+        ("ipp-2017", "2.50", "C-", ""),
+        ("ipp-2017", "2.01", "C-", ""),
+        ("ipp-2017", "2.00", "D", ""),
+        ("ipp-2017", "1.51", "D", ""),
+        ("ipp-2017", "1.50", "E", ""),
+        ("ipp-2017", "1.01", "E", ""),
+        ("ipp-2017", "1.00", "F", ""),
+        ("ipp-2017", "0.00", "F", ""),
+    ];
+    for (id, figure, grade, zone) in cases {
+        let instrument = builtin(id).unwrap();
+        let band = instrument.band_for(published(figure)).unwrap_or_else(|| panic!("{id} {figure}: no band"));
+        assert_eq!(
+            (band.grade.as_str(), band.zone.map(|z| z.name()).unwrap_or("")),
+            (*grade, *zone),
+            "{id} at {figure}"
+        );
+    }
+    // Every built-in covers its whole scale: each hundredth has exactly one band.
+    for id in BUILTIN_IDS {
+        let instrument = builtin(id).unwrap();
+        let (lo, hi) = (instrument.scale.min.publish().hundredths(), instrument.scale.max.publish().hundredths());
+        for h in lo..=hi {
+            let figure = Published::from_hundredths(h);
+            let n = instrument.bands.iter().filter(|b| b.min <= figure && figure <= b.max).count();
+            assert_eq!(n, 1, "{id} at {figure}");
+        }
+    }
+}
+
+#[test]
+fn penilaian_full_marks_score_100_and_grade_a() {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let result = score(&instrument, &institution(&instrument, 2, 2, |i, _| Some(max_value(i))));
+    assert_eq!(graded(&result), ("100.00".into(), "A".into(), "green".into()));
+    assert_eq!(result.outcome.status, Status::Complete);
+    assert!(result.missing.is_empty(), "{:?}", result.missing);
+    assert_eq!(result.rule, "mean");
+}
+
+/// A penilaian-2023 institution scoring exactly 100 − 21.54/3 = 92.82 (the complaint
+/// dimension at 2 of 3), minus an institution deduction of `points`.
+fn penilaian_with_deduction(points: &str) -> InstitutionResult {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let mut input = institution(&instrument, 1, 2, |i, _| {
+        Some(if i.id.starts_with("pengaduan.") { json!(2) } else { max_value(i) })
+    });
+    input.deductions.push(DeductionInput {
+        id: "lahp-tidak-ditindaklanjuti".into(),
+        points: points.parse().unwrap(),
+        reason: "LAHP 2023 belum ditindaklanjuti".into(),
+    });
+    score(&instrument, &input)
+}
+
+#[test]
+fn penilaian_band_edges_through_the_engine() {
+    let cases = [
+        ("4.82", "88.00", "A"),
+        ("4.83", "87.99", "B"),
+        ("4.475", "88.35", "A"),  // 88.345 rounds half-up
+        ("4.8251", "87.99", "B"), // 87.9949 rounds down
+        ("4.825", "88.00", "A"),  // 87.995 rounds up: the grade follows the published figure
+    ];
+    for (points, figure, grade) in cases {
+        let r = penilaian_with_deduction(points);
+        assert_eq!(r.before_deductions, Some(published("92.82")), "deduction {points}");
+        assert_eq!((graded(&r).0.as_str(), graded(&r).1.as_str()), (figure, grade), "deduction {points}");
+    }
+}
+
+#[test]
+fn kepatuhan_zone_edges_through_the_engine() {
+    // Eight variables fully met, `pelayanan-terpadu` never, `rekognisi` in k of 1000
+    // products: score = 80 + k/100.
+    let instrument = builtin("kepatuhan-2021").unwrap();
+    for (k, figure, zone) in [(100, "81.00", "green"), (99, "80.99", "yellow"), (0, "80.00", "yellow")] {
+        let input = institution(&instrument, 1, 1000, |i, place| {
+            let p: usize = place.rsplit('p').next().unwrap().parse().unwrap();
+            Some(json!(match i.id.as_str() {
+                "pelayanan-terpadu.tersedia" => false,
+                "rekognisi.penghargaan" => p < k,
+                _ => true,
+            }))
+        });
+        let r = score(&instrument, &input);
+        assert_eq!((graded(&r).0.as_str(), graded(&r).2.as_str()), (figure, zone), "k = {k}");
+        assert_eq!(r.rule, "product_weighted");
+    }
+}
+
+/// The worked example of PermenPANRB 14/2017 in [52]: 29 respondents, element totals
+/// 105, 101, 100, 116, 102, 105, 106, 105, 115.
+fn ikm_example() -> InstitutionInput {
+    let instrument = builtin("ikm-2017").unwrap();
+    // Per element: (count of 4s, count of 3s, count of 2s).
+    let counts = [
+        (18, 11, 0),
+        (14, 15, 0),
+        (15, 12, 2),
+        (29, 0, 0),
+        (15, 14, 0),
+        (18, 11, 0),
+        (19, 10, 0),
+        (18, 11, 0),
+        (28, 1, 0),
+    ];
+    let elements: Vec<&Indicator> = instrument.indicators().collect();
+    assert_eq!(elements.len(), 9);
+    let respondents = (0..29)
+        .map(|r| RespondentInput {
+            id: format!("r{r}"),
+            kind: RespondentKind::ServiceUser,
+            answers: elements
+                .iter()
+                .zip(counts)
+                .map(|(e, (fours, threes, _))| {
+                    let v = if r < fours {
+                        4
+                    } else if r < fours + threes {
+                        3
+                    } else {
+                        2
+                    };
+                    (e.id.clone(), AnswerInput::new(json!(v)))
+                })
+                .collect(),
+        })
+        .collect();
+    InstitutionInput {
+        id: "kemenag-sulbar".into(),
+        name: "Kantor Wilayah".into(),
+        kind: "kementerian".into(),
+        region: None,
+        answers: BTreeMap::new(),
+        respondents: Vec::new(),
+        deductions: Vec::new(),
+        units: vec![UnitInput {
+            id: "ptsp".into(),
+            name: "PTSP".into(),
+            unit_type: "ptsp".into(),
+            answers: BTreeMap::new(),
+            respondents,
+            deductions: Vec::new(),
+            products: Vec::new(),
+        }],
+    }
+}
+
+#[test]
+fn ikm_uses_exact_ninths_not_rounded_weights() {
+    let instrument = builtin("ikm-2017").unwrap();
+    let r = score(&instrument, &ikm_example());
+    // Exact: 955 / (29 × 9) × 25 = 91.4750… → 91.48, grade A.
+    assert_eq!(graded(&r), ("91.48".into(), "A".into(), String::new()));
+    // The regulation's rounded weights (0.11 each) would publish 90.56 instead.
+    let nrr_sum = Exact::ratio(955, 29);
+    let rounded = nrr_sum * "0.11".parse::<Exact>().unwrap() * Exact::from_int(25);
+    assert_eq!(rounded.publish().to_string(), "90.56");
+    // And an instrument written with 0.11 weights is refused: they add up to 0.99.
+    let mut doc = instrument.document;
+    for ind in doc["dimensions"][0]["variables"][0]["indicators"].as_array_mut().unwrap() {
+        ind["weight"] = json!("0.11");
+    }
+    let err = Instrument::from_document(doc).unwrap_err();
+    assert!(err.to_string().contains("add up to 0.99"), "{err}");
+}
+
+#[test]
+fn ikm_not_applicable_element_drops_out_and_weights_renormalise() {
+    let instrument = builtin("ikm-2017").unwrap();
+    let mut input = ikm_example();
+    let biaya = instrument.indicators().find(|i| i.na_allowed).expect("one element allows N/A").id.clone();
+    for r in &mut input.units[0].respondents {
+        r.answers.insert(biaya.clone(), AnswerInput::new(json!({"na": true})));
+    }
+    let r = score(&instrument, &input);
+    // Without the all-4 element: (955 − 116) / 29 / 8 × 25 = 90.409… → 90.41.
+    assert_eq!(graded(&r).0, "90.41");
+    let node = &r.units[0].dimensions[0].children[0].children.iter().find(|n| n.id == biaya).unwrap();
+    assert_eq!(node.outcome.status, Status::NotApplicable);
+}
+
+#[test]
+fn ipp_scores_on_its_own_scale() {
+    let instrument = builtin("ipp-2017").unwrap();
+    let r = score(&instrument, &institution(&instrument, 1, 0, |_, _| Some(json!(4))));
+    assert_eq!(graded(&r), ("4.00".into(), "B".into(), String::new()));
+    let r = score(
+        &instrument,
+        &institution(&instrument, 1, 0, |i, _| Some(json!(if i.id.starts_with("kebijakan.") { 5 } else { 4 }))),
+    );
+    // Kebijakan weighs 30 of 100: 4 + 0.3 = 4.30 → A-.
+    assert_eq!(graded(&r), ("4.30".into(), "A-".into(), String::new()));
+}
+
+#[test]
+fn missing_answers_make_results_incomplete_never_zero() {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let input = institution(&instrument, 2, 2, |i, place| {
+        (!(i.id == "proses.produk" && place == "u1p0")).then(|| max_value(i))
+    });
+    let r = score(&instrument, &input);
+    assert_eq!(r.outcome.status, Status::Incomplete);
+    assert_eq!(
+        (r.outcome.score, r.outcome.grading.clone()),
+        (None, None),
+        "incomplete results get no score and no grade"
+    );
+    assert_eq!(r.outcome.provisional, Some(published("100.00")));
+    assert_eq!(r.missing, vec!["unit `u1` / product `u1p0`: `proses.produk` has no answer".to_owned()]);
+    let u0 = r.units.iter().find(|u| u.id == "u0").unwrap();
+    assert_eq!(u0.outcome.status, Status::Complete, "the other unit is unaffected");
+    let u1 = r.units.iter().find(|u| u.id == "u1").unwrap();
+    assert_eq!(u1.outcome.status, Status::Incomplete);
+}
+
+#[test]
+fn short_questionnaires_and_missing_evidence_are_listed() {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let mut input = institution(&instrument, 1, 1, |i, _| Some(max_value(i)));
+    input.respondents.truncate(29);
+    input.units[0].products[0].answers.get_mut("proses.persyaratan").unwrap().evidence.clear();
+    let r = score(&instrument, &input);
+    assert_eq!(r.outcome.status, Status::Incomplete);
+    assert!(
+        r.missing.contains(&"institution: 29 of at least 30 `service_user` questionnaires".to_owned()),
+        "{:?}",
+        r.missing
+    );
+    assert!(
+        r.missing.contains(&"unit `u0` / product `u0p0`: `proses.persyaratan` needs evidence".to_owned()),
+        "{:?}",
+        r.missing
+    );
+}
+
+/// A small instrument for the rules themselves: two dimensions, N/A allowed
+/// everywhere, location weights and a unit deduction.
+fn rules_instrument(units: &str) -> Instrument {
+    let doc = json!({
+        "format": "sidak-instrument/1", "id": "rules", "version": 1, "title": "Rules", "regime": "test",
+        "choices": ["test instrument"],
+        "scale": {"min": "0", "max": "100"},
+        "dimensions": [
+            {"id": "a", "title": "A", "weight": "75", "variables": [
+                {"id": "a1", "title": "A1", "indicators": [
+                    {"id": "p1", "title": "P1", "answer": {"kind": "yes_no"}, "source": "observation", "level": "product", "na_allowed": true},
+                    {"id": "p2", "title": "P2", "answer": {"kind": "count", "thresholds": [{"min": "0", "score": "0"}, {"min": "2", "score": "1/2"}, {"min": "5", "score": "1"}]}, "source": "observation", "level": "product", "na_allowed": true}
+                ]}
+            ]},
+            {"id": "b", "title": "B", "weight": "25", "variables": [
+                {"id": "b1", "title": "B1", "indicators": [
+                    {"id": "u1", "title": "U1", "answer": {"kind": "choice", "options": [{"id": "no", "label": "No", "score": "0"}, {"id": "part", "label": "Part", "score": "0.4"}, {"id": "yes", "label": "Yes", "score": "1"}]}, "source": "document_check", "level": "unit", "na_allowed": true},
+                    {"id": "t1", "title": "T1", "answer": {"kind": "text"}, "source": "observation", "level": "unit"}
+                ]}
+            ]}
+        ],
+        "rollup": {"units": units, "unit_type_weights": if units == "unit_type_weights" { json!({"dinkes": "3", "disdukcapil": "1"}) } else { Value::Null },
+                   "location_weights": {"mpp": "1", "own_office": "1/2", "online": "0"}},
+        "deductions": [{"id": "late", "title": "Late", "level": "unit", "max_points": "50"}],
+        "bands": [{"grade": "A", "label": "A", "min": "50.00", "max": "100.00"}, {"grade": "B", "label": "B", "min": "0.00", "max": "49.99"}]
+    });
+    let mut doc = doc;
+    if units != "unit_type_weights" {
+        doc["rollup"].as_object_mut().unwrap().remove("unit_type_weights");
+    }
+    Instrument::from_document(doc).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rules_unit(id: &str, unit_type: &str, u1: Value, products: Vec<(Location, Value, Value)>) -> UnitInput {
+    UnitInput {
+        id: id.into(),
+        name: id.into(),
+        unit_type: unit_type.into(),
+        answers: [("u1".to_owned(), AnswerInput::new(u1)), ("t1".to_owned(), AnswerInput::new(json!("catatan")))]
+            .into(),
+        respondents: Vec::new(),
+        deductions: Vec::new(),
+        products: products
+            .into_iter()
+            .enumerate()
+            .map(|(n, (location, p1, p2))| ProductInput {
+                id: format!("{id}-p{n}"),
+                name: format!("p{n}"),
+                location,
+                answers: [("p1".to_owned(), AnswerInput::new(p1)), ("p2".to_owned(), AnswerInput::new(p2))].into(),
+            })
+            .collect(),
+    }
+}
+
+fn rules_institution(units: Vec<UnitInput>) -> InstitutionInput {
+    InstitutionInput {
+        id: "i".into(),
+        name: "I".into(),
+        kind: "kota".into(),
+        region: None,
+        answers: BTreeMap::new(),
+        respondents: Vec::new(),
+        deductions: Vec::new(),
+        units,
+    }
+}
+
+/// One table for the roll-up rules: (case, roll-up, units, expected institution score).
+#[test]
+fn rules_table() {
+    let na = json!({"na": true});
+    let cases: Vec<(&str, &str, Vec<UnitInput>, &str)> = vec![
+        // p1 yes (1), p2 = 3 → 1/2: a1 = 3/4; u1 yes: b = 1 → 0.75 × 0.75 + 0.25 = 81.25
+        (
+            "plain",
+            "mean",
+            vec![rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), json!(3))])],
+            "81.25",
+        ),
+        // N/A p2: a1 = p1 only = 1 → 100
+        (
+            "na drops out",
+            "mean",
+            vec![rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), na.clone())])],
+            "100.00",
+        ),
+        // All of dimension a N/A: a drops out, b alone decides: part = 0.4 → 40
+        (
+            "all-na parent drops out",
+            "mean",
+            vec![rules_unit("x", "dinkes", json!("part"), vec![(Location::Mpp, na.clone(), na)])],
+            "40.00",
+        ),
+        // Location: p1 yes at MPP (w 1), no at own office (w 1/2): 2/3; p2 5 and 0: 2/3 → a1 = 2/3; u1 no → 50.00
+        (
+            "location weights",
+            "mean",
+            vec![rules_unit(
+                "x",
+                "dinkes",
+                json!("no"),
+                vec![(Location::Mpp, json!(true), json!(5)), (Location::OwnOffice, json!(false), json!(0))],
+            )],
+            "50.00",
+        ),
+        // Online weighs 0: only the MPP product counts → a1 = 1 → 75 + 25 = 100
+        (
+            "zero-weight location",
+            "mean",
+            vec![rules_unit(
+                "x",
+                "dinkes",
+                json!("yes"),
+                vec![(Location::Mpp, json!(true), json!(5)), (Location::Online, json!(false), json!(0))],
+            )],
+            "100.00",
+        ),
+        // Two units 100 and 25 (a = 0, u1 yes): mean 62.50
+        (
+            "mean of units",
+            "mean",
+            vec![
+                rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), json!(5))]),
+                rules_unit("y", "disdukcapil", json!("yes"), vec![(Location::Mpp, json!(false), json!(0))]),
+            ],
+            "62.50",
+        ),
+        // Weighted by products: x has 3 products (100), y has 1 (25): (300 + 25) / 4 = 81.25
+        (
+            "product weighted",
+            "product_weighted",
+            vec![
+                rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), json!(5)); 3]),
+                rules_unit("y", "disdukcapil", json!("yes"), vec![(Location::Mpp, json!(false), json!(0))]),
+            ],
+            "81.25",
+        ),
+        // Unit-type weights dinkes 3, disdukcapil 1: same figures → 81.25
+        (
+            "unit type weights",
+            "unit_type_weights",
+            vec![
+                rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), json!(5))]),
+                rules_unit("y", "disdukcapil", json!("yes"), vec![(Location::Mpp, json!(false), json!(0))]),
+            ],
+            "81.25",
+        ),
+    ];
+    for (case, units, input, expected) in cases {
+        let instrument = rules_instrument(units);
+        let r = score(&instrument, &rules_institution(input));
+        assert_eq!(r.outcome.score.map(|s| s.to_string()).as_deref(), Some(expected), "case `{case}`");
+        assert_eq!(r.rule, units, "case `{case}` records its rule");
+    }
+}
+
+#[test]
+fn unit_deductions_cut_points_and_never_go_below_the_scale() {
+    let instrument = rules_instrument("mean");
+    let mut unit = rules_unit("x", "dinkes", json!("yes"), vec![(Location::Mpp, json!(true), json!(3))]);
+    unit.deductions.push(DeductionInput {
+        id: "late".into(),
+        points: "1.25".parse().unwrap(),
+        reason: "tindak lanjut terlambat".into(),
+    });
+    let r = score(&instrument, &rules_institution(vec![unit.clone()]));
+    assert_eq!(r.units[0].before_deductions, Some(published("81.25")));
+    assert_eq!(r.units[0].outcome.score, Some(published("80.00")));
+    assert_eq!(r.outcome.score, Some(published("80.00")));
+    unit.answers.insert("u1".into(), AnswerInput::new(json!("no")));
+    unit.products[0].answers.insert("p1".into(), AnswerInput::new(json!(false)));
+    unit.products[0].answers.insert("p2".into(), AnswerInput::new(json!(0)));
+    unit.deductions[0].points = "50".parse().unwrap();
+    let r = score(&instrument, &rules_institution(vec![unit]));
+    assert_eq!(r.units[0].outcome.score, Some(published("0.00")), "floored at the scale minimum");
+}
+
+#[test]
+fn bad_input_names_every_place_and_scores_nothing() {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let mut input = institution(&instrument, 1, 1, |i, _| Some(max_value(i)));
+    let product = &mut input.units[0].products[0].answers;
+    product.insert("proses.persyaratan".into(), answer(instrument.indicator("proses.persyaratan").unwrap(), json!(4)));
+    product.insert("proses.prosedur".into(), answer(instrument.indicator("proses.prosedur").unwrap(), json!(true)));
+    product.insert("proses.tidak-ada".into(), AnswerInput::new(json!(1)));
+    product.insert("pengaduan.kanal-aktif".into(), AnswerInput::new(json!(1)));
+    input.units[0].answers.insert("input.penyuluhan".into(), AnswerInput::new(json!(2)));
+    input.deductions.push(DeductionInput {
+        id: "lahp-tidak-ditindaklanjuti".into(),
+        points: "11".parse().unwrap(),
+        reason: " ".into(),
+    });
+    input.units[0]
+        .answers
+        .insert("pengaduan.kanal-aktif".into(), AnswerInput::with_evidence(json!(3), vec!["../etc/passwd".into()]));
+    let err = score_institution(&instrument, &input).unwrap_err();
+    let faults: Vec<String> = err.faults.iter().map(|f| f.to_string()).collect();
+    let expect = [
+        "$.units[0].products[0].answers.proses.persyaratan: indicator `proses.persyaratan` takes a whole number from 0 to 3, found 4",
+        "$.units[0].products[0].answers.proses.prosedur: indicator `proses.prosedur` takes a whole number from 0 to 3, found true/false (true)",
+        "$.units[0].products[0].answers.proses.tidak-ada: unknown indicator `proses.tidak-ada` in penilaian-2023@1",
+        "$.units[0].products[0].answers.pengaduan.kanal-aktif: indicator `pengaduan.kanal-aktif` is answered per unit, not per product",
+        "$.units[0].answers.input.penyuluhan: indicator `input.penyuluhan` is answered in `official` questionnaires, not directly",
+        "$.deductions[0].points: points must be above 0 and at most 10, found 11",
+        "$.deductions[0].reason: a deduction needs its reason",
+        "$.units[0].answers.pengaduan.kanal-aktif.evidence[0]: `../etc/passwd` is not a SHA-256 digest (64 lowercase hex digits)",
+    ];
+    for e in expect {
+        assert!(faults.iter().any(|f| f == e), "missing fault {e:?} in {faults:#?}");
+    }
+    assert_eq!(faults.len(), expect.len(), "{faults:#?}");
+}
+
+#[test]
+fn season_files_check_their_format_and_instrument() {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let season = SeasonInput {
+        format: "sidak-season/9".into(),
+        season: None,
+        instrument: Some("ikm-2017".into()),
+        institutions: vec![],
+    };
+    let err = score_season(&instrument, &season).unwrap_err().to_string();
+    assert!(err.contains("$.format: expected \"sidak-season/1\""), "{err}");
+    assert!(err.contains("recorded with `ikm-2017` but is being scored with `penilaian-2023@1`"), "{err}");
+}
+
+#[test]
+fn the_documented_example_season_scores() {
+    let text = include_str!("../../../../docs/examples/season-2023.json");
+    let season: SeasonInput = serde_json::from_str(text).unwrap();
+    let instrument = builtin(season.instrument.as_deref().unwrap()).unwrap();
+    let results = score_season(&instrument, &season).unwrap();
+    assert!(results.institutions.iter().all(|i| i.outcome.status == Status::Complete || !i.missing.is_empty()));
+    let table = render_table(&results, "example");
+    for inst in &season.institutions {
+        assert!(table.contains(&inst.name), "{table}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Properties.
+
+fn arb_penilaian_input() -> impl Strategy<Value = InstitutionInput> {
+    let instrument = builtin("penilaian-2023").unwrap();
+    let n = instrument.indicators().count();
+    (1usize..4, 0usize..3, proptest::collection::vec(proptest::option::weighted(0.97, 0i64..=3), n * 64), 0u8..2)
+        .prop_map(move |(units, products, values, deduct)| {
+            let ids: Vec<String> = instrument.indicators().map(|i| i.id.clone()).collect();
+            let counter = std::cell::Cell::new(0usize);
+            let mut input = institution(&instrument, units, products, |i, _| {
+                let k = counter.get();
+                counter.set(k + 1);
+                let _ = &ids;
+                values[(k + i.id.len()) % values.len()].map(|v| json!(v))
+            });
+            if deduct == 1 {
+                input.deductions.push(DeductionInput {
+                    id: "lahp-tidak-ditindaklanjuti".into(),
+                    points: "7.5".parse().unwrap(),
+                    reason: "r".into(),
+                });
+            }
+            input
+        })
+}
+
+fn every_figure(r: &InstitutionResult) -> Vec<Published> {
+    fn nodes(ns: &[NodeResult], out: &mut Vec<Published>) {
+        for n in ns {
+            out.extend(n.outcome.score);
+            out.extend(n.outcome.provisional);
+            nodes(&n.children, out);
+        }
+    }
+    let mut out = Vec::new();
+    out.extend(r.outcome.score);
+    out.extend(r.outcome.provisional);
+    nodes(&r.dimensions, &mut out);
+    for u in &r.units {
+        out.extend(u.outcome.score);
+        out.extend(u.outcome.provisional);
+        nodes(&u.dimensions, &mut out);
+        for p in &u.products {
+            out.extend(p.outcome.score);
+            nodes(&p.dimensions, &mut out);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scoring_is_deterministic_order_independent_and_in_range(input in arb_penilaian_input(), seed in any::<u64>()) {
+        let instrument = builtin("penilaian-2023").unwrap();
+        let a = serde_json::to_string(&score(&instrument, &input)).unwrap();
+        let b = serde_json::to_string(&score(&instrument, &input)).unwrap();
+        prop_assert_eq!(&a, &b);
+
+        // Shuffle every list whose order carries no meaning.
+        let mut shuffled = input.clone();
+        let mut s = seed;
+        let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+        fn shuffle<T>(v: &mut [T], next: &mut impl FnMut() -> u64) {
+            for i in (1..v.len()).rev() {
+                v.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+        }
+        shuffle(&mut shuffled.units, &mut next);
+        shuffle(&mut shuffled.respondents, &mut next);
+        for u in &mut shuffled.units {
+            shuffle(&mut u.products, &mut next);
+            shuffle(&mut u.respondents, &mut next);
+        }
+        let c = serde_json::to_string(&score(&instrument, &shuffled)).unwrap();
+        prop_assert_eq!(&a, &c);
+
+        let result = score(&instrument, &input);
+        let (lo, hi) = (instrument.scale.min.publish(), instrument.scale.max.publish());
+        for figure in every_figure(&result) {
+            prop_assert!(lo <= figure && figure <= hi, "{} outside {}..{}", figure, lo, hi);
+        }
+        if result.outcome.status == Status::Complete {
+            let grading = result.outcome.grading.clone().unwrap();
+            let band = instrument.band_for(result.outcome.score.unwrap()).unwrap();
+            prop_assert_eq!(grading.grade, band.grade.clone());
+        } else {
+            prop_assert!(result.outcome.grading.is_none() && result.outcome.score.is_none());
+        }
+    }
+}
+
+#[test]
+fn answer_json_forms_round_trip() {
+    for text in [
+        r#"true"#,
+        r#"{"na":true}"#,
+        r#"{"value":2,"evidence":["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]}"#,
+    ] {
+        let a: AnswerInput = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&a).unwrap(), text);
+    }
+    assert!(serde_json::from_str::<AnswerInput>(r#"{"value":2,"photo":1}"#).is_err());
+}
+
+#[test]
+fn exact_weights_of_the_builtins_sum_to_one() {
+    for id in BUILTIN_IDS {
+        let instrument = builtin(id).unwrap();
+        let dims: Exact = instrument.dimensions.iter().map(|d| d.share.clone()).sum();
+        assert_eq!(dims, Exact::one(), "{id}");
+        for d in &instrument.dimensions {
+            let vars: Exact = d.variables.iter().map(|v| v.share.clone()).sum();
+            assert_eq!(vars, Exact::one(), "{id} {}", d.id);
+        }
+    }
+}
