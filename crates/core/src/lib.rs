@@ -11,9 +11,13 @@ pub mod hlc;
 pub mod ids;
 pub mod instrument;
 pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub mod num;
 pub mod op;
 pub mod records;
+#[cfg(test)]
+mod records_tests;
 pub mod scoring;
 pub mod sync;
 pub mod wire;

@@ -508,3 +508,28 @@ fn respondent_answer(
 pub fn respondent_level(instrument: &Instrument, kind: RespondentKind) -> Option<Level> {
     instrument.respondent_rule(kind).map(|r| r.level)
 }
+
+/// Who wrote an op, as far as the record model cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// A field device.
+    Device,
+    /// A server (registry, assignments, corrections, deductions).
+    Server,
+}
+
+/// Checks an op against the record model and, for answers, the instrument its visit
+/// cites: the kind of record must be writable by its author, the field must exist and
+/// the value must fit. Chain checks (hash, prev, seq) are [`crate::chain::admit`]'s.
+pub fn check_op(op: &crate::op::Op, author: Author, view: &dyn RecordView) -> Result<(), Rejection> {
+    if author == Author::Device && !op.entity.kind.device_writable() {
+        return Err(reject(RejectCode::NotPermitted, format!("a field device may not write a {}", op.entity.kind)));
+    }
+    if op.entity.kind == EntityKind::Device && op.entity.id.0 != op.origin.0 {
+        return Err(reject(
+            RejectCode::NotPermitted,
+            "an origin may describe only itself (device/<its own origin id>)",
+        ));
+    }
+    check_field(&op.entity, &op.field, &op.value, op.parent.is_some(), view)
+}

@@ -1,5 +1,9 @@
 //! Messages of the sync protocol v1 (`proto/sync-v1.md`). Every type here has a JSON
 //! Schema and golden examples in `proto/`, checked by the test suite.
+//!
+//! Requests refuse unknown fields (a typo never passes silently); responses accept
+//! them, because v1 grows only by adding fields and clients must ignore what they do
+//! not know.
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,7 +48,6 @@ pub struct PushRequest {
 
 /// The answer to a push: per origin, exactly what is durable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PushResponse {
     /// One entry per origin in the request, ordered by origin.
     pub origins: Vec<OriginPushResult>,
@@ -54,7 +57,6 @@ pub struct PushResponse {
 
 /// What a push did for one origin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OriginPushResult {
     /// The origin.
     pub origin: OriginId,
@@ -76,7 +78,6 @@ pub struct OriginPushResult {
 
 /// An op stored in quarantine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QuarantinedOp {
     /// Its seq.
     pub seq: u64,
@@ -88,7 +89,6 @@ pub struct QuarantinedOp {
 
 /// An op refused at the chain level.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RejectedOp {
     /// Its seq.
     pub seq: u64,
@@ -154,7 +154,6 @@ impl<'de> Deserialize<'de> for Cursor {
 
 /// `GET /v1/ops/pull?cursor=…&limit=…`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PullResponse {
     /// Ops the caller may see, in `server_seq` order.
     pub ops: Vec<PulledOp>,
@@ -168,7 +167,6 @@ pub struct PullResponse {
 
 /// An op as stored by a server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PulledOp {
     /// The server's own increasing sequence.
     pub server_seq: u64,
@@ -188,7 +186,6 @@ pub struct StatusRequest {
 
 /// What the server holds of each origin, and what its upstream holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusResponse {
     /// One entry per origin asked about.
     pub origins: Vec<OriginStatus>,
@@ -196,7 +193,6 @@ pub struct StatusResponse {
 
 /// One origin's acknowledgement state on a tier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OriginStatus {
     /// The origin.
     pub origin: OriginId,
@@ -211,7 +207,6 @@ pub struct OriginStatus {
 
 /// `GET /v1/manifest`: the end-of-day manifest of a tier, per origin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The store that made it.
     pub store: StoreId,
@@ -221,7 +216,6 @@ pub struct Manifest {
 
 /// One origin in a manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ManifestEntry {
     /// The origin.
     pub origin: OriginId,
@@ -251,7 +245,6 @@ pub struct EvidenceBegin {
 
 /// Where an evidence upload stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EvidenceStatus {
     /// The file's SHA-256.
     pub sha256: Sha256Digest,
@@ -265,7 +258,6 @@ pub struct EvidenceStatus {
 
 /// `GET /v1/instruments`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstrumentList {
     /// Every published instrument version.
     pub instruments: Vec<InstrumentSummary>,
@@ -273,7 +265,6 @@ pub struct InstrumentList {
 
 /// One published instrument version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InstrumentSummary {
     /// Id.
     pub id: String,
@@ -287,7 +278,6 @@ pub struct InstrumentSummary {
 
 /// `GET /v1/whoami`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Whoami {
     /// assessor, supervisor, admin or peer.
     pub role: String,
@@ -307,10 +297,82 @@ pub struct Whoami {
 
 /// Every error answer: a stable code and a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// Stable machine code (proto/sync-v1.md, "Errors").
     pub code: String,
     /// In words.
     pub message: String,
 }
+
+/// `GET /v1/assignments`: the caller's assignments, materialised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentList {
+    /// Assignments, ordered by id.
+    pub assignments: Vec<Assignment>,
+}
+
+/// Work given to an assessor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The assignment record.
+    pub id: crate::ids::EntityId,
+    /// The assessor.
+    pub assessor: String,
+    /// The institution.
+    pub institution: RegistryItem,
+    /// The unit to visit.
+    pub unit: RegistryItem,
+    /// The service products to observe.
+    pub products: Vec<RegistryItem>,
+    /// The instrument to record with.
+    pub instrument: crate::instrument::InstrumentRef,
+    /// `covert` or `announced`.
+    pub mode: String,
+    /// Due date (ms since 1970), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<i64>,
+    /// `active` or `cancelled`.
+    pub status: String,
+}
+
+/// A registry record as shown in assignments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryItem {
+    /// The record id.
+    pub id: crate::ids::EntityId,
+    /// Its code.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// Its type (institutions and units).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Its region (institutions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// Stable error codes with their HTTP statuses (proto/sync-v1.md, "Errors").
+pub const ERROR_CODES: &[(&str, u16)] = &[
+    ("malformed_json", 400),
+    ("bad_query", 400),
+    ("bad_cursor", 400),
+    ("unsupported_protocol", 400),
+    ("unauthorized", 401),
+    ("role_forbidden", 403),
+    ("scope_forbidden", 403),
+    ("origin_forbidden", 403),
+    ("not_found", 404),
+    ("method_not_allowed", 405),
+    ("reset_required", 409),
+    ("offset_mismatch", 409),
+    ("size_mismatch", 409),
+    ("body_too_large", 413),
+    ("too_many_ops", 413),
+    ("evidence_too_large", 413),
+    ("unsupported_media_type", 415),
+    ("invalid_body", 422),
+    ("evidence_mismatch", 422),
+    ("internal", 500),
+    ("shutting_down", 503),
+];

@@ -1,0 +1,238 @@
+//! Properties of merge and chains: order, duplication and partitions never change the
+//! state; chain verification catches any change to any op.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::chain::{verify_chains, ChainFault};
+use crate::hash::Sha256Digest;
+use crate::hlc::{Hlc, HlcClock};
+use crate::ids::{EntityId, OriginId};
+use crate::merge::materialise;
+use crate::op::{Op, OpRef};
+use crate::records::{EntityKind, EntityRef};
+
+/// A replica that writes ops under its own origin and merges what it receives.
+#[derive(Clone)]
+struct Replica {
+    origin: OriginId,
+    clock: HlcClock,
+    seq: u64,
+    prev: Sha256Digest,
+    ops: BTreeMap<OpRef, Op>,
+}
+
+impl Replica {
+    fn new(n: u8) -> Replica {
+        Replica {
+            origin: OriginId(Uuid::from_bytes([n; 16])),
+            clock: HlcClock::new(Hlc::default()),
+            seq: 0,
+            prev: Sha256Digest::ZERO,
+            ops: BTreeMap::new(),
+        }
+    }
+
+    /// Writes `value` to `field` of entity `e`, with the version it currently sees as parent.
+    fn write(&mut self, now: u64, e: u8, field: &str, value: i64) {
+        let entity = entity(e);
+        let state = materialise(self.ops.values());
+        let parent = state.get(&entity, field).map(|f| f.version);
+        self.seq += 1;
+        let op = Op::new(
+            self.origin,
+            self.seq,
+            self.clock.tick(now),
+            now as i64,
+            entity,
+            field,
+            json!(value),
+            parent,
+            self.prev,
+        );
+        self.prev = op.hash;
+        self.ops.insert(op.op_ref(), op);
+    }
+
+    fn receive(&mut self, from: &Replica, now: u64) {
+        for op in from.ops.values() {
+            let _ = self.clock.observe(op.hlc, now);
+            self.ops.entry(op.op_ref()).or_insert_with(|| op.clone());
+        }
+    }
+}
+
+fn entity(e: u8) -> EntityRef {
+    EntityRef { kind: EntityKind::Visit, id: EntityId(Uuid::from_bytes([0xe0 | e; 16])) }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Write { replica: usize, entity: u8, field: u8, value: i64 },
+    Sync { from: usize, to: usize },
+    Tick(u64),
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0usize..3, 0u8..3, 0u8..3, -5i64..5).prop_map(|(replica, entity, field, value)| Step::Write { replica, entity, field, value }),
+        2 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::Sync { from, to }),
+        1 => (0u64..5_000).prop_map(Step::Tick),
+    ]
+}
+
+/// Runs a schedule over three replicas (device, region, centre), each with its own
+/// clock skew, returning them.
+fn run(steps: &[Step], skews: [u64; 3]) -> [Replica; 3] {
+    let mut replicas = [Replica::new(1), Replica::new(2), Replica::new(3)];
+    let mut now = 1_000_000u64;
+    for step in steps {
+        match *step {
+            Step::Write { replica, entity, field, value } => {
+                replicas[replica].write(now + skews[replica], entity, &format!("answer.f{field}"), value)
+            }
+            Step::Sync { from, to } if from != to => {
+                let source = replicas[from].clone();
+                replicas[to].receive(&source, now + skews[to]);
+            }
+            Step::Sync { .. } => {}
+            Step::Tick(ms) => now += ms,
+        }
+    }
+    replicas
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn state_ignores_order_and_duplication(steps in proptest::collection::vec(arb_step(), 1..60), seed in any::<u64>(), dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..20)) {
+        let replicas = run(&steps, [0, 0, 0]);
+        let all: Vec<Op> = replicas.iter().flat_map(|r| r.ops.values().cloned()).collect();
+        let reference = materialise(&all);
+        let mut shuffled = all.clone();
+        for d in &dups {
+            if !all.is_empty() {
+                shuffled.push(d.get(&all).clone());
+            }
+        }
+        let mut s = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(&materialise(&shuffled), &reference);
+    }
+
+    #[test]
+    fn partitions_and_merges_converge_without_loss(steps in proptest::collection::vec(arb_step(), 1..80), skews in [0u64..3_000, 0u64..3_000, 0u64..3_000]) {
+        let mut replicas = run(&steps, skews);
+        let written: BTreeSet<OpRef> = replicas.iter().flat_map(|r| r.ops.values().filter(|o| o.origin == r.origin).map(Op::op_ref)).collect();
+        // Heal the partitions: device ↔ region ↔ centre, both ways, twice.
+        for _ in 0..2 {
+            for (a, b) in [(0, 1), (1, 2), (2, 1), (1, 0)] {
+                let source = replicas[a].clone();
+                replicas[b].receive(&source, u64::MAX / 4);
+            }
+        }
+        let union: Vec<Op> = replicas.iter().flat_map(|r| r.ops.values().cloned()).collect();
+        let expected = materialise(&union);
+        for r in &replicas {
+            prop_assert_eq!(&materialise(r.ops.values()), &expected);
+            let held: BTreeSet<OpRef> = r.ops.keys().copied().collect();
+            prop_assert!(written.is_subset(&held), "an op was lost");
+            prop_assert!(verify_chains(r.ops.values()).is_clean());
+        }
+        // Every value anyone wrote is either a field's winner or listed in a conflict,
+        // or was superseded by a later write that had seen it.
+        for conflict in &expected.conflicts {
+            prop_assert!(conflict.versions.len() >= 2);
+            let origins: BTreeSet<_> = conflict.versions.iter().map(|v| v.op.origin).collect();
+            prop_assert!(origins.len() >= 2);
+        }
+    }
+
+    #[test]
+    fn chain_verification_catches_every_single_byte_change(writes in proptest::collection::vec((0u8..3, 0u8..3, -50i64..50), 1..12), pick in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut replica = Replica::new(7);
+        for (i, (e, f, v)) in writes.iter().enumerate() {
+            replica.write(1_000 + i as u64, *e, &format!("answer.f{f}"), *v);
+        }
+        let ops: Vec<Op> = replica.ops.values().cloned().collect();
+        prop_assert!(verify_chains(&ops).is_clean());
+        let victim = pick.index(ops.len());
+        let mut text = serde_json::to_vec(&ops[victim]).unwrap();
+        let at = pos.index(text.len());
+        prop_assume!(text[at] != byte);
+        text[at] = byte;
+        if let Ok(changed) = serde_json::from_slice::<Op>(&text) {
+            if changed != ops[victim] {
+                let mut tampered = ops.clone();
+                tampered[victim] = changed;
+                let report = verify_chains(&tampered);
+                prop_assert!(!report.is_clean(), "a changed op went unnoticed: {}", String::from_utf8_lossy(&text));
+            }
+        }
+    }
+}
+
+#[test]
+fn conflicts_keep_every_value_and_resolution_is_recognised() {
+    let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+    a.write(1_000, 0, "answer.x", 1);
+    b.receive(&a, 1_000);
+    a.write(2_000, 0, "answer.x", 2);
+    b.write(2_000, 0, "answer.x", 3);
+    a.receive(&b, 3_000);
+    let state = materialise(a.ops.values());
+    assert_eq!(state.conflicts.len(), 1);
+    let conflict = &state.conflicts[0];
+    let values: Vec<_> = conflict.versions.iter().map(|v| v.value.clone()).collect();
+    assert_eq!(values, vec![json!(2), json!(3)], "both values kept, the winner last");
+    assert_eq!(state.get(&entity(0), "answer.x").unwrap().value, json!(3));
+    assert_eq!(conflict.resolved_by, None);
+    // A later write that saw the winner resolves it.
+    a.write(4_000, 0, "answer.x", 2);
+    let state = materialise(a.ops.values());
+    assert!(state.conflicts[0].resolved_by.is_some());
+    assert_eq!(state.get(&entity(0), "answer.x").unwrap().value, json!(2));
+}
+
+#[test]
+fn verification_names_gaps_forks_alterations_and_broken_links() {
+    let mut r = Replica::new(9);
+    for i in 0..5 {
+        r.write(1_000 + i, 0, "answer.x", i as i64);
+    }
+    let ops: Vec<Op> = r.ops.values().cloned().collect();
+    let origin = r.origin;
+
+    let mut gap = ops.clone();
+    gap.remove(2);
+    assert_eq!(verify_chains(&gap).faults, vec![ChainFault::Gap { origin, from: 3, to: 3 }]);
+    assert_eq!(verify_chains(&gap).heads[&origin].seq, 2);
+
+    let mut altered = ops.clone();
+    altered[1].value = json!(99);
+    assert_eq!(verify_chains(&altered).faults, vec![ChainFault::Altered { origin, seq: 2 }]);
+
+    let mut forked = ops.clone();
+    let mut twin = ops[3].clone();
+    twin.value = json!(-1);
+    twin.hash = twin.compute_hash();
+    forked.push(twin);
+    assert!(verify_chains(&forked).faults.contains(&ChainFault::Fork { origin, seq: 4 }));
+
+    let mut relinked = ops.clone();
+    relinked[3].prev = Sha256Digest([1; 32]);
+    relinked[3].hash = relinked[3].compute_hash();
+    // Op 4 no longer links to op 3, and op 5 no longer links to the rewritten op 4.
+    assert_eq!(
+        verify_chains(&relinked).faults,
+        vec![ChainFault::BrokenLink { origin, seq: 4 }, ChainFault::BrokenLink { origin, seq: 5 }]
+    );
+    assert_eq!(verify_chains(&relinked).heads[&origin].seq, 3);
+}
