@@ -170,7 +170,7 @@ proptest! {
         text[at] = byte;
         if let Ok(changed) = serde_json::from_slice::<Op>(&text) {
             if changed != ops[victim] {
-                let mut tampered = ops.clone();
+                let mut tampered = ops;
                 tampered[victim] = changed;
                 let report = verify_chains(&tampered);
                 prop_assert!(!report.is_clean(), "a changed op went unnoticed: {}", String::from_utf8_lossy(&text));
@@ -226,7 +226,7 @@ fn verification_names_gaps_forks_alterations_and_broken_links() {
     forked.push(twin);
     assert!(verify_chains(&forked).faults.contains(&ChainFault::Fork { origin, seq: 4 }));
 
-    let mut relinked = ops.clone();
+    let mut relinked = ops;
     relinked[3].prev = Sha256Digest([1; 32]);
     relinked[3].hash = relinked[3].compute_hash();
     // Op 4 no longer links to op 3, and op 5 no longer links to the rewritten op 4.

@@ -79,7 +79,8 @@ fn ops_are_checked_against_the_record_model_and_the_instrument() {
     let new_visit = e(K::Visit, 30);
     let resp = e(K::Respondent, 21);
     let uuid = |n: u8| json!(id(n).to_string());
-    let cases: Vec<(&str, Author, OriginId, EntityRef, &str, Value, bool, Result<(), RejectCode>)> = vec![
+    type Case<'a> = (&'a str, Author, OriginId, EntityRef, &'a str, Value, bool, Result<(), RejectCode>);
+    let cases: Vec<Case<'_>> = vec![
         ("answer in range", Device, DEVICE, visit, "answer.proses.persyaratan", json!(2), false, Ok(())),
         ("answer out of range", Device, DEVICE, visit, "answer.proses.persyaratan", json!(4), false, Err(BadAnswer)),
         (
