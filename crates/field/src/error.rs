@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use sidak_core::records::Rejection;
+
 /// Exit codes of `sidak-field` (also in `sidak-field --help` and docs/field.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitCode {
@@ -34,6 +36,25 @@ pub enum FieldError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file or directory could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SQLite store failed.
+    #[error("the local store {path} failed: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The store holds something it should not (a bug or tampering).
+    #[error("the local store is damaged: {0}")]
+    Corrupt(String),
     /// A JSON file is malformed.
     #[error("{path} is not valid JSON for {what}: {message}")]
     BadJson {
@@ -52,7 +73,7 @@ pub enum FieldError {
         source: sidak_core::instrument::InstrumentErrors,
     },
     /// No such instrument.
-    #[error("unknown instrument `{name}` (built-in: {known}; or give the path of a .json file)")]
+    #[error("unknown instrument `{name}` (available: {known}; or give the path of a .json file)")]
     UnknownInstrument {
         /// What was asked for.
         name: String,
@@ -66,6 +87,43 @@ pub enum FieldError {
         #[from]
         source: sidak_core::scoring::ScoringErrors,
     },
+    /// The device has not been set up.
+    #[error("this device is not set up yet: run `sidak-field init --assessor <code> --region <code>` first")]
+    NotInitialised,
+    /// `init` on a device that is set up.
+    #[error("this device is already set up (origin {origin}, assessor {assessor}); its data directory is {dir}")]
+    AlreadyInitialised {
+        /// The origin.
+        origin: String,
+        /// The assessor.
+        assessor: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Nothing by that name.
+    #[error("no {what} matches `{name}`")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// Several things match a short id.
+    #[error("`{name}` matches {count} {what}s; give more of the id")]
+    Ambiguous {
+        /// What was looked for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// A value or action the record model refuses.
+    #[error("refused: {0}")]
+    Rejected(Rejection),
+    /// Bad input in words.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl FieldError {
@@ -74,10 +132,23 @@ impl FieldError {
         match self {
             FieldError::ReadFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ExitCode::NotFound,
             FieldError::ReadFile { .. } => ExitCode::BadInput,
-            FieldError::BadJson { .. } | FieldError::Instrument { .. } | FieldError::Scoring { .. } => {
-                ExitCode::BadInput
+            FieldError::BadJson { .. }
+            | FieldError::Instrument { .. }
+            | FieldError::Scoring { .. }
+            | FieldError::Rejected(_)
+            | FieldError::Invalid(_)
+            | FieldError::AlreadyInitialised { .. }
+            | FieldError::Ambiguous { .. } => ExitCode::BadInput,
+            FieldError::UnknownInstrument { .. } | FieldError::NotFound { .. } | FieldError::NotInitialised => {
+                ExitCode::NotFound
             }
-            FieldError::UnknownInstrument { .. } => ExitCode::NotFound,
+            FieldError::Io { .. } | FieldError::Store { .. } | FieldError::Corrupt(_) => ExitCode::Store,
         }
     }
+}
+
+/// Converts an SQLite error inside a transaction closure (the path is filled in by
+/// the store).
+pub(crate) fn db(source: rusqlite::Error) -> FieldError {
+    FieldError::Store { path: PathBuf::from(crate::store::DB_FILE), source }
 }

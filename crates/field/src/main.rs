@@ -1,18 +1,24 @@
 //! `sidak-field`: the assessor's command line. Parses arguments, calls one library
 //! function, prints its output and maps errors to the documented exit codes.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
-use clap::{Parser, Subcommand};
-use sidak_field::{commands, output::Output, FieldError};
+use clap::{Parser, Subcommand, ValueEnum};
+use sidak_core::instrument::{Location, RespondentKind};
+use sidak_core::records::VisitMode;
+use sidak_field::{commands, output::Output, Field, FieldError};
 
-const EXIT_CODES: &str = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 local store error · 6 network (try again) · 7 refused by the server";
+const EXIT_CODES: &str = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 local store error · 6 network (try again later) · 7 refused by the server";
 
 /// Sidak field client: record assessment visits offline and sync them.
 #[derive(Parser)]
 #[command(name = "sidak-field", version, after_help = EXIT_CODES)]
 struct Cli {
+    /// Where the device keeps its data (default: the user's data directory).
+    #[arg(long, global = true, env = "SIDAK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Write machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -22,6 +28,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set this device up for an assessor.
+    Init {
+        /// The assessor's code.
+        #[arg(long)]
+        assessor: String,
+        /// The assessor's region (province office) code.
+        #[arg(long)]
+        region: String,
+    },
+    /// Instruments on this device.
+    #[command(subcommand)]
+    Instrument(InstrumentCmd),
+    /// List the assignments on this device, or load them from a file.
+    Assignments {
+        /// Show institution and unit names (hidden by default: covert visits).
+        #[arg(long)]
+        reveal: bool,
+        #[command(subcommand)]
+        action: Option<AssignmentsCmd>,
+    },
+    /// Record visits.
+    #[command(subcommand)]
+    Visit(VisitCmd),
+    /// Respondent questionnaires taken during a visit.
+    #[command(subcommand)]
+    Respondent(RespondentCmd),
     /// Score a season file (sidak-season/1) and print the result tree.
     Score {
         /// A built-in instrument id (kepatuhan-2021, penilaian-2023, ikm-2017, ipp-2017) or a .json file.
@@ -30,12 +62,216 @@ enum Command {
         /// The season file.
         season: PathBuf,
     },
+    /// What is unsent, when the device last synced, where its visits are held.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum InstrumentCmd {
+    /// Load an instrument: a built-in id or a .json file.
+    Load {
+        /// Id or file.
+        instrument: String,
+    },
+    /// List the instruments on this device.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AssignmentsCmd {
+    /// Replace the assignments with those in a file (the JSON of GET /v1/assignments).
+    Load {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Covert,
+    Announced,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LocationArg {
+    Mpp,
+    Dpmptsp,
+    OwnOffice,
+    Online,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Official,
+    ComplaintOfficer,
+    ServiceUser,
+}
+
+#[derive(Subcommand)]
+enum VisitCmd {
+    /// Start a visit for an assignment.
+    Start {
+        /// The assignment (id or its first characters).
+        #[arg(long)]
+        assignment: String,
+        /// The service product observed (code or id); optional when the assignment has one.
+        #[arg(long)]
+        product: Option<String>,
+        /// Covert or announced (default: the assignment's).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Where the service was delivered.
+        #[arg(long, value_enum)]
+        location: LocationArg,
+    },
+    /// Answer an indicator: yes/no, a number, an option id, a decimal, text, or `na`.
+    Answer {
+        /// The visit (id or its first characters).
+        visit: String,
+        /// The indicator id.
+        indicator: String,
+        /// The answer.
+        value: String,
+    },
+    /// Add a note.
+    Note {
+        /// The visit.
+        visit: String,
+        /// The text.
+        text: String,
+        /// The indicator it is about.
+        #[arg(long)]
+        indicator: Option<String>,
+    },
+    /// Attach an evidence file (photo, scan).
+    Attach {
+        /// The visit.
+        visit: String,
+        /// The file.
+        file: PathBuf,
+        /// The indicator it supports.
+        #[arg(long)]
+        indicator: Option<String>,
+        /// Its media type (default: from the file extension).
+        #[arg(long)]
+        media_type: Option<String>,
+    },
+    /// Show a visit with its provisional score.
+    Show {
+        /// The visit.
+        visit: String,
+        /// Show institution, unit and product names.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Submit a visit.
+    Finish {
+        /// The visit.
+        visit: String,
+    },
+    /// List visits.
+    List {
+        /// Show institution and unit names.
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RespondentCmd {
+    /// Start a questionnaire in a visit.
+    Add {
+        /// The visit.
+        visit: String,
+        /// Who answers.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Their role (e.g. "kepala seksi"); never their name.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Record a respondent's answer.
+    Answer {
+        /// The respondent (id or its first characters).
+        respondent: String,
+        /// The indicator id.
+        indicator: String,
+        /// The answer.
+        value: String,
+    },
+}
+
+fn open(cli: &Cli) -> Result<Field, FieldError> {
+    let dir = cli.data_dir.clone().unwrap_or_else(commands::default_data_dir);
+    Field::open(&dir)
 }
 
 fn run(cli: &Cli) -> Result<Output, FieldError> {
     match &cli.command {
         Command::Score { instrument, season } => commands::score(instrument, season),
+        Command::Init { assessor, region } => commands::init(&mut open(cli)?, assessor, region),
+        Command::Instrument(InstrumentCmd::Load { instrument }) => {
+            commands::instrument_load(&mut open(cli)?, instrument)
+        }
+        Command::Instrument(InstrumentCmd::List) => Ok(commands::instrument_list(&open(cli)?)),
+        Command::Assignments { action: Some(AssignmentsCmd::Load { file }), .. } => {
+            commands::assignments_load(&mut open(cli)?, file)
+        }
+        Command::Assignments { action: None, reveal } => commands::assignments(&mut open(cli)?, *reveal),
+        Command::Visit(cmd) => {
+            let mut field = open(cli)?;
+            match cmd {
+                VisitCmd::Start { assignment, product, mode, location } => {
+                    let mode = mode.map(|m| match m {
+                        ModeArg::Covert => VisitMode::Covert,
+                        ModeArg::Announced => VisitMode::Announced,
+                    });
+                    let location = match location {
+                        LocationArg::Mpp => Location::Mpp,
+                        LocationArg::Dpmptsp => Location::Dpmptsp,
+                        LocationArg::OwnOffice => Location::OwnOffice,
+                        LocationArg::Online => Location::Online,
+                    };
+                    commands::visit_start(&mut field, assignment, product.as_deref(), mode, location)
+                }
+                VisitCmd::Answer { visit, indicator, value } => {
+                    commands::visit_answer(&mut field, visit, indicator, value)
+                }
+                VisitCmd::Note { visit, text, indicator } => {
+                    commands::visit_note(&mut field, visit, text, indicator.as_deref())
+                }
+                VisitCmd::Attach { visit, file, indicator, media_type } => {
+                    commands::visit_attach(&mut field, visit, file, indicator.as_deref(), media_type.as_deref())
+                }
+                VisitCmd::Show { visit, reveal } => commands::visit_show(&mut field, visit, *reveal),
+                VisitCmd::Finish { visit } => commands::visit_finish(&mut field, visit),
+                VisitCmd::List { reveal } => commands::visit_list(&mut field, *reveal),
+            }
+        }
+        Command::Respondent(cmd) => {
+            let mut field = open(cli)?;
+            match cmd {
+                RespondentCmd::Add { visit, kind, role } => {
+                    let kind = match kind {
+                        KindArg::Official => RespondentKind::Official,
+                        KindArg::ComplaintOfficer => RespondentKind::ComplaintOfficer,
+                        KindArg::ServiceUser => RespondentKind::ServiceUser,
+                    };
+                    commands::respondent_add(&mut field, visit, kind, role.as_deref())
+                }
+                RespondentCmd::Answer { respondent, indicator, value } => {
+                    commands::respondent_answer(&mut field, respondent, indicator, value)
+                }
+            }
+        }
+        Command::Status => commands::status(&mut open(cli)?),
     }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends quietly instead of panicking.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
 }
 
 fn main() -> ProcessExit {
@@ -43,16 +279,16 @@ fn main() -> ProcessExit {
     match run(&cli) {
         Ok(output) => {
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&output.json).expect("JSON output"));
+                emit(&format!("{}\n", serde_json::to_string_pretty(&output.json).expect("JSON output")));
             } else {
-                print!("{}", output.human);
+                emit(&output.human);
             }
             ProcessExit::SUCCESS
         }
         Err(err) => {
             let code = err.exit_code();
             if cli.json {
-                let body = serde_json::json!({"error": {"code": code as u8, "message": err.to_string()}});
+                let body = serde_json::json!({"error": {"exit_code": code as u8, "message": err.to_string()}});
                 eprintln!("{body}");
             } else {
                 eprintln!("sidak-field: {err}");

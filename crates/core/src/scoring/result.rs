@@ -168,7 +168,8 @@ pub struct NodeResult {
     /// Status and score (nodes below a unit are not graded).
     #[serde(flatten)]
     pub outcome: Outcome,
-    /// For indicators: the answer used (the value, or the respondents' mean).
+    /// For directly answered indicators: the answer used (questionnaire indicators
+    /// report only how many respondents answered).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Value>,
     /// For questionnaire indicators: how many respondents answered.
