@@ -10,6 +10,10 @@ Every op is built with sidak_op.make_op, so hashes and prev links are right by
 construction; `sidak_op.py --check` verifies them independently of this script.
 
     python3 proto/reference/make_examples.py
+
+proto/examples/ is generated: this script deletes every *.json there and writes the
+story afresh, so change the story here, not the files. The instrument-list example
+carries the real digests of crates/core/instruments/*.json; rerun after editing one.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def device_log() -> Log:
     t = T_D1
     log.add(t, "device", D1, "assessor", "ast-jabar-017")  # 1
     log.add(t, "device", D1, "region", "jawa-barat")  # 2
-    log.add(t + 2, "device", D1, "label", "Tablet BDG-17")  # 3
+    log.add(t, "device", D1, "role", "device")  # 3, as the field client writes it
     t = T_VISIT
     log.add(t, "visit", V1, "assignment", A1)  # 4
     log.add(t, "visit", V1, "institution", I1)  # 5

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock stamp.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch (the largest wall time seen).
     pub ms: u64,

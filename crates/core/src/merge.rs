@@ -1,6 +1,7 @@
 //! Merge: the state of every record as a pure function of a set of ops.
 //!
-//! Per field, the op with the greatest `(hlc, origin, seq)` wins. Any order of
+//! Per field, the op with the greatest `(hlc, origin, seq)` wins (for the few
+//! write-once fields, [`crate::records::write_once`], the least). Any order of
 //! delivery, any duplication and any split across paths gives the same state. Two
 //! ops on the same field with the same `parent` from different origins are a
 //! *conflict*: the winner is shown and every version is listed, never dropped.
@@ -13,7 +14,7 @@ use serde_json::Value;
 use crate::hlc::Hlc;
 use crate::instrument::{Instrument, InstrumentRef};
 use crate::op::{precedence, Op, OpRef};
-use crate::records::{EntityKind, EntityRef, RecordView};
+use crate::records::{write_once, EntityKind, EntityRef, RecordView};
 
 /// The winning value of a field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -83,7 +84,14 @@ pub fn materialise<'a>(ops: impl IntoIterator<Item = &'a Op>) -> State {
         let fields = state.entities.entry(op.entity).or_default();
         let replace = match fields.get(&op.field) {
             None => true,
-            Some(current) => precedence(op) > (current.hlc, current.version.origin, current.version.seq),
+            Some(current) => {
+                let held = (current.hlc, current.version.origin, current.version.seq);
+                if write_once(op.entity.kind, &op.field) {
+                    precedence(op) < held
+                } else {
+                    precedence(op) > held
+                }
+            }
         };
         if replace {
             fields.insert(op.field.clone(), FieldValue { value: op.value.clone(), version: op.op_ref(), hlc: op.hlc });

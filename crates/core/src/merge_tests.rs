@@ -202,6 +202,25 @@ fn conflicts_keep_every_value_and_resolution_is_recognised() {
 }
 
 #[test]
+fn write_once_fields_keep_the_first_write_whatever_the_order() {
+    let (mut a, mut b) = (Replica::new(1), Replica::new(2));
+    let visit = entity(0);
+    let first =
+        Op::new(a.origin, 1, Hlc { ms: 10, c: 0 }, 10, visit, "institution", json!("first"), None, Sha256Digest::ZERO);
+    let later =
+        Op::new(b.origin, 1, Hlc { ms: 20, c: 0 }, 20, visit, "institution", json!("later"), None, Sha256Digest::ZERO);
+    let forward = materialise([&first, &later]);
+    let backward = materialise([&later, &first]);
+    assert_eq!(forward, backward);
+    assert_eq!(forward.get(&visit, "institution").unwrap().value, json!("first"));
+    // An ordinary field is last-writer-wins.
+    a.write(10, 0, "mode", 1);
+    b.write(20, 0, "mode", 2);
+    b.receive(&a, 30);
+    assert_eq!(materialise(b.ops.values()).get(&visit, "mode").unwrap().value, json!(2));
+}
+
+#[test]
 fn verification_names_gaps_forks_alterations_and_broken_links() {
     let mut r = Replica::new(9);
     for i in 0..5 {

@@ -31,6 +31,7 @@ use crate::records::EntityRef;
 
 /// Identifies an op everywhere: its origin and that origin's sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OpRef {
     /// The origin.
     pub origin: OriginId,

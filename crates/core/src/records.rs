@@ -101,6 +101,7 @@ impl FromStr for EntityKind {
 
 /// A record: its kind and id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EntityRef {
     /// Kind.
     pub kind: EntityKind,
@@ -164,6 +165,9 @@ pub enum RejectCode {
     BadAnswer,
     /// This kind of origin may not write this kind of record.
     NotPermitted,
+    /// A code this version does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
 }
 
 impl fmt::Display for RejectCode {
@@ -187,6 +191,29 @@ pub fn is_code(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// True for fields that are written once, when the record is made (a visit's
+/// institution, unit, product and instrument; what a record belongs to; a file's
+/// digest; a device's assessor). For them the *first* write wins — the least
+/// `(hlc, origin, seq)` — so a later write cannot move a record, whatever order ops
+/// arrive in; every other field is last-writer-wins.
+pub fn write_once(kind: EntityKind, field: &str) -> bool {
+    use EntityKind as K;
+    matches!(
+        (kind, field),
+        (K::Device, "assessor" | "region" | "role")
+            | (K::Institution, "code")
+            | (K::Unit, "institution" | "code")
+            | (K::Product, "unit" | "code")
+            | (K::Assignment, "institution" | "unit")
+            | (K::Visit, "assignment" | "institution" | "unit" | "product" | "instrument")
+            | (K::Respondent, "visit" | "kind")
+            | (K::Note, "visit")
+            | (K::Evidence, "visit" | "sha256" | "size")
+            | (K::Correction, "target" | "field")
+            | (K::Deduction, "target")
+    )
+}
+
 /// Checks one field value of one record against the model and, for answers, the
 /// instrument the visit cites. `has_parent` is whether the author saw an earlier value.
 pub fn check_field(
@@ -197,9 +224,13 @@ pub fn check_field(
     view: &dyn RecordView,
 ) -> Result<(), Rejection> {
     use EntityKind as K;
+    // Write-once fields: a change the author knowingly makes is refused with a clear
+    // reason; a blind second write (no parent) loses to the first in merge.
     let once = |r: Result<(), Rejection>| -> Result<(), Rejection> {
         r?;
-        if has_parent {
+        debug_assert!(write_once(entity.kind, field), "{}.{field} is checked as write-once", entity.kind);
+        let changed = view.field(entity, field).is_some_and(|held| &held != value);
+        if has_parent && changed {
             Err(reject(RejectCode::Immutable, format!("`{field}` of a {} is set once and cannot change", entity.kind)))
         } else {
             Ok(())
@@ -263,7 +294,7 @@ pub fn check_field(
         (K::Evidence, "size") => once(non_negative(value, field)),
         (K::Evidence, "captured_at") => millis(value, field),
 
-        (K::Correction, "target") => once(target(value, field, view)),
+        (K::Correction, "target") => once(target(value, field, &[K::Visit, K::Respondent], view)),
         (K::Correction, "field") => once(correction_field(value, field)),
         (K::Correction, "value") => Ok(()),
         (K::Correction, "reason") => text(value, field, 2_000),
@@ -271,7 +302,7 @@ pub fn check_field(
         (K::Correction, "at") => millis(value, field),
         (K::Correction, "status") => one_of(value, field, &["active", "withdrawn"]),
 
-        (K::Deduction, "target") => once(target(value, field, view)),
+        (K::Deduction, "target") => once(target(value, field, &[K::Unit, K::Institution], view)),
         (K::Deduction, "rule") => code(value, field),
         (K::Deduction, "points") => decimal(value, field),
         (K::Deduction, "reason") => text(value, field, 2_000),
@@ -433,10 +464,17 @@ fn instrument(value: &Value, field: &str, view: &dyn RecordView) -> Result<(), R
     }
 }
 
-fn target(value: &Value, field: &str, view: &dyn RecordView) -> Result<(), Rejection> {
+fn target(value: &Value, field: &str, kinds: &[EntityKind], view: &dyn RecordView) -> Result<(), Rejection> {
     let r: EntityRef = serde_json::from_value(value.clone()).map_err(|_| {
         reject(RejectCode::BadValue, format!("`{field}` takes {{\"kind\": …, \"id\": …}}, found {}", short(value)))
     })?;
+    if !kinds.contains(&r.kind) {
+        let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        return Err(reject(
+            RejectCode::BadValue,
+            format!("`{field}` must be a {}, not a {}", names.join(" or a "), r.kind),
+        ));
+    }
     if exists(view, &r) {
         Ok(())
     } else {

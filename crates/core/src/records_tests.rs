@@ -35,6 +35,7 @@ fn world() -> Vec<Op> {
     let uuid = |n: u8| json!(id(n).to_string());
     let ops = vec![
         op(SERVER, e(EntityKind::Institution, 10), "code", json!("kota-sukamaju"), None),
+        op(SERVER, e(EntityKind::Institution, 15), "code", json!("kab-lembah-hijau"), None),
         op(SERVER, e(EntityKind::Unit, 11), "code", json!("disdukcapil"), None),
         op(SERVER, e(EntityKind::Product, 12), "code", json!("ktp-el"), None),
         op(DEVICE, e(EntityKind::Visit, 20), "instrument", json!({"id": "penilaian-2023", "version": 1}), None),
@@ -166,7 +167,8 @@ fn ops_are_checked_against_the_record_model_and_the_instrument() {
             false,
             Err(BadValue),
         ),
-        ("moving a visit to another institution", Device, DEVICE, visit, "institution", uuid(10), true, Err(Immutable)),
+        ("moving a visit to another institution", Device, DEVICE, visit, "institution", uuid(15), true, Err(Immutable)),
+        ("restating a visit's institution", Device, DEVICE, visit, "institution", uuid(10), true, Ok(())),
         ("bad mode", Device, DEVICE, visit, "mode", json!("secret"), false, Err(BadValue)),
         ("good location", Device, DEVICE, visit, "location", json!("mpp"), false, Ok(())),
         ("bad location", Device, DEVICE, visit, "location", json!("mall"), false, Err(BadValue)),

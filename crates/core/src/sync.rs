@@ -57,9 +57,12 @@ pub fn apply_push_result(
     result: &OriginPushResult,
     local_hash_at: impl Fn(u64) -> Option<Sha256Digest>,
 ) -> PushOutcome {
-    if let Some(altered) = result.rejected.iter().find(|r| r.code == ChainRejectCode::Altered) {
+    // A rejected op that resending cannot fix stops the sync: resending it would loop.
+    if let Some(bad) =
+        result.rejected.iter().find(|r| !matches!(r.code, ChainRejectCode::Gap | ChainRejectCode::Blocked))
+    {
         return PushOutcome::Diverged {
-            reason: format!("the server holds a different op #{} for this device: {}", altered.seq, altered.message),
+            reason: format!("the server refused op #{} ({:?}): {}", bad.seq, bad.code, bad.message),
         };
     }
     let held = result.held;

@@ -112,6 +112,9 @@ pub enum ChainRejectCode {
     Malformed,
     /// Not processed because an earlier op of the same origin in the batch was refused.
     Blocked,
+    /// A code this version does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
 }
 
 /// An opaque pull cursor: the store it points into and a position in it.

@@ -11,7 +11,7 @@ use sidak_core::hlc::{Hlc, HlcClock};
 use sidak_core::ids::{EntityId, OriginId};
 use sidak_core::instrument::{Instrument, InstrumentRef};
 use sidak_core::op::{Op, OpRef};
-use sidak_core::records::{check_op, Author, EntityKind, EntityRef};
+use sidak_core::records::{check_op, write_once, Author, EntityKind, EntityRef};
 
 use crate::error::{db, FieldError};
 use crate::store::{meta, set_meta};
@@ -149,14 +149,12 @@ pub fn insert(tx: &Transaction<'_>, op: &Op) -> Result<bool, FieldError> {
     Ok(n == 1)
 }
 
-/// Applies an op to the materialised fields: the greatest (hlc, origin, seq) wins,
-/// exactly as `sidak_core::merge` decides.
+/// Applies an op to the materialised fields exactly as `sidak_core::merge` decides:
+/// the greatest (hlc, origin, seq) wins, or the least for write-once fields.
 pub fn apply(tx: &Transaction<'_>, op: &Op) -> Result<(), FieldError> {
+    let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
     tx.execute(
-        "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
-             hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
-         WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) > (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)",
+        sql,
         params![
             op.entity.id.to_string(),
             op.field,
@@ -171,6 +169,16 @@ pub fn apply(tx: &Transaction<'_>, op: &Op) -> Result<(), FieldError> {
     .map_err(db)?;
     Ok(())
 }
+
+const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
+         hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
+     WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) > (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
+
+const APPLY_FIRST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
+         hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
+     WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) < (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
 
 /// Reads ops back: one origin's range, or everything when `origin` is None.
 pub fn read_ops(

@@ -26,7 +26,8 @@ enum Action {
 
 #[test]
 fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
-    let seed: u64 = std::env::var("SIDAK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
+    let seed: u64 =
+        std::env::var("SIDAK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("crash test seed {seed} (set SIDAK_CRASH_SEED to replay)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();
@@ -37,7 +38,11 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
     cli.ok(&["init", "--assessor", ASSESSOR, "--region", REGION]);
     cli.ok(&["instrument", "load", "penilaian-2023"]);
     cli.ok(&["assignments", "load", list.to_str().unwrap()]);
-    let visit = cli.json(&["visit", "start", "--assignment", A_DUKCAPIL, "--product", "ktp-el", "--location", "mpp"])["visit"].as_str().unwrap().to_owned();
+    let visit = cli.json(&["visit", "start", "--assignment", A_DUKCAPIL, "--product", "ktp-el", "--location", "mpp"])
+        ["visit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let photos: Vec<_> = (0..4)
         .map(|i| {
             let p = tmp.path().join(format!("photo{i}.jpg"));
@@ -66,7 +71,10 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
         n += 1;
         let action = match rng.gen_range(0..10) {
             0..=3 => Action::Note(format!("catatan-{n}")),
-            4..=6 => Action::Answer(indicators[rng.gen_range(0..indicators.len())].to_owned(), rng.gen_range(0..=3).to_string()),
+            4..=6 => Action::Answer(
+                indicators[rng.gen_range(0..indicators.len())].to_owned(),
+                rng.gen_range(0..=3).to_string(),
+            ),
             7 => Action::Attach(rng.gen_range(0..photos.len())),
             8 => Action::Respondent,
             _ => Action::Visit,
@@ -75,8 +83,17 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
             Action::Note(text) => vec!["visit".into(), "note".into(), visit.clone(), text.clone()],
             Action::Answer(ind, v) => vec!["visit".into(), "answer".into(), visit.clone(), ind.clone(), v.clone()],
             Action::Attach(i) => vec!["visit".into(), "attach".into(), visit.clone(), photos[*i].display().to_string()],
-            Action::Respondent => vec!["respondent".into(), "add".into(), visit.clone(), "--kind".into(), "official".into()],
-            Action::Visit => vec!["visit".into(), "start".into(), "--assignment".into(), A_DPMPTSP.into(), "--location".into(), "dpmptsp".into()],
+            Action::Respondent => {
+                vec!["respondent".into(), "add".into(), visit.clone(), "--kind".into(), "official".into()]
+            }
+            Action::Visit => vec![
+                "visit".into(),
+                "start".into(),
+                "--assignment".into(),
+                A_DPMPTSP.into(),
+                "--location".into(),
+                "dpmptsp".into(),
+            ],
         };
         if let Action::Answer(ind, v) = &action {
             tried_answers.entry(ind.clone()).or_default().push(v.clone());
@@ -130,7 +147,8 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
         assert!(view.evidence.len() >= acked_attachments, "acknowledged evidence lost");
         for e in &view.evidence {
             let digest = e.sha256.parse().unwrap();
-            let (actual, size) = sidak_field::blobs::hash_file(&field.blobs().path(&digest)).expect("a cited file is stored");
+            let (actual, size) =
+                sidak_field::blobs::hash_file(&field.blobs().path(&digest)).expect("a cited file is stored");
             assert_eq!((actual, size), (digest, e.size), "a cited file is damaged");
         }
         assert!(view.respondents.len() >= acked_respondents, "acknowledged questionnaire lost");

@@ -165,6 +165,15 @@ impl Reader {
     }
 
     fn exact_value(&mut self, value: &Value, path: &str) -> Option<Exact> {
+        if matches!(value, Value::Number(n) if !(n.is_i64() || n.is_u64())) {
+            // Floats have no single text form across JSON writers, and the digest that
+            // proves two tiers hold the same instrument hashes the text.
+            self.fault(
+                path,
+                format!("write decimals as strings (\"{value}\"), so that every tier reads the same digits"),
+            );
+            return None;
+        }
         match crate::num::exact_from_json(value) {
             Ok(x) => Some(x),
             Err(e) => {
