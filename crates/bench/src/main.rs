@@ -66,7 +66,12 @@ fn setup(dir: &Path) -> Result<Field> {
 }
 
 fn start(field: &mut Field) -> Result<String> {
-    let id = field.start_visit(&StartVisit { assignment: "0190a000-0000-7000-8000-00000000a001".into(), product: None, mode: None, location: Location::Mpp })?;
+    let id = field.start_visit(&StartVisit {
+        assignment: "0190a000-0000-7000-8000-00000000a001".into(),
+        product: None,
+        mode: None,
+        location: Location::Mpp,
+    })?;
     Ok(id.to_string())
 }
 
@@ -93,7 +98,10 @@ fn field_answers(n: usize, visits: usize) -> Result<()> {
     for i in 0..n {
         let t = Instant::now();
         let tx = conn.unchecked_transaction()?;
-        tx.execute("INSERT INTO raw (entity, field, value, hash) VALUES (?1, ?2, ?3, ?4)", rusqlite::params![visit, indicators[i % 4], (i % 4).to_string(), "0".repeat(64)])?;
+        tx.execute(
+            "INSERT INTO raw (entity, field, value, hash) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![visit, indicators[i % 4], (i % 4).to_string(), "0".repeat(64)],
+        )?;
         tx.commit()?;
         raw.push(t.elapsed());
     }
@@ -101,7 +109,11 @@ fn field_answers(n: usize, visits: usize) -> Result<()> {
     println!("answer recording, {n} durable commits (WAL, synchronous=FULL):");
     println!("  sidak-field answer   median {:>9.3?}  p99 {:>9.3?}", o.median, o.p99);
     println!("  raw SQLite insert    median {:>9.3?}  p99 {:>9.3?}", r.median, r.p99);
-    println!("  ratio (median)       {:.2}×   (p99) {:.2}×", o.median.as_secs_f64() / r.median.as_secs_f64(), o.p99.as_secs_f64() / r.p99.as_secs_f64());
+    println!(
+        "  ratio (median)       {:.2}×   (p99) {:.2}×",
+        o.median.as_secs_f64() / r.median.as_secs_f64(),
+        o.p99.as_secs_f64() / r.p99.as_secs_f64()
+    );
 
     // Store size per complete visit: 13 product/unit answers, 4 officials × 15 answers,
     // 2 complaint officers × 3, two notes, 13 evidence records (files not counted).

@@ -1,4 +1,16 @@
 //! Sidak's sync server: the op log on SQLite, merge, incremental recompute, scoped
-//! access, tiers, results and the dashboard. The `sidak-server` binary is a thin shell.
+//! access, results and administration. The `sidak-server` binary is a thin shell;
+//! [`api::serve`] runs the HTTP API on a listener the caller binds.
 
 pub mod admin;
+pub mod admin_api;
+pub mod api;
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod ledger;
+pub mod push;
+pub mod results;
+pub mod results_api;
+pub mod state;
+pub mod sync_api;

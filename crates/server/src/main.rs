@@ -1,57 +1,310 @@
-//! `sidak-server`: parses arguments, calls one library function, maps the result to an
-//! exit code.
+//! `sidak-server`: parses arguments into a configuration, calls one library function,
+//! maps the result to an exit code.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use sidak_server::admin::{self, NewAssignment};
+use sidak_server::auth::{create_token, NewToken, Role};
+use sidak_server::error::ApiError;
+use sidak_server::results;
+use sidak_server::state::{system_clock, AppState};
 
 /// Sidak sync server: receives field data, merges, recomputes and publishes results.
 #[derive(Parser)]
-#[command(name = "sidak-server", version)]
+#[command(name = "sidak-server", version, after_help = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 store error")]
 struct Cli {
+    /// Where the server keeps its data.
+    #[arg(long, global = true, default_value = "./sidak-data", env = "SIDAK_DATA_DIR")]
+    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Instrument documents.
-    #[command(subcommand)]
-    Instrument(InstrumentCommand),
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
-enum InstrumentCommand {
+enum Command {
+    /// Run the sync server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Instrument documents.
+    #[command(subcommand)]
+    Instrument(InstrumentCmd),
+    /// The registry of institutions, units and service products.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+    /// Assignments.
+    #[command(subcommand)]
+    Assignment(AssignmentCmd),
+    /// Recompute every result from scratch.
+    Recompute,
+    /// List conflicts (concurrent edits of the same field) for review.
+    Conflicts {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// List quarantined ops with their reasons.
+    Quarantine {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once and only its hash is stored.
+    Create {
+        /// assessor, supervisor, admin or peer.
+        #[arg(long)]
+        role: String,
+        /// The region (all but admins).
+        #[arg(long)]
+        region: Option<String>,
+        /// The assessor (assessor tokens).
+        #[arg(long)]
+        assessor: Option<String>,
+        /// A label for people.
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstrumentCmd {
     /// Check an instrument file and print every fault (exit 3 if there is any).
     Validate {
         /// The instrument document (.json).
         file: PathBuf,
     },
+    /// Validate and publish an instrument file.
+    Publish {
+        /// The instrument document (.json).
+        file: PathBuf,
+    },
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[derive(Subcommand)]
+enum RegistryCmd {
+    /// Import institutions, units and products from a CSV file.
+    Import {
+        /// The CSV (header: institution_code,institution_name,institution_type,region,unit_code,unit_name,unit_type,product_code,product_name).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AssignmentCmd {
+    /// Assign a unit to an assessor.
+    Create {
+        /// The assessor's code.
+        #[arg(long)]
+        assessor: String,
+        /// The institution's code.
+        #[arg(long)]
+        institution: String,
+        /// The unit's code.
+        #[arg(long)]
+        unit: String,
+        /// Product codes (repeat); default: every product of the unit.
+        #[arg(long = "product")]
+        products: Vec<String>,
+        /// The instrument, id@version.
+        #[arg(long, default_value = "penilaian-2023@1")]
+        instrument: String,
+        /// covert or announced.
+        #[arg(long, default_value = "announced")]
+        mode: String,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Failure {
+        let code = match e.status.as_u16() {
+            404 => 4,
+            400..=499 => 3,
+            _ => 5,
+        };
+        Failure(code, e.message)
+    }
+}
+
+fn now() -> i64 {
+    system_clock()()
+}
+
+fn open(dir: &Path) -> Result<AppState, Failure> {
+    Ok(AppState::open(dir, system_clock())?)
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialises"));
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let dir = cli.data_dir.clone();
     match cli.command {
-        Command::Instrument(InstrumentCommand::Validate { file }) => {
-            match sidak_server::admin::validate_instrument_file(&file) {
-                Ok(instrument) => {
-                    let indicators = instrument.indicators().count();
-                    println!(
-                        "{}: valid — {} ({} dimensions, {indicators} indicators, {} bands), digest {}",
-                        file.display(),
-                        instrument.reference,
-                        instrument.dimensions.len(),
-                        instrument.bands.len(),
-                        instrument.digest
-                    );
-                    ExitCode::SUCCESS
+        Command::Serve { listen, log_format } => serve(&dir, listen, log_format),
+        Command::Token(TokenCmd::Create { role, region, assessor, label }) => {
+            let role: Role = role.parse().map_err(|e| Failure(3, e))?;
+            let state = open(&dir)?;
+            let now = now();
+            let (id, secret) = state
+                .db()
+                .write_blocking(|tx| create_token(tx, &NewToken { role, region, assessor, label }, now))
+                .map_err(|e| Failure(3, e.to_string()))?;
+            println!("{secret}");
+            eprintln!("token {id} created; it is shown once and only its hash is stored");
+            Ok(())
+        }
+        Command::Instrument(InstrumentCmd::Validate { file }) => {
+            let instrument = admin::validate_instrument_file(&file).map_err(|e| Failure(3, e.to_string()))?;
+            let indicators = instrument.indicators().count();
+            println!(
+                "{}: valid — {} ({} dimensions, {indicators} indicators, {} bands), digest {}",
+                file.display(),
+                instrument.reference,
+                instrument.dimensions.len(),
+                instrument.bands.len(),
+                instrument.digest
+            );
+            Ok(())
+        }
+        Command::Instrument(InstrumentCmd::Publish { file }) => {
+            let instrument = admin::validate_instrument_file(&file).map_err(|e| Failure(3, e.to_string()))?;
+            let state = open(&dir)?;
+            let now = now();
+            let added = state.db().write_blocking(|tx| admin::publish_instrument(tx, &instrument, now))?;
+            println!("{} {}", instrument.reference, if added { "published" } else { "was already published" });
+            Ok(())
+        }
+        Command::Registry(RegistryCmd::Import { file }) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| Failure(4, format!("cannot read {}: {e}", file.display())))?;
+            let rows = admin::parse_registry(&text)?;
+            let state = open(&dir)?;
+            let instruments = state.instruments();
+            let now = now();
+            let report = state.db().write_blocking(|tx| {
+                let (report, dirty) = admin::import_registry(tx, &instruments, &rows, now)?;
+                for i in &dirty {
+                    results::recompute(tx, &instruments, i)?;
                 }
-                Err(e) => {
-                    eprintln!("sidak-server: {e}");
-                    ExitCode::from(3)
+                Ok::<_, ApiError>(report)
+            })?;
+            print_json(&report);
+            Ok(())
+        }
+        Command::Assignment(AssignmentCmd::Create { assessor, institution, unit, products, instrument, mode }) => {
+            let state = open(&dir)?;
+            let instruments = state.instruments();
+            let now = now();
+            let new = NewAssignment { assessor, institution, unit, products, instrument, mode, due: None };
+            let id = state.db().write_blocking(|tx| {
+                let (id, dirty) = admin::create_assignment(tx, &instruments, &new, now)?;
+                for i in &dirty {
+                    results::recompute(tx, &instruments, i)?;
                 }
-            }
+                Ok::<_, ApiError>(id)
+            })?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Recompute => {
+            let state = open(&dir)?;
+            let instruments = state.instruments();
+            let n = state.db().write_blocking(|tx| results::recompute_all(tx, &instruments))?;
+            println!("recomputed {n} institution(s)");
+            Ok(())
+        }
+        Command::Conflicts { region } => {
+            let state = open(&dir)?;
+            let list = state.db().read_blocking(|tx| admin::conflicts(tx, region.as_deref()))?;
+            print_json(&serde_json::json!({ "conflicts": list }));
+            Ok(())
+        }
+        Command::Quarantine { region } => {
+            let state = open(&dir)?;
+            let list = state.db().read_blocking(|tx| admin::quarantined(tx, region.as_deref()))?;
+            print_json(&serde_json::json!({ "quarantine": list }));
+            Ok(())
         }
     }
 }
+
+fn serve(dir: &Path, listen: SocketAddr, log_format: LogFormat) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into());
+    use std::io::IsTerminal;
+    let ansi = std::io::stdout().is_terminal();
+    match log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init(),
+    }
+    let fresh = !dir.join(sidak_server::db::DB_FILE).exists();
+    let state = open(dir)?;
+    if fresh {
+        let now = now();
+        let (_, secret) = state
+            .db()
+            .write_blocking(|tx| create_token(tx, &NewToken { role: Role::Admin, region: None, assessor: None, label: Some("first admin".into()) }, now))
+            .map_err(|e| Failure(5, e.to_string()))?;
+        println!("new store in {}; first admin token (shown once): {secret}", dir.display());
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.to_string()))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure(1, format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| Failure(1, e.to_string()))?;
+        println!("sidak-server listening on http://{addr} (data in {})", dir.display());
+        tracing::info!(%addr, data_dir = %dir.display(), "listening");
+        sidak_server::api::serve(listener, state, shutdown_signal()).await.map_err(|e| Failure(1, e.to_string()))
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("sidak-server: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+

@@ -1,0 +1,109 @@
+//! Admin endpoints: publish an instrument, import the registry, create assignments,
+//! list conflicts and quarantined ops, recompute from scratch. Admins everywhere;
+//! supervisors may list their region's conflicts and quarantine.
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Value};
+use sidak_core::instrument::Instrument;
+
+use crate::admin::{self, NewAssignment};
+use crate::api::{parse_json, raw_body, Caller, JsonBody, Routes};
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::results;
+use crate::state::AppState;
+
+/// Registers the admin routes.
+pub fn routes(r: Routes) -> Routes {
+    r.add(Method::POST, "/v1/admin/instruments", post(publish))
+        .add(Method::POST, "/v1/admin/registry", post(registry))
+        .add(Method::POST, "/v1/admin/assignments", post(assignment))
+        .add(Method::GET, "/v1/admin/conflicts", get(conflicts))
+        .add(Method::GET, "/v1/admin/quarantine", get(quarantine))
+        .add(Method::POST, "/v1/admin/recompute", post(recompute))
+        .add(Method::GET, "/v1/openapi.json", get(openapi))
+}
+
+/// The OpenAPI description of this API (also `proto/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../proto/openapi.json");
+
+async fn openapi() -> Result<Json<Value>, ApiError> {
+    Ok(Json(serde_json::from_str(OPENAPI)?))
+}
+
+async fn publish(State(state): State<AppState>, Caller(who): Caller, request: Request) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let bytes = raw_body(request, sidak_core::wire::limits::MAX_BODY_BYTES, "application/json").await?;
+    let document: Value = parse_json(&bytes)?;
+    let instrument = Instrument::from_document(document).map_err(|e| ApiError::invalid_body(e.to_string()))?;
+    let now = state.now();
+    let reference = instrument.reference.clone();
+    let digest = instrument.digest.clone();
+    let added = state.db().write(move |tx| admin::publish_instrument(tx, &instrument, now)).await?;
+    state.reload_instruments()?;
+    Ok(Json(json!({"instrument": reference, "digest": digest, "added": added})))
+}
+
+async fn registry(State(state): State<AppState>, Caller(who): Caller, request: Request) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let bytes = raw_body(request, sidak_core::wire::limits::MAX_BODY_BYTES, "text/csv").await?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_body("the registry CSV is not UTF-8"))?;
+    let rows = admin::parse_registry(&text)?;
+    let instruments = state.instruments();
+    let now = state.now();
+    let report = state
+        .db()
+        .write(move |tx| {
+            let (report, dirty) = admin::import_registry(tx, &instruments, &rows, now)?;
+            for i in &dirty {
+                results::recompute(tx, &instruments, i)?;
+            }
+            Ok::<_, ApiError>(report)
+        })
+        .await?;
+    Ok(Json(serde_json::to_value(report)?))
+}
+
+async fn assignment(State(state): State<AppState>, Caller(who): Caller, JsonBody(new): JsonBody<NewAssignment>) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let instruments = state.instruments();
+    let now = state.now();
+    let id = state
+        .db()
+        .write(move |tx| {
+            let (id, dirty) = admin::create_assignment(tx, &instruments, &new, now)?;
+            for i in &dirty {
+                results::recompute(tx, &instruments, i)?;
+            }
+            Ok::<_, ApiError>(id)
+        })
+        .await?;
+    Ok(Json(json!({"assignment": id})))
+}
+
+fn review_region(who: &crate::auth::Principal) -> Result<Option<String>, ApiError> {
+    who.require(&[Role::Supervisor, Role::Admin])?;
+    Ok(if who.role == Role::Admin { None } else { who.region.clone() })
+}
+
+async fn conflicts(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
+    let region = review_region(&who)?;
+    let list = state.db().read(move |tx| admin::conflicts(tx, region.as_deref())).await?;
+    Ok(Json(json!({"conflicts": list})))
+}
+
+async fn quarantine(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
+    let region = review_region(&who)?;
+    let list = state.db().read(move |tx| admin::quarantined(tx, region.as_deref())).await?;
+    Ok(Json(json!({"quarantine": list})))
+}
+
+async fn recompute(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
+    who.require(&[Role::Admin])?;
+    let instruments = state.instruments();
+    let n = state.db().write(move |tx| results::recompute_all(tx, &instruments)).await?;
+    Ok(Json(json!({"institutions": n})))
+}

@@ -1,0 +1,184 @@
+//! The HTTP API: the router, the extractors that turn bad requests into the spec's
+//! error codes, and the middleware (protocol version, compression, tracing).
+//! Every route is registered through [`Routes::add`], so the list the OpenAPI test
+//! compares against is the router itself.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use sidak_core::wire::{limits, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{principal_for, Principal};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{admin_api, results_api, sync_api};
+
+/// The router being built, and every (method, path) added to it.
+pub struct Routes {
+    router: Router<AppState>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes { router: Router::new(), list: Vec::new() }
+    }
+
+    /// Adds one method on one path.
+    pub fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Routes {
+        self.list.push((method, path));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+/// Builds the application: the router with its layers, and its route list.
+pub fn app(state: AppState) -> (Router, Vec<(Method, &'static str)>) {
+    let routes = sync_api::routes(Routes::new());
+    let routes = results_api::routes(routes);
+    let routes = admin_api::routes(routes);
+    let list = routes.list;
+    let router = routes
+        .router
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(true))
+        .layer(CompressionLayer::new().gzip(true))
+        .layer(middleware::from_fn(protocol))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state);
+    (router, list)
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::not_found(format!("no endpoint {} {}", request.method(), request.uri().path()))
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::method_not_allowed(format!("{} is not allowed on {}", request.method(), request.uri().path()))
+}
+
+/// Refuses other protocol versions: a `Sidak-Protocol` header other than 1, or a path
+/// under another version prefix.
+async fn protocol(request: Request, next: Next) -> Response {
+    if let Some(v) = request.headers().get(PROTOCOL_HEADER) {
+        if v.to_str().ok().map(str::trim) != Some(&PROTOCOL_VERSION.to_string()) {
+            return ApiError::unsupported_protocol(format!("this server speaks protocol {PROTOCOL_VERSION}; the request asked for {}", String::from_utf8_lossy(v.as_bytes()))).into_response();
+        }
+    }
+    let path = request.uri().path();
+    if let Some(version) = path.strip_prefix("/v").and_then(|rest| rest.split('/').next()) {
+        if version.parse::<u32>().is_ok_and(|n| n != PROTOCOL_VERSION) {
+            return ApiError::unsupported_protocol(format!("this server speaks /v{PROTOCOL_VERSION}; /v{version} is not supported")).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The authenticated caller.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    fn from_request_parts(parts: &mut Parts, state: &AppState) -> impl Future<Output = Result<Caller, ApiError>> + Send {
+        let secret = bearer(&parts.headers);
+        let state = state.clone();
+        async move {
+            let secret = secret?;
+            let principal = state.db().read(move |tx| principal_for(tx, &secret).map_err(ApiError::from)).await?;
+            principal.map(Caller).ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+    let text = value.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    match text.strip_prefix("Bearer ") {
+        Some(t) if !t.trim().is_empty() && t.len() < 200 => Ok(t.trim().to_owned()),
+        _ => Err(ApiError::unauthorized("send `Authorization: Bearer <token>`")),
+    }
+}
+
+/// Reads a request body: checks its encoding and size (after decompression).
+async fn body_bytes(request: Request, limit: usize, media: &str) -> Result<axum::body::Bytes, ApiError> {
+    let headers = request.headers();
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if enc != "identity" && !enc.is_empty() {
+            return Err(ApiError::unsupported_media_type(format!("content encoding `{enc}` is not supported (gzip is)")));
+        }
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != media {
+        return Err(ApiError::unsupported_media_type(format!("send Content-Type: {media} (got `{content_type}`)")));
+    }
+    axum::body::to_bytes(request.into_body(), limit).await.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("length limit") || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+            ApiError::body_too_large(format!("the body is larger than {limit} bytes"))
+        } else {
+            ApiError::malformed_json(format!("the body could not be read: {text}"))
+        }
+    })
+}
+
+/// A JSON body: 415 for another type or coding, 413 past the limit, 400 for text that
+/// is not JSON, 422 for JSON of the wrong shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &AppState) -> Result<JsonBody<T>, ApiError> {
+        let bytes = body_bytes(request, limits::MAX_BODY_BYTES, "application/json").await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON with the spec's distinction between malformed (400) and misshapen (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid_body(e.to_string()),
+        _ => ApiError::malformed_json(e.to_string()),
+    })
+}
+
+/// A raw body of a given media type and limit (evidence chunks, CSV).
+pub async fn raw_body(request: Request, limit: usize, media: &str) -> Result<axum::body::Bytes, ApiError> {
+    body_bytes(request, limit, media).await
+}
+
+/// Runs the server on `listener` until `shutdown` completes; in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (router, _) = app(state.clone());
+    let on_shutdown = state.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            on_shutdown.begin_shutdown();
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await
+}
+
+/// A helper for handlers: the state as an extractor.
+pub type St = State<AppState>;
+
+/// A body built from bytes with a content type.
+pub fn bytes_response(media: &str, bytes: Vec<u8>) -> Response {
+    Response::builder().header(header::CONTENT_TYPE, media).body(Body::from(bytes)).unwrap_or_else(|e| ApiError::internal(e).into_response())
+}

@@ -1,0 +1,267 @@
+//! The server's SQLite store: one writer connection and a few readers, WAL mode,
+//! numbered migrations, and `read`/`write` that run off the async threads
+//! (`spawn_blocking`) so SQLite never blocks the runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "sidak.sqlite";
+
+/// Numbered migrations; index + 1 is the schema version.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: ops with scope tags, origins, quarantine, fields, records, instruments,
+    //    tokens, evidence, results.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE ops (
+        server_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hlc_ms INTEGER NOT NULL,
+        hlc_c INTEGER NOT NULL,
+        wall INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        parent_origin TEXT,
+        parent_seq INTEGER,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        quarantined INTEGER NOT NULL DEFAULT 0,
+        region TEXT,
+        assessor TEXT,
+        class TEXT NOT NULL CHECK (class IN ('registry', 'assignment', 'review', 'origin')),
+        UNIQUE (origin, seq)
+    ) STRICT;
+    CREATE INDEX ops_by_region ON ops (region, server_seq);
+    CREATE INDEX ops_by_assessor ON ops (assessor, server_seq);
+    CREATE INDEX ops_by_entity ON ops (entity, field);
+    CREATE TABLE origins (
+        origin TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('device', 'server')),
+        assessor TEXT,
+        region TEXT,
+        head_seq INTEGER NOT NULL DEFAULT 0,
+        head_hash TEXT NOT NULL,
+        quarantined INTEGER NOT NULL DEFAULT 0,
+        upstream_seq INTEGER,
+        upstream_hash TEXT,
+        clock_flagged INTEGER NOT NULL DEFAULT 0,
+        last_push_at INTEGER
+    ) STRICT;
+    CREATE TABLE quarantine (
+        origin TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq),
+        FOREIGN KEY (origin, seq) REFERENCES ops (origin, seq)
+    ) STRICT;
+    CREATE TABLE rejections (
+        id INTEGER PRIMARY KEY,
+        origin TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        token TEXT NOT NULL,
+        at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE fields (
+        entity TEXT NOT NULL,
+        field TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        v_origin TEXT NOT NULL,
+        v_seq INTEGER NOT NULL,
+        hlc_ms INTEGER NOT NULL,
+        hlc_c INTEGER NOT NULL,
+        PRIMARY KEY (entity, field)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX fields_by_value ON fields (kind, field, value);
+    CREATE TABLE entities (
+        entity TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        region TEXT,
+        assessor TEXT,
+        institution TEXT
+    ) STRICT;
+    CREATE INDEX entities_by_institution ON entities (institution);
+    CREATE TABLE instruments (
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        document TEXT NOT NULL,
+        published_at INTEGER NOT NULL,
+        PRIMARY KEY (id, version)
+    ) STRICT;
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('assessor', 'supervisor', 'admin', 'peer')),
+        region TEXT,
+        assessor TEXT,
+        label TEXT,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        received INTEGER NOT NULL DEFAULT 0,
+        complete INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE results (
+        kind TEXT NOT NULL CHECK (kind IN ('institution', 'unit')),
+        entity TEXT NOT NULL,
+        instrument TEXT NOT NULL,
+        institution TEXT NOT NULL,
+        code TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        region TEXT,
+        status TEXT NOT NULL,
+        score TEXT,
+        provisional TEXT,
+        grade TEXT,
+        zone TEXT,
+        document TEXT NOT NULL,
+        changed INTEGER NOT NULL,
+        PRIMARY KEY (kind, entity, instrument)
+    ) STRICT;
+    CREATE INDEX results_by_change ON results (changed);
+    CREATE INDEX results_by_institution ON results (institution);
+    "#,
+];
+
+/// Why the database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("database {path}: {source}")]
+pub struct DbError {
+    /// The database file.
+    pub path: PathBuf,
+    /// The SQLite error.
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// The store: shareable, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: an acknowledged push survives a power cut, not only a crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Db {
+    /// Opens (or creates) the store at `dir/sidak.sqlite` and migrates it.
+    pub fn open(dir: &Path) -> Result<Db, DbError> {
+        let path = dir.join(DB_FILE);
+        let err = |source| DbError { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let mut writer = open_conn(&path).map_err(err)?;
+        migrate(&mut writer).map_err(err)?;
+        Ok(Db { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in a write transaction on the current thread (blocking callers: CLI,
+    /// tests, `spawn_blocking` bodies).
+    pub fn write_blocking<T, E: From<DbError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        let err = |source| DbError { path: self.inner.path.clone(), source };
+        let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a read transaction on the current thread.
+    pub fn read_blocking<T, E: From<DbError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        let err = |source| DbError { path: self.inner.path.clone(), source };
+        let pooled = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.inner.path).map_err(err)?,
+        };
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(err)?;
+            let out = f(&tx)?;
+            tx.finish().map_err(err)?;
+            Ok(out)
+        })();
+        let mut readers = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < 4 {
+            readers.push(conn);
+        }
+        result
+    }
+
+    /// [`Db::write_blocking`] on a blocking thread.
+    pub async fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.write_blocking(f)).await.expect("database task panicked")
+    }
+
+    /// [`Db::read_blocking`] on a blocking thread.
+    pub async fn read<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f)).await.expect("database task panicked")
+    }
+}
+
+/// Applies pending migrations, each with its version bump in one transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A value from the `meta` table.
+pub(crate) fn meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<String>> {
+    tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+/// Sets a value in the `meta` table.
+pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])?;
+    Ok(())
+}

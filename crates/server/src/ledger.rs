@@ -1,0 +1,380 @@
+//! The op log on a server: origins and their chains, storing ops with their scope
+//! tags, applying them to the materialised fields (the same rule as
+//! `sidak_core::merge`), keeping each record's scope, and writing the server's own ops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+use sidak_core::canonical::canonical_json;
+use sidak_core::hash::Sha256Digest;
+use sidak_core::hlc::{Hlc, HlcClock};
+use sidak_core::ids::{EntityId, OriginId};
+use sidak_core::instrument::{Instrument, InstrumentRef};
+use sidak_core::op::{Op, OpRef};
+use sidak_core::records::{check_op, write_once, Author, EntityKind, EntityRef, RecordView};
+
+use crate::db::{meta, set_meta};
+use crate::error::ApiError;
+
+/// The instruments a tier holds, shared read-only.
+pub type Instruments = Arc<BTreeMap<InstrumentRef, Instrument>>;
+
+/// An origin as this tier knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The origin.
+    pub origin: OriginId,
+    /// `device` or `server`.
+    pub role: String,
+    /// The assessor (devices).
+    pub assessor: Option<String>,
+    /// The region (all but the centre).
+    pub region: Option<String>,
+    /// Verified head.
+    pub head_seq: u64,
+    /// Its hash.
+    pub head_hash: Sha256Digest,
+    /// Ops in quarantine.
+    pub quarantined: u64,
+}
+
+impl Binding {
+    /// The record model's author kind.
+    pub fn author(&self) -> Author {
+        if self.role == "device" {
+            Author::Device
+        } else {
+            Author::Server
+        }
+    }
+}
+
+fn digest(text: &str) -> Result<Sha256Digest, ApiError> {
+    text.parse().map_err(|_| ApiError::internal(format!("stored digest `{text}` is malformed")))
+}
+
+/// The binding of an origin, if known.
+pub fn binding(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<Binding>, ApiError> {
+    let row: Option<(String, Option<String>, Option<String>, i64, String, i64)> = tx
+        .query_row("SELECT role, assessor, region, head_seq, head_hash, quarantined FROM origins WHERE origin = ?1", [origin.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    row.map(|(role, assessor, region, head_seq, head_hash, quarantined)| {
+        Ok(Binding { origin, role, assessor, region, head_seq: head_seq as u64, head_hash: digest(&head_hash)?, quarantined: quarantined as u64 })
+    })
+    .transpose()
+}
+
+/// Registers a new origin.
+pub fn bind(tx: &Transaction<'_>, origin: OriginId, role: &str, assessor: Option<&str>, region: Option<&str>) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO origins (origin, role, assessor, region, head_seq, head_hash) VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT DO NOTHING",
+        params![origin.to_string(), role, assessor, region, Sha256Digest::ZERO.to_hex()],
+    )?;
+    Ok(())
+}
+
+/// The hash of the held op at (origin, seq).
+pub fn hash_at(tx: &Transaction<'_>, origin: OriginId, seq: u64) -> Result<Option<Sha256Digest>, ApiError> {
+    let h: Option<String> = tx.query_row("SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2", params![origin.to_string(), seq as i64], |r| r.get(0)).optional()?;
+    h.map(|h| digest(&h)).transpose()
+}
+
+/// The server's clock.
+pub fn clock(tx: &Transaction<'_>) -> Result<HlcClock, ApiError> {
+    let ms = meta(tx, "hlc_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let c = meta(tx, "hlc_c")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(HlcClock::new(Hlc { ms, c }))
+}
+
+/// Stores the server's clock.
+pub fn save_clock(tx: &Transaction<'_>, clock: &HlcClock) -> Result<(), ApiError> {
+    set_meta(tx, "hlc_ms", &clock.last().ms.to_string())?;
+    set_meta(tx, "hlc_c", &clock.last().c.to_string())?;
+    Ok(())
+}
+
+/// A [`RecordView`] over the server's fields and instruments.
+pub struct ServerView<'a, 't> {
+    /// The transaction.
+    pub tx: &'a Transaction<'t>,
+    /// The instruments.
+    pub instruments: &'a BTreeMap<InstrumentRef, Instrument>,
+}
+
+impl RecordView for ServerView<'_, '_> {
+    fn field(&self, entity: &EntityRef, field: &str) -> Option<Value> {
+        let text: Option<String> = self
+            .tx
+            .query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3", params![entity.id.to_string(), field, entity.kind.name()], |r| r.get(0))
+            .optional()
+            .ok()?;
+        text.and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument> {
+        self.instruments.get(reference)
+    }
+}
+
+/// A field's current value.
+pub fn field(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<Value>, ApiError> {
+    let text: Option<String> = tx.query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2", params![entity, field], |r| r.get(0)).optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn field_str(tx: &Transaction<'_>, entity: &str, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(field(tx, entity, name)?.and_then(|v| v.as_str().map(str::to_owned)))
+}
+
+/// A record's scope: its region, its assessor and its institution.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Region.
+    pub region: Option<String>,
+    /// Assessor (assignments, and records written by devices).
+    pub assessor: Option<String>,
+    /// Institution record id.
+    pub institution: Option<String>,
+}
+
+/// A record's stored scope.
+pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiError> {
+    let row = tx
+        .query_row("SELECT region, assessor, institution FROM entities WHERE entity = ?1", [entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
+        .optional()?;
+    Ok(row.unwrap_or_default())
+}
+
+/// Re-derives a record's scope from its fields and the records it belongs to.
+fn derive_scope(tx: &Transaction<'_>, entity: &EntityRef, author: &Binding) -> Result<Scope, ApiError> {
+    use EntityKind as K;
+    let id = entity.id.to_string();
+    let parent = |name: &str| -> Result<Scope, ApiError> {
+        match field_str(tx, &id, name)? {
+            Some(p) => entity_scope(tx, &p),
+            None => Ok(Scope::default()),
+        }
+    };
+    let target = || -> Result<Scope, ApiError> {
+        let t = field(tx, &id, "target")?.and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+        match t {
+            Some(t) => entity_scope(tx, &t),
+            None => Ok(Scope::default()),
+        }
+    };
+    Ok(match entity.kind {
+        K::Institution => Scope { region: field_str(tx, &id, "region")?, assessor: None, institution: Some(id.clone()) },
+        K::Unit => Scope { assessor: None, ..parent("institution")? },
+        K::Product => Scope { assessor: None, ..parent("unit")? },
+        K::Assignment => Scope { assessor: field_str(tx, &id, "assessor")?, ..parent("institution")? },
+        K::Visit => {
+            let inst = parent("institution")?;
+            Scope { region: inst.region.or_else(|| author.region.clone()), assessor: author.assessor.clone(), institution: inst.institution }
+        }
+        K::Respondent | K::Note | K::Evidence => {
+            let visit = parent("visit")?;
+            Scope { assessor: visit.assessor.or_else(|| author.assessor.clone()), region: visit.region.or_else(|| author.region.clone()), institution: visit.institution }
+        }
+        K::Correction | K::Deduction => Scope { assessor: None, ..target()? },
+        K::Device => Scope { region: author.region.clone(), assessor: author.assessor.clone(), institution: None },
+    })
+}
+
+/// Who may pull an op: `registry` (everyone in its region), `assignment` and `origin`
+/// (the assessor named, and the region's supervisors), `review` (the region).
+fn class_of(entity: &EntityRef, author: &Binding) -> &'static str {
+    use EntityKind as K;
+    match entity.kind {
+        K::Institution | K::Unit | K::Product => "registry",
+        K::Device if author.role == "server" => "registry",
+        K::Assignment => "assignment",
+        K::Correction | K::Deduction => "review",
+        K::Device | K::Visit | K::Respondent | K::Note | K::Evidence => "origin",
+    }
+}
+
+/// Stores an op (applied or quarantined) with its scope tags; returns its server_seq.
+pub fn store_op(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64, quarantined: bool) -> Result<i64, ApiError> {
+    let scope = derive_scope(tx, &op.entity, author)?;
+    let class = class_of(&op.entity, author);
+    let assessor = match class {
+        "registry" | "review" => None,
+        "origin" => author.assessor.clone().or(scope.assessor.clone()),
+        _ => scope.assessor.clone(),
+    };
+    tx.execute(
+        "INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        params![
+            op.origin.to_string(),
+            op.seq as i64,
+            op.hlc.ms as i64,
+            op.hlc.c as i64,
+            op.wall,
+            op.entity.kind.name(),
+            op.entity.id.to_string(),
+            op.field,
+            canonical_json(&op.value),
+            op.parent.map(|p| p.origin.to_string()),
+            op.parent.map(|p| p.seq as i64),
+            op.prev.to_hex(),
+            op.hash.to_hex(),
+            received_at,
+            quarantined as i64,
+            if class == "origin" { author.region.clone().or(scope.region) } else { scope.region },
+            assessor,
+            class,
+        ],
+    )?;
+    tx.execute(
+        "UPDATE origins SET head_seq = ?2, head_hash = ?3, quarantined = quarantined + ?4, last_push_at = ?5 WHERE origin = ?1",
+        params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), quarantined as i64, received_at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
+         hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
+     WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) > (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
+
+const APPLY_FIRST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
+         hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
+     WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) < (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
+
+/// Applies an op to the fields (as `sidak_core::merge` would), updates its record's
+/// scope, and returns the institution whose results it may change.
+pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<String>, ApiError> {
+    let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
+    tx.execute(
+        sql,
+        params![op.entity.id.to_string(), op.field, op.entity.kind.name(), canonical_json(&op.value), op.origin.to_string(), op.seq as i64, op.hlc.ms as i64, op.hlc.c as i64],
+    )?;
+    let id = op.entity.id.to_string();
+    let scope = derive_scope(tx, &op.entity, author)?;
+    let before = entity_scope(tx, &id)?;
+    tx.execute(
+        "INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution",
+        params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
+    )?;
+    if op.entity.kind == EntityKind::Institution && before.region != scope.region {
+        // Records under an institution take its region.
+        tx.execute("UPDATE entities SET region = ?2 WHERE institution = ?1", params![id, scope.region])?;
+        tx.execute("UPDATE ops SET region = ?2 WHERE region IS NULL AND entity IN (SELECT entity FROM entities WHERE institution = ?1)", params![id, scope.region])?;
+    }
+    if before.region.is_none() && scope.region.is_some() {
+        tx.execute("UPDATE ops SET region = ?2 WHERE entity = ?1 AND region IS NULL", params![id, scope.region])?;
+    }
+    Ok(scope.institution)
+}
+
+/// Records a quarantined op's reason.
+pub fn quarantine(tx: &Transaction<'_>, op: &Op, code: &str, message: &str, now_ms: i64) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO quarantine (origin, seq, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (origin, seq) DO UPDATE SET code = excluded.code, message = excluded.message",
+        params![op.origin.to_string(), op.seq as i64, code, message, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Reads ops from rows of `SELECT <OP_COLUMNS> FROM ops …`.
+pub const OP_COLUMNS: &str = "origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash";
+
+/// Builds an op from a row selected with [`OP_COLUMNS`] (starting at column `at`).
+pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, ApiError>> {
+    let s = |i: usize| r.get::<_, String>(at + i);
+    let origin = s(0)?;
+    let kind = s(5)?;
+    let entity = s(6)?;
+    let value = s(8)?;
+    let parent_origin: Option<String> = r.get(at + 9)?;
+    let parent_seq: Option<i64> = r.get(at + 10)?;
+    let prev = s(11)?;
+    let hash = s(12)?;
+    let (seq, ms, c, wall, field): (i64, i64, i64, i64, String) = (r.get(at + 1)?, r.get(at + 2)?, r.get(at + 3)?, r.get(at + 4)?, s(7)?);
+    Ok((|| {
+        let bad = |what: &str| ApiError::internal(format!("stored op has a bad {what}"));
+        Ok(Op {
+            origin: origin.parse().map_err(|_| bad("origin"))?,
+            seq: seq as u64,
+            hlc: Hlc { ms: ms as u64, c: c as u32 },
+            wall,
+            entity: EntityRef { kind: kind.parse().map_err(|_| bad("kind"))?, id: entity.parse().map_err(|_| bad("entity"))? },
+            field,
+            value: serde_json::from_str(&value).map_err(|_| bad("value"))?,
+            parent: match (parent_origin, parent_seq) {
+                (Some(o), Some(s)) => Some(OpRef { origin: o.parse().map_err(|_| bad("parent"))?, seq: s as u64 }),
+                _ => None,
+            },
+            prev: digest(&prev)?,
+            hash: digest(&hash)?,
+        })
+    })())
+}
+
+/// The server's own identity: its origin.
+pub fn server_binding(tx: &Transaction<'_>) -> Result<Binding, ApiError> {
+    let origin: OriginId = meta(tx, "server_origin")?
+        .ok_or_else(|| ApiError::internal("the store has no server origin"))?
+        .parse()
+        .map_err(|_| ApiError::internal("bad server origin"))?;
+    binding(tx, origin)?.ok_or_else(|| ApiError::internal("the server origin is not bound"))
+}
+
+/// Writes ops under the server's own origin (registry, assignments, corrections,
+/// deductions), each checked against the record model; returns the institutions
+/// whose results they may change. A refusal is the caller's bad input.
+pub fn author(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, now_ms: i64, changes: &[(EntityRef, &str, Value)]) -> Result<(Vec<Op>, BTreeSet<String>), ApiError> {
+    let mut me = server_binding(tx)?;
+    let mut clock = clock(tx)?;
+    let mut dirty = BTreeSet::new();
+    let mut ops = Vec::new();
+    for (entity, name, value) in changes {
+        let parent: Option<OpRef> = tx
+            .query_row("SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2", params![entity.id.to_string(), name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?
+            .and_then(|(o, s)| o.parse().ok().map(|origin| OpRef { origin, seq: s as u64 }));
+        let hlc = clock.tick(now_ms.max(0) as u64);
+        let op = Op::new(me.origin, me.head_seq + 1, hlc, now_ms, *entity, *name, value.clone(), parent, me.head_hash);
+        op.check_form().map_err(|e| ApiError::invalid_body(e.to_string()))?;
+        check_op(&op, Author::Server, &ServerView { tx, instruments }).map_err(|r| ApiError::invalid_body(format!("{} {}: {}", entity, name, r.message)))?;
+        store_op(tx, &op, &me, now_ms, false)?;
+        if let Some(inst) = apply(tx, &op, &me)? {
+            dirty.insert(inst);
+        }
+        me.head_seq = op.seq;
+        me.head_hash = op.hash;
+        ops.push(op);
+    }
+    save_clock(tx, &clock)?;
+    Ok((ops, dirty))
+}
+
+/// Makes the store's identity on first start: a store id (for cursors) and a server
+/// origin registered in its own chain.
+pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError> {
+    if meta(tx, "store_id")?.is_some() {
+        return Ok(());
+    }
+    set_meta(tx, "store_id", &uuid::Uuid::now_v7().to_string())?;
+    let origin = OriginId(uuid::Uuid::now_v7());
+    set_meta(tx, "server_origin", &origin.to_string())?;
+    bind(tx, origin, "server", None, None)?;
+    let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
+    author(tx, &BTreeMap::new(), now_ms, &[(device, "role", json!("server"))])?;
+    // A new store starts with the built-in instruments published.
+    for id in sidak_core::instrument::BUILTIN_IDS {
+        let instrument = sidak_core::instrument::builtin(id).expect("built-in instruments load");
+        crate::admin::publish_instrument(tx, &instrument, now_ms)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! Results: building the scoring input of an institution from the materialised state,
+//! recomputing it (incrementally, per institution an op touched), and reading results.
+//!
+//! Every visit is scored against the instrument version it was recorded with: an
+//! institution has one result per instrument version its visits and assignments use.
+//! Only submitted visits count. Where several visits answer the same thing, the later
+//! one (by finished time, then id) wins. A supervisor's correction replaces the field
+//! value it corrects; evidence counts once its file is complete on this tier.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+use serde_json::Value;
+use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, RespondentKind};
+use sidak_core::records::ANSWER_PREFIX;
+use sidak_core::scoring::{score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, ProductInput, RespondentInput, UnitInput};
+
+use crate::db::{meta, set_meta};
+use crate::error::ApiError;
+
+/// All fields of a record.
+pub fn fields_of(tx: &Transaction<'_>, entity: &str) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut stmt = tx.prepare_cached("SELECT field, value FROM fields WHERE entity = ?1")?;
+    let rows = stmt.query_map([entity], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (f, v) = row?;
+        out.insert(f, serde_json::from_str(&v).unwrap_or(Value::Null));
+    }
+    Ok(out)
+}
+
+/// Records of `kind` whose `field` refers to `target`.
+pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> Result<Vec<String>, ApiError> {
+    let mut stmt = tx.prepare_cached("SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) ORDER BY entity")?;
+    let rows = stmt.query_map(params![kind, field, target], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn text(f: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    f.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn instrument_of(f: &BTreeMap<String, Value>) -> Option<InstrumentRef> {
+    f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Active corrections by (target record, field): the latest one wins.
+fn corrections(tx: &Transaction<'_>, targets: &BTreeSet<String>) -> Result<BTreeMap<(String, String), Value>, ApiError> {
+    let mut out: BTreeMap<(String, String), (i64, i64, String, Value)> = BTreeMap::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT t.entity, json_extract(t.value, '$.id'), f.value, v.value, v.hlc_ms, v.hlc_c, v.v_origin,
+                (SELECT value FROM fields s WHERE s.entity = t.entity AND s.field = 'status')
+         FROM fields t JOIN fields f ON f.entity = t.entity AND f.field = 'field' JOIN fields v ON v.entity = t.entity AND v.field = 'value'
+         WHERE t.kind = 'correction' AND t.field = 'target'",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?, r.get::<_, Option<String>>(7)?))
+    })?;
+    for row in rows {
+        let (id, target, field, value, ms, c, origin, status) = row?;
+        if !targets.contains(&target) || status.as_deref() == Some("\"withdrawn\"") {
+            continue;
+        }
+        let field: String = serde_json::from_str(&field).unwrap_or_default();
+        let value: Value = serde_json::from_str(&value).unwrap_or(Value::Null);
+        let key = (target, field);
+        let stamp = (ms, c, format!("{origin}{id}"));
+        match out.get(&key) {
+            Some((m, cc, o, _)) if (*m, *cc, o.clone()) >= stamp => {}
+            _ => {
+                out.insert(key, (stamp.0, stamp.1, stamp.2, value));
+            }
+        }
+    }
+    Ok(out.into_iter().map(|(k, (_, _, _, v))| (k, v)).collect())
+}
+
+/// One submitted visit, with corrections applied.
+struct Visit {
+    id: String,
+    unit: String,
+    product: String,
+    location: Location,
+    order: (i64, String),
+    answers: BTreeMap<String, Value>,
+    evidence: BTreeMap<String, Vec<String>>,
+}
+
+/// The scoring input of an institution for one instrument, from current state.
+pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &Instrument) -> Result<Option<InstitutionInput>, ApiError> {
+    let inst = fields_of(tx, institution)?;
+    let Some(code) = text(&inst, "code") else { return Ok(None) };
+    let reference = &instrument.reference;
+    let units = children(tx, "unit", "institution", institution)?;
+    let unit_fields: BTreeMap<String, BTreeMap<String, Value>> = units.iter().map(|u| Ok((u.clone(), fields_of(tx, u)?))).collect::<Result<_, ApiError>>()?;
+
+    // Visits recorded with this instrument and submitted.
+    let mut visits = Vec::new();
+    for v in children(tx, "visit", "institution", institution)? {
+        let f = fields_of(tx, &v)?;
+        if instrument_of(&f).as_ref() != Some(reference) || text(&f, "status").as_deref() != Some("submitted") {
+            continue;
+        }
+        let (Some(unit), Some(product)) = (text(&f, "unit"), text(&f, "product")) else { continue };
+        let location = text(&f, "location").and_then(|l| Location::from_name(&l)).unwrap_or(Location::OwnOffice);
+        let order = (f.get("finished_at").and_then(Value::as_i64).unwrap_or(0), v.clone());
+        let answers = f.iter().filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone()))).collect();
+        visits.push(Visit { id: v, unit, product, location, order, answers, evidence: BTreeMap::new() });
+    }
+    visits.sort_by(|a, b| a.order.cmp(&b.order));
+
+    // Respondents of those visits.
+    let mut respondents: Vec<(String, String, RespondentKind, BTreeMap<String, Value>)> = Vec::new();
+    for v in &visits {
+        for r in children(tx, "respondent", "visit", &v.id)? {
+            let f = fields_of(tx, &r)?;
+            let Some(kind) = text(&f, "kind").and_then(|k| RespondentKind::from_name(&k)) else { continue };
+            let answers = f.iter().filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone()))).collect();
+            respondents.push((r, v.id.clone(), kind, answers));
+        }
+    }
+
+    // Corrections replace the values they correct.
+    let targets: BTreeSet<String> = visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.0.clone())).collect();
+    let fixes = corrections(tx, &targets)?;
+    for ((target, field), value) in &fixes {
+        let Some(indicator) = field.strip_prefix(ANSWER_PREFIX) else { continue };
+        if let Some(v) = visits.iter_mut().find(|v| &v.id == target) {
+            v.answers.insert(indicator.to_owned(), value.clone());
+        }
+        if let Some(r) = respondents.iter_mut().find(|r| &r.0 == target) {
+            r.3.insert(indicator.to_owned(), value.clone());
+        }
+    }
+
+    // Evidence, once its file is complete here.
+    for v in &mut visits {
+        for e in children(tx, "evidence", "visit", &v.id)? {
+            let f = fields_of(tx, &e)?;
+            let (Some(sha), Some(indicator)) = (text(&f, "sha256"), text(&f, "indicator")) else { continue };
+            let complete: bool = tx.query_row("SELECT complete FROM blobs WHERE sha256 = ?1", [&sha], |r| r.get::<_, i64>(0)).optional()?.is_some_and(|c| c == 1);
+            if complete {
+                v.evidence.entry(indicator).or_default().push(sha);
+            }
+        }
+    }
+
+    // Units and products in play: assigned with this instrument, or visited with it.
+    let mut in_play: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in units.iter().flat_map(|u| children(tx, "assignment", "unit", u).unwrap_or_default()) {
+        let f = fields_of(tx, &a)?;
+        if instrument_of(&f).as_ref() != Some(reference) || text(&f, "status").as_deref() == Some("cancelled") {
+            continue;
+        }
+        let Some(unit) = text(&f, "unit") else { continue };
+        let products = f.get("products").and_then(Value::as_array).map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        in_play.entry(unit).or_default().extend::<BTreeSet<String>>(products);
+    }
+    for v in &visits {
+        in_play.entry(v.unit.clone()).or_default().insert(v.product.clone());
+    }
+    if in_play.is_empty() {
+        return Ok(None);
+    }
+
+    let answers_at = |level: Level, visits: &[&Visit]| -> BTreeMap<String, AnswerInput> {
+        let mut out = BTreeMap::new();
+        for v in visits {
+            for (id, value) in &v.answers {
+                if instrument.indicator(id).is_some_and(|i| i.level == level) {
+                    out.insert(id.clone(), AnswerInput::with_evidence(value.clone(), v.evidence.get(id).cloned().unwrap_or_default()));
+                }
+            }
+        }
+        out
+    };
+    let respondents_at = |level: Level, of_visits: &BTreeSet<&str>| -> Vec<RespondentInput> {
+        respondents
+            .iter()
+            .filter(|(_, visit, kind, _)| of_visits.contains(visit.as_str()) && instrument.respondent_rule(*kind).is_some_and(|r| r.level == level))
+            .map(|(id, _, kind, answers)| RespondentInput { id: id.clone(), kind: *kind, answers: answers.iter().map(|(k, v)| (k.clone(), AnswerInput::new(v.clone()))).collect() })
+            .collect()
+    };
+    let deductions = |target: &str| -> Result<Vec<DeductionInput>, ApiError> {
+        let mut out = Vec::new();
+        for d in tx
+            .prepare_cached("SELECT entity FROM fields WHERE kind = 'deduction' AND field = 'target' AND json_extract(value, '$.id') = ?1 ORDER BY entity")?
+            .query_map([target], |r| r.get::<_, String>(0))?
+        {
+            let f = fields_of(tx, &d?)?;
+            if text(&f, "status").as_deref() == Some("withdrawn") {
+                continue;
+            }
+            let (Some(id), Some(points), Some(reason)) = (text(&f, "rule"), text(&f, "points").and_then(|p| p.parse().ok()), text(&f, "reason")) else { continue };
+            if instrument.deduction(&id).is_some() {
+                out.push(DeductionInput { id, points, reason });
+            }
+        }
+        Ok(out)
+    };
+
+    let all: Vec<&Visit> = visits.iter().collect();
+    let all_ids: BTreeSet<&str> = visits.iter().map(|v| v.id.as_str()).collect();
+    let mut unit_inputs = Vec::new();
+    for (unit, products) in &in_play {
+        let Some(uf) = unit_fields.get(unit) else { continue };
+        let of_unit: Vec<&Visit> = visits.iter().filter(|v| &v.unit == unit).collect();
+        let unit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id.as_str()).collect();
+        let mut product_inputs = Vec::new();
+        for p in products {
+            let pf = fields_of(tx, p)?;
+            let of_product: Vec<&Visit> = of_unit.iter().copied().filter(|v| &v.product == p).collect();
+            let location = of_product.last().map(|v| v.location).unwrap_or(Location::OwnOffice);
+            product_inputs.push(ProductInput {
+                id: text(&pf, "code").unwrap_or_else(|| p.clone()),
+                name: text(&pf, "name").unwrap_or_default(),
+                location,
+                answers: answers_at(Level::Product, &of_product),
+            });
+        }
+        unit_inputs.push(UnitInput {
+            id: text(uf, "code").unwrap_or_else(|| unit.clone()),
+            name: text(uf, "name").unwrap_or_default(),
+            unit_type: text(uf, "type").unwrap_or_default(),
+            answers: answers_at(Level::Unit, &of_unit),
+            respondents: respondents_at(Level::Unit, &unit_ids),
+            deductions: deductions(unit)?,
+            products: product_inputs,
+        });
+    }
+    Ok(Some(InstitutionInput {
+        id: code,
+        name: text(&inst, "name").unwrap_or_default(),
+        kind: text(&inst, "type").unwrap_or_default(),
+        region: text(&inst, "region"),
+        answers: answers_at(Level::Institution, &all),
+        respondents: respondents_at(Level::Institution, &all_ids),
+        deductions: deductions(institution)?,
+        units: unit_inputs,
+    }))
+}
+
+/// The instrument versions an institution's visits and assignments use.
+fn instruments_used(tx: &Transaction<'_>, institution: &str) -> Result<BTreeSet<InstrumentRef>, ApiError> {
+    let mut out = BTreeSet::new();
+    for kind in ["visit", "assignment"] {
+        for e in children(tx, kind, "institution", institution)? {
+            if let Some(r) = crate::ledger::field(tx, &e, "instrument")?.and_then(|v| serde_json::from_value(v).ok()) {
+                out.insert(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Recomputes one institution's results; returns how many result rows changed.
+pub fn recompute(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, institution: &str) -> Result<usize, ApiError> {
+    let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut changed = 0;
+    for reference in instruments_used(tx, institution)? {
+        let Some(instrument) = instruments.get(&reference) else {
+            tracing::warn!(%institution, instrument = %reference, "results wait for an instrument this tier does not hold");
+            continue;
+        };
+        let Some(input) = institution_input(tx, institution, instrument)? else { continue };
+        let result = match score_institution(instrument, &input) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%institution, instrument = %reference, error = %e, "stored answers do not score");
+                continue;
+            }
+        };
+        changed += store_results(tx, institution, &reference, &input, &result, &mut keep)?;
+    }
+    // Drop rows for instruments or units no longer in play.
+    let mut stmt = tx.prepare_cached("SELECT kind, entity, instrument FROM results WHERE institution = ?1")?;
+    let stale: Vec<(String, String, String)> =
+        stmt.query_map([institution], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| !keep.contains(k)).collect();
+    drop(stmt);
+    for (kind, entity, instrument) in stale {
+        tx.execute("DELETE FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument])?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+fn store_results(
+    tx: &Transaction<'_>,
+    institution: &str,
+    reference: &InstrumentRef,
+    input: &InstitutionInput,
+    result: &InstitutionResult,
+    keep: &mut BTreeSet<(String, String, String)>,
+) -> Result<usize, ApiError> {
+    let instrument = reference.to_string();
+    let mut changed = 0;
+    let region = input.region.clone();
+    let mut upsert = |kind: &str, entity: &str, code: &str, name: &str, typ: &str, outcome: &sidak_core::scoring::Outcome, document: String| -> Result<(), ApiError> {
+        keep.insert((kind.to_owned(), entity.to_owned(), instrument.clone()));
+        let held: Option<String> = tx
+            .query_row("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument], |r| r.get(0))
+            .optional()?;
+        if held.as_deref() == Some(document.as_str()) {
+            return Ok(());
+        }
+        let next: i64 = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
+        set_meta(tx, "results_seq", &next.to_string())?;
+        let status = serde_json::to_value(outcome.status)?.as_str().unwrap_or_default().to_owned();
+        tx.execute(
+            "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (kind, entity, instrument) DO UPDATE SET code = excluded.code, name = excluded.name, type = excluded.type, region = excluded.region,
+                 status = excluded.status, score = excluded.score, provisional = excluded.provisional, grade = excluded.grade, zone = excluded.zone,
+                 document = excluded.document, changed = excluded.changed",
+            params![
+                kind,
+                entity,
+                instrument,
+                institution,
+                code,
+                name,
+                typ,
+                region,
+                status,
+                outcome.score.map(|s| s.to_string()),
+                outcome.provisional.map(|s| s.to_string()),
+                outcome.grading.as_ref().map(|g| g.grade.clone()),
+                outcome.grading.as_ref().and_then(|g| g.zone).map(|z| z.name().to_owned()),
+                document,
+                next
+            ],
+        )?;
+        changed += 1;
+        Ok(())
+    };
+    upsert("institution", institution, &result.id, &result.name, &result.kind, &result.outcome, serde_json::to_string(result)?)?;
+    for unit in &result.units {
+        let entity: Option<String> = tx
+            .query_row(
+                "SELECT u.entity FROM fields u JOIN fields c ON c.entity = u.entity AND c.field = 'code' WHERE u.kind = 'unit' AND u.field = 'institution' AND u.value = json_quote(?1) AND c.value = json_quote(?2)",
+                params![institution, unit.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let entity = entity.unwrap_or_else(|| unit.id.clone());
+        upsert("unit", &entity, &unit.id, &unit.name, &unit.unit_type, &unit.outcome, serde_json::to_string(unit)?)?;
+    }
+    Ok(changed)
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(e: serde_json::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+/// Recomputes every institution from scratch (results table emptied first).
+pub fn recompute_all(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>) -> Result<usize, ApiError> {
+    tx.execute("DELETE FROM results", [])?;
+    let institutions: Vec<String> = tx.prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut n = 0;
+    for i in &institutions {
+        recompute(tx, instruments, i)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One row of a results listing.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ResultRow {
+    /// Institution or unit record id.
+    pub id: String,
+    /// The institution it belongs to.
+    pub institution: String,
+    /// Code.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Institution or unit type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Region.
+    pub region: Option<String>,
+    /// Instrument.
+    pub instrument: String,
+    /// complete, incomplete or not_applicable.
+    pub status: String,
+    /// Published score (complete results).
+    pub score: Option<String>,
+    /// Provisional figure (incomplete results).
+    pub provisional: Option<String>,
+    /// Grade.
+    pub grade: Option<String>,
+    /// Zone.
+    pub zone: Option<String>,
+    /// The results cursor at which it last changed.
+    pub changed: i64,
+}
+
+/// Result rows of one kind visible to `region` (None: all), changed after `since`.
+pub fn rows(tx: &Transaction<'_>, kind: &str, region: Option<&str>, since: i64, institution: Option<&str>) -> Result<Vec<ResultRow>, ApiError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT entity, institution, code, name, type, region, instrument, status, score, provisional, grade, zone, changed FROM results
+         WHERE kind = ?1 AND changed > ?2 AND (?3 IS NULL OR region = ?3) AND (?4 IS NULL OR institution = ?4) ORDER BY region, type, code, instrument",
+    )?;
+    let rows = stmt.query_map(params![kind, since, region, institution], |r| {
+        Ok(ResultRow {
+            id: r.get(0)?,
+            institution: r.get(1)?,
+            code: r.get(2)?,
+            name: r.get(3)?,
+            kind: r.get(4)?,
+            region: r.get(5)?,
+            instrument: r.get(6)?,
+            status: r.get(7)?,
+            score: r.get(8)?,
+            provisional: r.get(9)?,
+            grade: r.get(10)?,
+            zone: r.get(11)?,
+            changed: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The current results cursor.
+pub fn cursor(tx: &Transaction<'_>) -> Result<i64, ApiError> {
+    Ok(meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// A result document and its row, by record id or code.
+pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(ResultRow, Value)>, ApiError> {
+    let found: Option<(String, String)> = tx
+        .query_row(
+            "SELECT entity, instrument FROM results WHERE kind = ?1 AND (entity = ?2 OR code = ?2) ORDER BY instrument DESC LIMIT 1",
+            params![kind, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((entity, instrument)) = found else { return Ok(None) };
+    let row = rows(tx, kind, None, -1, None)?.into_iter().find(|r| r.id == entity && r.instrument == instrument);
+    let doc: String = tx.query_row("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument], |r| r.get(0))?;
+    Ok(row.map(|r| (r, serde_json::from_str(&doc).unwrap_or(Value::Null))))
+}

@@ -1,0 +1,121 @@
+//! What every request handler shares: the store, the instruments, the evidence files,
+//! the server's identity, and whether it is shutting down.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use sidak_core::ids::{OriginId, StoreId};
+
+use crate::admin::load_instruments;
+use crate::db::{meta, Db};
+use crate::error::ApiError;
+use crate::ledger::{self, Instruments};
+
+/// Milliseconds since 1970 (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+}
+
+/// Shared server state.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    data_dir: PathBuf,
+    instruments: RwLock<Instruments>,
+    store: StoreId,
+    server_origin: OriginId,
+    shutting_down: AtomicBool,
+    clock: Clock,
+}
+
+impl AppState {
+    /// Opens the store under `data_dir`, creating its identity on first start.
+    pub fn open(data_dir: &Path, clock: Clock) -> Result<AppState, ApiError> {
+        let db = Db::open(data_dir)?;
+        let now = clock();
+        let (store, server_origin, instruments) = db.write_blocking(|tx| {
+            ledger::ensure_identity(tx, now)?;
+            let store: StoreId = meta(tx, "store_id")?.and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::internal("no store id"))?;
+            let origin: OriginId = meta(tx, "server_origin")?.and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::internal("no server origin"))?;
+            Ok::<_, ApiError>((store, origin, load_instruments(tx)?))
+        })?;
+        std::fs::create_dir_all(data_dir.join("blobs")).map_err(ApiError::internal)?;
+        std::fs::create_dir_all(data_dir.join("uploads")).map_err(ApiError::internal)?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                db,
+                data_dir: data_dir.to_owned(),
+                instruments: RwLock::new(Arc::new(instruments)),
+                store,
+                server_origin,
+                shutting_down: AtomicBool::new(false),
+                clock,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// A snapshot of the published instruments.
+    pub fn instruments(&self) -> Instruments {
+        self.inner.instruments.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the instruments after a publish.
+    pub fn reload_instruments(&self) -> Result<(), ApiError> {
+        let fresh = self.db().read_blocking(load_instruments)?;
+        *self.inner.instruments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The store id (cursors name it).
+    pub fn store(&self) -> StoreId {
+        self.inner.store
+    }
+
+    /// The server's own origin.
+    pub fn server_origin(&self) -> OriginId {
+        self.inner.server_origin
+    }
+
+    /// Now, ms since 1970.
+    pub fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    /// Marks the server as shutting down (health answers 503).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Where a complete evidence file lives.
+    pub fn blob_path(&self, sha: &str) -> PathBuf {
+        self.inner.data_dir.join("blobs").join(&sha[..2]).join(sha)
+    }
+
+    /// Where a partial upload lives.
+    pub fn upload_path(&self, sha: &str) -> PathBuf {
+        self.inner.data_dir.join("uploads").join(format!("{sha}.part"))
+    }
+}

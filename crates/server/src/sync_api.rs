@@ -1,0 +1,429 @@
+//! The sync endpoints of proto/sync-v1.md §5: health, whoami, push, pull, origin
+//! status, manifest, evidence, instruments and assignments.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Json;
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+use sidak_core::chain::ChainHead;
+use sidak_core::hash::Sha256Digest;
+use sidak_core::ids::OriginId;
+use sidak_core::instrument::InstrumentRef;
+use sidak_core::wire::*;
+
+use crate::api::{bytes_response, raw_body, Caller, JsonBody, Routes};
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::ledger::{self, OP_COLUMNS};
+use crate::push::push;
+use crate::results::{self, fields_of};
+use crate::state::AppState;
+
+/// Registers the sync routes.
+pub fn routes(r: Routes) -> Routes {
+    r.add(Method::GET, "/v1/health", get(health))
+        .add(Method::GET, "/v1/whoami", get(whoami))
+        .add(Method::POST, "/v1/ops/push", post(push_ops))
+        .add(Method::GET, "/v1/ops/pull", get(pull_ops))
+        .add(Method::POST, "/v1/origins/status", post(origin_status))
+        .add(Method::GET, "/v1/manifest", get(manifest))
+        .add(Method::POST, "/v1/evidence/{sha256}", post(evidence_begin))
+        .add(Method::PUT, "/v1/evidence/{sha256}", put(evidence_chunk))
+        .add(Method::GET, "/v1/evidence/{sha256}", get(evidence_download))
+        .add(Method::GET, "/v1/evidence/{sha256}/status", get(evidence_status))
+        .add(Method::GET, "/v1/instruments", get(instruments))
+        .add(Method::GET, "/v1/instruments/{id}/{version}", get(instrument))
+        .add(Method::GET, "/v1/assignments", get(assignments))
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.shutting_down() {
+        return Err(ApiError::shutting_down("the server is shutting down"));
+    }
+    Ok(Json(json!({"status": "ok", "protocol": PROTOCOL_VERSION})))
+}
+
+async fn whoami(State(state): State<AppState>, Caller(who): Caller) -> Json<Whoami> {
+    Json(Whoami {
+        role: who.role.name().to_owned(),
+        region: who.region,
+        assessor: who.assessor,
+        store: state.store(),
+        server_origin: state.server_origin(),
+        protocol: PROTOCOL_VERSION,
+    })
+}
+
+async fn push_ops(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<PushRequest>) -> Result<Json<PushResponse>, ApiError> {
+    who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    if request.ops.len() > limits::MAX_OPS_PER_PUSH {
+        return Err(ApiError::too_many_ops(format!("{} ops in one push; at most {}", request.ops.len(), limits::MAX_OPS_PER_PUSH)));
+    }
+    let instruments = state.instruments();
+    let now = state.now();
+    let response = state
+        .db()
+        .write(move |tx| {
+            let (response, effects) = push(tx, &instruments, &who, request, now)?;
+            for institution in &effects.dirty {
+                results::recompute(tx, &instruments, institution)?;
+            }
+            Ok::<_, ApiError>(response)
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+/// The SQL condition selecting the ops a caller may pull (bound as ?2 region, ?3 assessor).
+fn scope_sql(who: &Principal) -> &'static str {
+    match who.role {
+        Role::Admin => "1 = 1",
+        Role::Supervisor | Role::Peer => "region = ?2",
+        Role::Assessor => "((class IN ('origin', 'assignment') AND assessor = ?3) OR (class = 'registry' AND region = ?2))",
+    }
+}
+
+fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&k) {
+            return Err(ApiError::bad_query(format!("unknown query parameter `{k}` (allowed: {})", allowed.join(", "))));
+        }
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(ApiError::bad_query(format!("`{k}` is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+async fn pull_ops(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Json<PullResponse>, ApiError> {
+    let query = parse_query(raw, &["cursor", "limit"])?;
+    let limit = match query.get("limit") {
+        None => limits::DEFAULT_PULL_LIMIT,
+        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=limits::MAX_PULL_LIMIT).contains(n)).ok_or_else(|| ApiError::bad_query(format!("limit must be 1 to {}, got `{l}`", limits::MAX_PULL_LIMIT)))?,
+    };
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<Cursor>().map_err(ApiError::bad_cursor)?),
+    };
+    let store = state.store();
+    if let Some(c) = cursor {
+        if c.store != store {
+            return Err(ApiError::reset_required(format!("the cursor is for store {}, this is store {}: pull again from the start", c.store, store)));
+        }
+    }
+    let after = cursor.map(|c| c.seq).unwrap_or(0);
+    let page = state
+        .db()
+        .read(move |tx| {
+            let last: i64 = tx.query_row("SELECT COALESCE(MAX(server_seq), 0) FROM ops", [], |r| r.get(0))?;
+            if after > last as u64 {
+                return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
+            }
+            let sql = format!("SELECT server_seq, received_at, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![after as i64, who.region, who.assessor, limit as i64 + 1], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, ledger::row_op(r, 2)?))
+            })?;
+            let mut ops = Vec::new();
+            for row in rows {
+                let (server_seq, received_at, op) = row?;
+                ops.push(PulledOp { server_seq: server_seq as u64, received_at, op: op? });
+            }
+            let more = ops.len() > limit;
+            ops.truncate(limit);
+            let seq = if more { ops.last().map(|o| o.server_seq).unwrap_or(after) } else { last as u64 };
+            let hlc = ledger::clock(tx)?.last();
+            Ok(PullResponse { ops, cursor: Cursor { store, seq }, more, server_hlc: hlc })
+        })
+        .await?;
+    Ok(Json(page))
+}
+
+/// True when the caller's scope covers an origin's binding.
+fn sees_origin(who: &Principal, b: &ledger::Binding) -> bool {
+    match who.role {
+        Role::Admin => true,
+        Role::Supervisor | Role::Peer => b.region.is_some() && b.region == who.region,
+        Role::Assessor => b.assessor.is_some() && b.assessor == who.assessor,
+    }
+}
+
+async fn origin_status(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<StatusRequest>) -> Result<Json<StatusResponse>, ApiError> {
+    if request.origins.len() > 1000 {
+        return Err(ApiError::invalid_body(format!("{} origins asked about; at most 1000", request.origins.len())));
+    }
+    let response = state
+        .db()
+        .read(move |tx| {
+            let mut out = Vec::new();
+            for origin in request.origins {
+                out.push(match ledger::binding(tx, origin)? {
+                    None => OriginStatus { origin, held: ChainHead::EMPTY, quarantined: 0, upstream: None },
+                    Some(b) if !sees_origin(&who, &b) => return Err(ApiError::scope_forbidden(format!("origin {origin} is outside this token's scope"))),
+                    Some(b) => OriginStatus { origin, held: ChainHead { seq: b.head_seq, hash: b.head_hash }, quarantined: b.quarantined as u32, upstream: upstream_head(tx, origin)? },
+                });
+            }
+            Ok(StatusResponse { origins: out })
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+/// What the tier above holds of an origin, as last reported.
+pub fn upstream_head(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<ChainHead>, ApiError> {
+    let row: Option<(Option<i64>, Option<String>)> = tx.query_row("SELECT upstream_seq, upstream_hash FROM origins WHERE origin = ?1", [origin.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    Ok(match row {
+        Some((Some(seq), Some(hash))) => Some(ChainHead { seq: seq as u64, hash: hash.parse().map_err(ApiError::internal)? }),
+        _ => None,
+    })
+}
+
+/// The manifest of the origins a caller may see.
+pub fn build_manifest(tx: &Transaction<'_>, who: &Principal, store: sidak_core::ids::StoreId) -> Result<Manifest, ApiError> {
+    let origins: Vec<String> = tx.prepare("SELECT origin FROM origins WHERE head_seq > 0 ORDER BY origin")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut entries = Vec::new();
+    for o in origins {
+        let origin: OriginId = o.parse().map_err(ApiError::internal)?;
+        let Some(b) = ledger::binding(tx, origin)? else { continue };
+        if !sees_origin(who, &b) {
+            continue;
+        }
+        let (ops, visits, evidence): (i64, i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN kind = 'visit' THEN entity END), COUNT(DISTINCT CASE WHEN kind = 'evidence' THEN entity END) FROM ops WHERE origin = ?1",
+            [&o],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        entries.push(ManifestEntry { origin, seq: b.head_seq, head_hash: b.head_hash, ops: ops as u64, quarantined: b.quarantined, visits: visits as u64, evidence: evidence as u64 });
+    }
+    Ok(Manifest { store, origins: entries })
+}
+
+async fn manifest(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Manifest>, ApiError> {
+    let store = state.store();
+    Ok(Json(state.db().read(move |tx| build_manifest(tx, &who, store)).await?))
+}
+
+fn digest_param(sha: &str) -> Result<Sha256Digest, ApiError> {
+    sha.parse().map_err(|_| ApiError::not_found("evidence is addressed by its SHA-256: 64 lowercase hex digits"))
+}
+
+fn evidence_row(tx: &Transaction<'_>, sha: &Sha256Digest) -> Result<Option<EvidenceStatus>, ApiError> {
+    Ok(tx
+        .query_row("SELECT size, received, complete FROM blobs WHERE sha256 = ?1", [sha.to_hex()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .optional()?
+        .map(|(size, received, complete)| EvidenceStatus { sha256: *sha, size: size as u64, received: received as u64, complete: complete == 1 }))
+}
+
+async fn evidence_begin(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>, JsonBody(begin): JsonBody<EvidenceBegin>) -> Result<Json<EvidenceStatus>, ApiError> {
+    who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    let sha = digest_param(&sha)?;
+    if begin.size > limits::MAX_EVIDENCE_BYTES {
+        return Err(ApiError::evidence_too_large(format!("{} bytes; evidence files are at most {}", begin.size, limits::MAX_EVIDENCE_BYTES)));
+    }
+    let media_ok = begin.media_type.len() <= 100 && begin.media_type.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) && begin.media_type.bytes().all(|c| c.is_ascii_graphic());
+    if !media_ok {
+        return Err(ApiError::invalid_body(format!("`{}` is not a media type such as image/jpeg", begin.media_type)));
+    }
+    let now = state.now();
+    let status = state
+        .db()
+        .write(move |tx| {
+            if let Some(held) = evidence_row(tx, &sha)? {
+                if held.size != begin.size {
+                    return Err(ApiError::size_mismatch(format!("{sha} was announced with {} bytes, not {}", held.size, begin.size)));
+                }
+                return Ok(held);
+            }
+            tx.execute("INSERT INTO blobs (sha256, size, media_type, created_at) VALUES (?1, ?2, ?3, ?4)", params![sha.to_hex(), begin.size as i64, begin.media_type, now])?;
+            Ok(EvidenceStatus { sha256: sha, size: begin.size, received: 0, complete: false })
+        })
+        .await?;
+    if status.size == 0 && !status.complete {
+        return finish_empty(&state, sha).await.map(Json);
+    }
+    Ok(Json(status))
+}
+
+/// An empty file is complete as soon as it is announced (if its digest is right).
+async fn finish_empty(state: &AppState, sha: Sha256Digest) -> Result<EvidenceStatus, ApiError> {
+    let st = state.clone();
+    state.db().write(move |tx| complete_upload(tx, &st, &sha, &st.instruments())).await
+}
+
+async fn evidence_chunk(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>, RawQuery(raw): RawQuery, request: Request) -> Result<Json<EvidenceStatus>, ApiError> {
+    who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    let sha = digest_param(&sha)?;
+    let query = parse_query(raw, &["offset"])?;
+    let offset: u64 = query.get("offset").and_then(|o| o.parse().ok()).ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
+    let chunk = raw_body(request, limits::MAX_CHUNK_BYTES, "application/octet-stream").await?;
+    let st = state.clone();
+    let status = state
+        .db()
+        .write(move |tx| {
+            let held = evidence_row(tx, &sha)?.ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
+            if held.complete || offset + (chunk.len() as u64) <= held.received {
+                return Ok(held); // a replay: acknowledged, nothing written
+            }
+            if offset > held.received {
+                return Err(ApiError::offset_mismatch(format!("{} bytes of {sha} are held; send from offset {}", held.received, held.received)));
+            }
+            let skip = (held.received - offset) as usize;
+            let new_bytes = &chunk[skip..];
+            if held.received + new_bytes.len() as u64 > held.size {
+                return Err(ApiError::size_mismatch(format!("the chunk runs past the announced size of {} bytes", held.size)));
+            }
+            let part = st.upload_path(&sha.to_hex());
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&part)?;
+                // A crash may have left bytes past what the store acknowledged: drop them.
+                f.set_len(held.received)?;
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::Start(held.received))?;
+                f.write_all(new_bytes)?;
+                f.sync_all()
+            };
+            write().map_err(ApiError::internal)?;
+            let received = held.received + new_bytes.len() as u64;
+            tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", params![sha.to_hex(), received as i64])?;
+            if received == held.size {
+                return complete_upload(tx, &st, &sha, &st.instruments());
+            }
+            Ok(EvidenceStatus { received, ..held })
+        })
+        .await?;
+    Ok(Json(status))
+}
+
+/// Verifies a fully received upload, moves it into place and recomputes the results
+/// of the visits that cite it.
+fn complete_upload(tx: &Transaction<'_>, state: &AppState, sha: &Sha256Digest, instruments: &ledger::Instruments) -> Result<EvidenceStatus, ApiError> {
+    let hex = sha.to_hex();
+    let part = state.upload_path(&hex);
+    if !part.exists() {
+        std::fs::File::create(&part).map_err(ApiError::internal)?;
+    }
+    let bytes_hash = {
+        use sha2::{Digest, Sha256};
+        let mut f = std::fs::File::open(&part).map_err(ApiError::internal)?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(ApiError::internal)?;
+        Sha256Digest(h.finalize().into())
+    };
+    if bytes_hash != *sha {
+        std::fs::remove_file(&part).map_err(ApiError::internal)?;
+        tx.execute("UPDATE blobs SET received = 0 WHERE sha256 = ?1", [&hex])?;
+        return Err(ApiError::evidence_mismatch(format!("the bytes received hash to {bytes_hash}, not {sha}; the upload was discarded, send it again")));
+    }
+    let dest = state.blob_path(&hex);
+    std::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).map_err(ApiError::internal)?;
+    std::fs::rename(&part, &dest).map_err(ApiError::internal)?;
+    tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
+    let institutions: Vec<String> = tx
+        .prepare("SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL")?
+        .query_map([&hex], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for i in institutions {
+        results::recompute(tx, instruments, &i)?;
+    }
+    evidence_row(tx, sha)?.ok_or_else(|| ApiError::internal("completed evidence vanished"))
+}
+
+async fn evidence_status(State(state): State<AppState>, Caller(_who): Caller, Path(sha): Path<String>) -> Result<Json<EvidenceStatus>, ApiError> {
+    let sha = digest_param(&sha)?;
+    let status = state.db().read(move |tx| evidence_row(tx, &sha)).await?;
+    status.map(Json).ok_or_else(|| ApiError::not_found(format!("no upload of {sha} here")))
+}
+
+async fn evidence_download(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>) -> Result<Response, ApiError> {
+    let sha = digest_param(&sha)?;
+    let hex = sha.to_hex();
+    let media = state
+        .db()
+        .read(move |tx| {
+            let row: Option<(String, i64)> = tx.query_row("SELECT media_type, complete FROM blobs WHERE sha256 = ?1", [&hex], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let Some((media, 1)) = row else { return Err(ApiError::not_found(format!("{hex} is not held here in full"))) };
+            if who.role != Role::Admin {
+                let mut stmt = tx.prepare("SELECT e.region, e.assessor FROM fields f JOIN entities e ON e.entity = f.entity WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1)")?;
+                let cites: Vec<(Option<String>, Option<String>)> = stmt.query_map([&hex], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                let visible = cites.iter().any(|(region, assessor)| match who.role {
+                    Role::Assessor => assessor.is_some() && *assessor == who.assessor,
+                    _ => region.is_some() && *region == who.region,
+                });
+                if !visible {
+                    return Err(ApiError::scope_forbidden("no record in this token's scope cites that file"));
+                }
+            }
+            Ok(media)
+        })
+        .await?;
+    let path = state.blob_path(&sha.to_hex());
+    let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+    Ok(bytes_response(&media, bytes))
+}
+
+async fn instruments(State(state): State<AppState>, Caller(_who): Caller) -> Json<InstrumentList> {
+    let list = state.instruments().values().map(|i| InstrumentSummary { id: i.reference.id.clone(), version: i.reference.version, title: i.title.clone(), digest: i.digest.clone() }).collect();
+    Json(InstrumentList { instruments: list })
+}
+
+async fn instrument(State(state): State<AppState>, Caller(_who): Caller, Path((id, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let version: u32 = version.parse().map_err(|_| ApiError::not_found(format!("no instrument {id}@{version}")))?;
+    let r = InstrumentRef { id, version };
+    match state.instruments().get(&r) {
+        Some(i) => Ok(Json(i.document.clone()).into_response()),
+        None => Err(ApiError::not_found(format!("instrument {r} is not published here"))),
+    }
+}
+
+fn registry_item(tx: &Transaction<'_>, id: &str) -> Result<Option<RegistryItem>, ApiError> {
+    let f = fields_of(tx, id)?;
+    let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
+    let Some(code) = text("code") else { return Ok(None) };
+    Ok(Some(RegistryItem { id: id.parse().map_err(ApiError::internal)?, code, name: text("name").unwrap_or_default(), kind: text("type"), region: text("region") }))
+}
+
+/// The assignments a caller may see, materialised.
+pub fn assignment_list(tx: &Transaction<'_>, who: &Principal) -> Result<AssignmentList, ApiError> {
+    let ids: Vec<String> = tx.prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' ORDER BY entity")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for id in ids {
+        let scope = ledger::entity_scope(tx, &id)?;
+        let visible = match who.role {
+            Role::Admin => true,
+            Role::Assessor => scope.assessor.is_some() && scope.assessor == who.assessor,
+            _ => scope.region.is_some() && scope.region == who.region,
+        };
+        if !visible {
+            continue;
+        }
+        let f = fields_of(tx, &id)?;
+        let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
+        let (Some(inst), Some(unit)) = (text("institution").and_then(|i| registry_item(tx, &i).transpose()).transpose()?, text("unit").and_then(|u| registry_item(tx, &u).transpose()).transpose()?) else { continue };
+        let products = f.get("products").and_then(Value::as_array).cloned().unwrap_or_default().iter().filter_map(Value::as_str).map(|p| registry_item(tx, p)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+        let Some(instrument) = f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok()) else { continue };
+        out.push(Assignment {
+            id: id.parse().map_err(ApiError::internal)?,
+            assessor: text("assessor").unwrap_or_default(),
+            institution: inst,
+            unit,
+            products,
+            instrument,
+            mode: text("mode").unwrap_or_else(|| "announced".into()),
+            due: f.get("due").and_then(Value::as_i64),
+            status: text("status").unwrap_or_else(|| "active".into()),
+        });
+    }
+    Ok(AssignmentList { assignments: out })
+}
+
+async fn assignments(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<AssignmentList>, ApiError> {
+    Ok(Json(state.db().read(move |tx| assignment_list(tx, &who)).await?))
+}
