@@ -354,3 +354,71 @@ pub fn provisional_unit_score(field: &mut Field, view: &VisitView) -> Result<Opt
     let r = field.provisional_score(view)?;
     Ok(r.units[0].outcome.score.or(r.units[0].outcome.provisional).map(|p| p.to_string()))
 }
+
+/// `sidak-field sync`.
+pub fn sync(
+    field: &mut Field,
+    server: Option<&str>,
+    token: Option<&str>,
+    show_progress: bool,
+    timeout: u64,
+    retry_for: u64,
+) -> Result<Output, FieldError> {
+    let (saved_server, saved_token) = field.saved_server()?;
+    let server = server
+        .map(str::to_owned)
+        .or(saved_server)
+        .ok_or_else(|| FieldError::Invalid("no server yet: give --server URL (it is remembered)".into()))?;
+    let token = token
+        .map(str::to_owned)
+        .or(saved_token)
+        .ok_or_else(|| FieldError::Invalid("no token yet: give --token (it is remembered)".into()))?;
+    let mut opts = crate::sync::SyncOptions::new(&server, &token);
+    opts.timeout = std::time::Duration::from_secs(timeout.max(1));
+    opts.retry_for = std::time::Duration::from_secs(retry_for);
+    let bar = show_progress.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let mut report = |p: crate::sync::Progress| {
+        if let Some(b) = &bar {
+            use crate::sync::Progress as P;
+            match p {
+                P::Phase(s) => b.set_prefix(s),
+                P::Pushed(n, total) => b.set_message(format!("{n}/{total} records held by the server")),
+                P::Uploaded(n, total) => b.set_message(format!("{} / {} KiB", n / 1024, total / 1024)),
+                P::Pulled(n) => b.set_message(format!("{n} received")),
+                P::Retrying(why, delay) => b.set_message(format!("retrying in {:.1}s: {why}", delay.as_secs_f64())),
+            }
+        }
+    };
+    let result = field.sync(&opts, &mut report);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let s = result.map_err(|e| FieldError::Sync(Box::new(e)))?;
+    let mut h = String::new();
+    let state = if s.complete { "sync complete" } else { "sync finished with work left" };
+    let _ = writeln!(
+        h,
+        "{state}: {} record(s) sent, {} file(s) ({} KiB) uploaded, {} received",
+        s.pushed,
+        s.files_uploaded,
+        s.bytes_uploaded / 1024,
+        s.pulled
+    );
+    let centre = s.upstream_held.map(|u| u.to_string()).unwrap_or_else(|| "not yet known".into());
+    let _ = writeln!(
+        h,
+        "held by the server: {} · by the centre: {centre} · still unsent: {} record(s), {} file(s)",
+        s.server_held, s.unsent_ops, s.unsent_files
+    );
+    if s.retries > 0 {
+        let _ = writeln!(h, "{} transient failure(s) retried", s.retries);
+    }
+    for q in &s.quarantined {
+        let _ = writeln!(h, "held back by the server for review: {q}");
+    }
+    Ok(Output::new(h, serde_json::to_value(&s).expect("serialises")))
+}

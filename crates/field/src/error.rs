@@ -124,6 +124,9 @@ pub enum FieldError {
     /// Bad input in words.
     #[error("{0}")]
     Invalid(String),
+    /// A sync stopped.
+    #[error("{0}")]
+    Sync(Box<crate::sync::SyncError>),
 }
 
 impl FieldError {
@@ -143,6 +146,7 @@ impl FieldError {
                 ExitCode::NotFound
             }
             FieldError::Io { .. } | FieldError::Store { .. } | FieldError::Corrupt(_) => ExitCode::Store,
+            FieldError::Sync(e) => e.exit_code(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod log;
 pub mod output;
 pub mod store;
+pub mod sync;
 pub mod view;
 
 pub use app::Field;

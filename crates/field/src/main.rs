@@ -64,6 +64,24 @@ enum Command {
     },
     /// What is unsent, when the device last synced, where its visits are held.
     Status,
+    /// Send everything unsent to the server and receive what is new.
+    Sync {
+        /// The server's URL (remembered for next time).
+        #[arg(long, env = "SIDAK_SERVER")]
+        server: Option<String>,
+        /// The device's token (remembered for next time).
+        #[arg(long, env = "SIDAK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Timeout of one request, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Keep retrying transient failures for this many seconds.
+        #[arg(long, default_value_t = 120)]
+        retry_for: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +283,11 @@ fn run(cli: &Cli) -> Result<Output, FieldError> {
             }
         }
         Command::Status => commands::status(&mut open(cli)?),
+        Command::Sync { server, token, quiet, timeout, retry_for } => {
+            let mut field = open(cli)?;
+            let show = !quiet && !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            commands::sync(&mut field, server.as_deref(), token.as_deref(), show, *timeout, *retry_for)
+        }
     }
 }
 

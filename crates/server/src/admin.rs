@@ -48,7 +48,11 @@ pub fn load_instruments(tx: &Transaction<'_>) -> Result<BTreeMap<InstrumentRef, 
     let mut stmt = tx.prepare("SELECT document FROM instruments")?;
     let docs: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     docs.iter()
-        .map(|d| load_instrument(d).map(|i| (i.reference.clone(), i)).map_err(|e| ApiError::internal(format!("a published instrument no longer loads: {e}"))))
+        .map(|d| {
+            load_instrument(d)
+                .map(|i| (i.reference.clone(), i))
+                .map_err(|e| ApiError::internal(format!("a published instrument no longer loads: {e}")))
+        })
         .collect()
 }
 
@@ -56,10 +60,17 @@ pub fn load_instruments(tx: &Transaction<'_>) -> Result<BTreeMap<InstrumentRef, 
 /// a different document under a published id and version is refused.
 pub fn publish_instrument(tx: &Transaction<'_>, instrument: &Instrument, now_ms: i64) -> Result<bool, ApiError> {
     let r = &instrument.reference;
-    let held: Option<String> = tx.query_row("SELECT digest FROM instruments WHERE id = ?1 AND version = ?2", params![r.id, r.version], |row| row.get(0)).optional()?;
+    let held: Option<String> = tx
+        .query_row("SELECT digest FROM instruments WHERE id = ?1 AND version = ?2", params![r.id, r.version], |row| {
+            row.get(0)
+        })
+        .optional()?;
     match held {
         Some(d) if d == instrument.digest => Ok(false),
-        Some(_) => Err(ApiError::invalid_body(format!("{r} is already published with other content; a published version never changes: publish version {}", r.version + 1))),
+        Some(_) => Err(ApiError::invalid_body(format!(
+            "{r} is already published with other content; a published version never changes: publish version {}",
+            r.version + 1
+        ))),
         None => {
             tx.execute(
                 "INSERT INTO instruments (id, version, digest, document, published_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -95,7 +106,8 @@ pub struct RegistryRow {
 }
 
 /// The header a registry CSV must have.
-pub const REGISTRY_HEADER: &str = "institution_code,institution_name,institution_type,region,unit_code,unit_name,unit_type,product_code,product_name";
+pub const REGISTRY_HEADER: &str =
+    "institution_code,institution_name,institution_type,region,unit_code,unit_name,unit_type,product_code,product_name";
 
 /// What an import changed.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -115,9 +127,16 @@ pub struct ImportReport {
 /// Reads and checks a registry CSV; every fault with its line, nothing partial.
 pub fn parse_registry(csv_text: &str) -> Result<Vec<RegistryRow>, ApiError> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text.as_bytes());
-    let header = reader.headers().map_err(|e| ApiError::invalid_body(format!("registry CSV: {e}")))?.iter().collect::<Vec<_>>().join(",");
+    let header = reader
+        .headers()
+        .map_err(|e| ApiError::invalid_body(format!("registry CSV: {e}")))?
+        .iter()
+        .collect::<Vec<_>>()
+        .join(",");
     if header != REGISTRY_HEADER {
-        return Err(ApiError::invalid_body(format!("registry CSV: the header must be `{REGISTRY_HEADER}`, found `{header}`")));
+        return Err(ApiError::invalid_body(format!(
+            "registry CSV: the header must be `{REGISTRY_HEADER}`, found `{header}`"
+        )));
     }
     let mut rows = Vec::new();
     let mut faults = Vec::new();
@@ -128,15 +147,31 @@ pub fn parse_registry(csv_text: &str) -> Result<Vec<RegistryRow>, ApiError> {
         match record {
             Err(e) => faults.push(format!("line {line}: {e}")),
             Ok(row) => {
-                for (what, code) in [("institution_code", &row.institution_code), ("region", &row.region), ("unit_code", &row.unit_code), ("unit_type", &row.unit_type), ("product_code", &row.product_code)] {
+                for (what, code) in [
+                    ("institution_code", &row.institution_code),
+                    ("region", &row.region),
+                    ("unit_code", &row.unit_code),
+                    ("unit_type", &row.unit_type),
+                    ("product_code", &row.product_code),
+                ] {
                     if !is_code(code) {
-                        faults.push(format!("line {line}: {what} `{code}` is not a code (lowercase letters, digits, `-`, `_`, `.`)"));
+                        faults.push(format!(
+                            "line {line}: {what} `{code}` is not a code (lowercase letters, digits, `-`, `_`, `.`)"
+                        ));
                     }
                 }
                 if !INSTITUTION_TYPES.contains(&row.institution_type.as_str()) {
-                    faults.push(format!("line {line}: institution_type `{}` is not one of {}", row.institution_type, INSTITUTION_TYPES.join(", ")));
+                    faults.push(format!(
+                        "line {line}: institution_type `{}` is not one of {}",
+                        row.institution_type,
+                        INSTITUTION_TYPES.join(", ")
+                    ));
                 }
-                for (what, name) in [("institution_name", &row.institution_name), ("unit_name", &row.unit_name), ("product_name", &row.product_name)] {
+                for (what, name) in [
+                    ("institution_name", &row.institution_name),
+                    ("unit_name", &row.unit_name),
+                    ("product_name", &row.product_name),
+                ] {
                     if name.is_empty() || name.len() > 300 {
                         faults.push(format!("line {line}: {what} must be 1–300 characters"));
                     }
@@ -147,7 +182,10 @@ pub fn parse_registry(csv_text: &str) -> Result<Vec<RegistryRow>, ApiError> {
                 }
                 let facts = (row.institution_name.clone(), row.institution_type.clone(), row.region.clone());
                 match inst.get(&row.institution_code) {
-                    Some(f) if f != &facts => faults.push(format!("line {line}: institution `{}` is given another name, type or region than before", row.institution_code)),
+                    Some(f) if f != &facts => faults.push(format!(
+                        "line {line}: institution `{}` is given another name, type or region than before",
+                        row.institution_code
+                    )),
                     _ => {
                         inst.insert(row.institution_code.clone(), facts);
                     }
@@ -157,13 +195,22 @@ pub fn parse_registry(csv_text: &str) -> Result<Vec<RegistryRow>, ApiError> {
         }
     }
     if !faults.is_empty() {
-        return Err(ApiError::invalid_body(format!("registry CSV has {} fault(s):\n  {}", faults.len(), faults.join("\n  "))));
+        return Err(ApiError::invalid_body(format!(
+            "registry CSV has {} fault(s):\n  {}",
+            faults.len(),
+            faults.join("\n  ")
+        )));
     }
     Ok(rows)
 }
 
 /// A registry record's id by its parent and code.
-fn find_by_code(tx: &Transaction<'_>, kind: &str, parent_field: Option<(&str, &str)>, code: &str) -> Result<Option<String>, ApiError> {
+fn find_by_code(
+    tx: &Transaction<'_>,
+    kind: &str,
+    parent_field: Option<(&str, &str)>,
+    code: &str,
+) -> Result<Option<String>, ApiError> {
     let found = match parent_field {
         None => tx
             .query_row("SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2)", params![kind, code], |r| r.get(0))
@@ -183,7 +230,12 @@ fn find_by_code(tx: &Transaction<'_>, kind: &str, parent_field: Option<(&str, &s
 /// Imports registry rows as ops of the server: new records are added, changed names,
 /// types and regions are updated, nothing else is touched. Returns what changed and
 /// the institutions whose results may change.
-pub fn import_registry(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, rows: &[RegistryRow], now_ms: i64) -> Result<(ImportReport, BTreeSet<String>), ApiError> {
+pub fn import_registry(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+    rows: &[RegistryRow],
+    now_ms: i64,
+) -> Result<(ImportReport, BTreeSet<String>), ApiError> {
     let mut report = ImportReport { rows: rows.len(), ..ImportReport::default() };
     let mut dirty = BTreeSet::new();
     let write = |changes: Vec<(EntityRef, &str, Value)>, dirty: &mut BTreeSet<String>| -> Result<(), ApiError> {
@@ -193,7 +245,9 @@ pub fn import_registry(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRe
         }
         Ok(())
     };
-    let changed = |entity: &str, field: &str, value: &str| -> Result<bool, ApiError> { Ok(ledger::field(tx, entity, field)?.as_ref().and_then(Value::as_str) != Some(value)) };
+    let changed = |entity: &str, field: &str, value: &str| -> Result<bool, ApiError> {
+        Ok(ledger::field(tx, entity, field)?.as_ref().and_then(Value::as_str) != Some(value))
+    };
     for row in rows {
         let (inst, new_inst) = match find_by_code(tx, "institution", None, &row.institution_code)? {
             Some(id) => (id, false),
@@ -280,23 +334,44 @@ pub struct NewAssignment {
 }
 
 /// Creates an assignment; returns its id and the institution whose results it touches.
-pub fn create_assignment(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, new: &NewAssignment, now_ms: i64) -> Result<(String, BTreeSet<String>), ApiError> {
+pub fn create_assignment(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+    new: &NewAssignment,
+    now_ms: i64,
+) -> Result<(String, BTreeSet<String>), ApiError> {
     let reference: InstrumentRef = match new.instrument.split_once('@') {
-        Some((id, v)) => InstrumentRef { id: id.to_owned(), version: v.parse().map_err(|_| ApiError::invalid_body(format!("instrument `{}`: the version must be a number", new.instrument)))? },
-        None => return Err(ApiError::invalid_body(format!("instrument `{}`: write id@version, e.g. penilaian-2023@1", new.instrument))),
+        Some((id, v)) => InstrumentRef {
+            id: id.to_owned(),
+            version: v.parse().map_err(|_| {
+                ApiError::invalid_body(format!("instrument `{}`: the version must be a number", new.instrument))
+            })?,
+        },
+        None => {
+            return Err(ApiError::invalid_body(format!(
+                "instrument `{}`: write id@version, e.g. penilaian-2023@1",
+                new.instrument
+            )))
+        }
     };
     if !instruments.contains_key(&reference) {
         return Err(ApiError::invalid_body(format!("instrument {reference} is not published here")));
     }
-    let inst = find_by_code(tx, "institution", None, &new.institution)?.ok_or_else(|| ApiError::invalid_body(format!("no institution with code `{}`", new.institution)))?;
-    let unit = find_by_code(tx, "unit", Some(("institution", &inst)), &new.unit)?.ok_or_else(|| ApiError::invalid_body(format!("institution `{}` has no unit `{}`", new.institution, new.unit)))?;
+    let inst = find_by_code(tx, "institution", None, &new.institution)?
+        .ok_or_else(|| ApiError::invalid_body(format!("no institution with code `{}`", new.institution)))?;
+    let unit = find_by_code(tx, "unit", Some(("institution", &inst)), &new.unit)?.ok_or_else(|| {
+        ApiError::invalid_body(format!("institution `{}` has no unit `{}`", new.institution, new.unit))
+    })?;
     let all_products = crate::results::children(tx, "product", "unit", &unit)?;
     let products: Vec<String> = if new.products.is_empty() {
         all_products
     } else {
         new.products
             .iter()
-            .map(|code| find_by_code(tx, "product", Some(("unit", &unit)), code)?.ok_or_else(|| ApiError::invalid_body(format!("unit `{}` has no product `{code}`", new.unit))))
+            .map(|code| {
+                find_by_code(tx, "product", Some(("unit", &unit)), code)?
+                    .ok_or_else(|| ApiError::invalid_body(format!("unit `{}` has no product `{code}`", new.unit)))
+            })
             .collect::<Result<_, _>>()?
     };
     if products.is_empty() {
@@ -344,16 +419,20 @@ pub fn conflicts(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<Confl
         "SELECT entity, kind, field, parent_origin, parent_seq FROM ops WHERE quarantined = 0 AND (?1 IS NULL OR region = ?1)
          GROUP BY entity, field, parent_origin, parent_seq HAVING COUNT(DISTINCT origin) > 1 ORDER BY entity, field",
     )?;
-    let groups: Vec<(String, String, String, Option<String>, Option<i64>)> =
-        stmt.query_map([region], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+    let groups: Vec<(String, String, String, Option<String>, Option<i64>)> = stmt
+        .query_map([region], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for (entity, kind, field, p_origin, p_seq) in groups {
         let mut vstmt = tx.prepare_cached(
             "SELECT origin, seq, hlc_ms, hlc_c, value FROM ops WHERE entity = ?1 AND field = ?2 AND quarantined = 0
              AND parent_origin IS ?3 AND parent_seq IS ?4 ORDER BY hlc_ms, hlc_c, origin, seq",
         )?;
-        let versions: Vec<(String, i64, i64, i64, String)> =
-            vstmt.query_map(params![entity, field, p_origin, p_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+        let versions: Vec<(String, i64, i64, i64, String)> = vstmt
+            .query_map(params![entity, field, p_origin, p_seq], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
         let mut resolved_by = None;
         for (o, s, ..) in &versions {
             let later: Option<(String, i64)> = tx

@@ -34,7 +34,11 @@ async fn openapi() -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::from_str(OPENAPI)?))
 }
 
-async fn publish(State(state): State<AppState>, Caller(who): Caller, request: Request) -> Result<Json<Value>, ApiError> {
+async fn publish(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
     let bytes = raw_body(request, sidak_core::wire::limits::MAX_BODY_BYTES, "application/json").await?;
     let document: Value = parse_json(&bytes)?;
@@ -47,10 +51,15 @@ async fn publish(State(state): State<AppState>, Caller(who): Caller, request: Re
     Ok(Json(json!({"instrument": reference, "digest": digest, "added": added})))
 }
 
-async fn registry(State(state): State<AppState>, Caller(who): Caller, request: Request) -> Result<Json<Value>, ApiError> {
+async fn registry(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
     let bytes = raw_body(request, sidak_core::wire::limits::MAX_BODY_BYTES, "text/csv").await?;
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_body("the registry CSV is not UTF-8"))?;
+    let text =
+        String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid_body("the registry CSV is not UTF-8"))?;
     let rows = admin::parse_registry(&text)?;
     let instruments = state.instruments();
     let now = state.now();
@@ -67,7 +76,11 @@ async fn registry(State(state): State<AppState>, Caller(who): Caller, request: R
     Ok(Json(serde_json::to_value(report)?))
 }
 
-async fn assignment(State(state): State<AppState>, Caller(who): Caller, JsonBody(new): JsonBody<NewAssignment>) -> Result<Json<Value>, ApiError> {
+async fn assignment(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(new): JsonBody<NewAssignment>,
+) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
     let instruments = state.instruments();
     let now = state.now();

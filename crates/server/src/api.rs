@@ -74,13 +74,20 @@ async fn wrong_method(request: Request) -> ApiError {
 async fn protocol(request: Request, next: Next) -> Response {
     if let Some(v) = request.headers().get(PROTOCOL_HEADER) {
         if v.to_str().ok().map(str::trim) != Some(&PROTOCOL_VERSION.to_string()) {
-            return ApiError::unsupported_protocol(format!("this server speaks protocol {PROTOCOL_VERSION}; the request asked for {}", String::from_utf8_lossy(v.as_bytes()))).into_response();
+            return ApiError::unsupported_protocol(format!(
+                "this server speaks protocol {PROTOCOL_VERSION}; the request asked for {}",
+                String::from_utf8_lossy(v.as_bytes())
+            ))
+            .into_response();
         }
     }
     let path = request.uri().path();
     if let Some(version) = path.strip_prefix("/v").and_then(|rest| rest.split('/').next()) {
         if version.parse::<u32>().is_ok_and(|n| n != PROTOCOL_VERSION) {
-            return ApiError::unsupported_protocol(format!("this server speaks /v{PROTOCOL_VERSION}; /v{version} is not supported")).into_response();
+            return ApiError::unsupported_protocol(format!(
+                "this server speaks /v{PROTOCOL_VERSION}; /v{version} is not supported"
+            ))
+            .into_response();
         }
     }
     next.run(request).await
@@ -92,7 +99,10 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    fn from_request_parts(parts: &mut Parts, state: &AppState) -> impl Future<Output = Result<Caller, ApiError>> + Send {
+    fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Caller, ApiError>> + Send {
         let secret = bearer(&parts.headers);
         let state = state.clone();
         async move {
@@ -104,7 +114,9 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
     let text = value.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
     match text.strip_prefix("Bearer ") {
         Some(t) if !t.trim().is_empty() && t.len() < 200 => Ok(t.trim().to_owned()),
@@ -118,7 +130,9 @@ async fn body_bytes(request: Request, limit: usize, media: &str) -> Result<axum:
     if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("").trim().to_ascii_lowercase();
         if enc != "identity" && !enc.is_empty() {
-            return Err(ApiError::unsupported_media_type(format!("content encoding `{enc}` is not supported (gzip is)")));
+            return Err(ApiError::unsupported_media_type(format!(
+                "content encoding `{enc}` is not supported (gzip is)"
+            )));
         }
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -128,7 +142,9 @@ async fn body_bytes(request: Request, limit: usize, media: &str) -> Result<axum:
     }
     axum::body::to_bytes(request.into_body(), limit).await.map_err(|e| {
         let text = e.to_string();
-        if text.contains("length limit") || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+        if text.contains("length limit")
+            || std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+        {
             ApiError::body_too_large(format!("the body is larger than {limit} bytes"))
         } else {
             ApiError::malformed_json(format!("the body could not be read: {text}"))
@@ -163,7 +179,11 @@ pub async fn raw_body(request: Request, limit: usize, media: &str) -> Result<axu
 }
 
 /// Runs the server on `listener` until `shutdown` completes; in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (router, _) = app(state.clone());
     let on_shutdown = state.clone();
     axum::serve(listener, router)
@@ -180,5 +200,8 @@ pub type St = State<AppState>;
 
 /// A body built from bytes with a content type.
 pub fn bytes_response(media: &str, bytes: Vec<u8>) -> Response {
-    Response::builder().header(header::CONTENT_TYPE, media).body(Body::from(bytes)).unwrap_or_else(|e| ApiError::internal(e).into_response())
+    Response::builder()
+        .header(header::CONTENT_TYPE, media)
+        .body(Body::from(bytes))
+        .unwrap_or_else(|e| ApiError::internal(e).into_response())
 }

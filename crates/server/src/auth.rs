@@ -76,7 +76,11 @@ impl Principal {
             Ok(())
         } else {
             let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-            Err(ApiError::role_forbidden(format!("a {} token may not do this (needs: {})", self.role, names.join(", "))))
+            Err(ApiError::role_forbidden(format!(
+                "a {} token may not do this (needs: {})",
+                self.role,
+                names.join(", ")
+            )))
         }
     }
 
@@ -122,12 +126,16 @@ pub fn token_hash(secret: &str) -> String {
 pub fn create_token(tx: &Transaction<'_>, new: &NewToken, now_ms: i64) -> Result<(String, String), TokenError> {
     let code_ok = |s: &Option<String>| s.as_deref().is_none_or(sidak_core::records::is_code);
     if !code_ok(&new.region) || !code_ok(&new.assessor) {
-        return Err(TokenError::Invalid("region and assessor are codes: lowercase letters, digits, `-`, `_`, `.`".into()));
+        return Err(TokenError::Invalid(
+            "region and assessor are codes: lowercase letters, digits, `-`, `_`, `.`".into(),
+        ));
     }
     match (new.role, &new.region, &new.assessor) {
         (Role::Admin, _, Some(_)) => return Err(TokenError::Invalid("an admin token has no assessor".into())),
         (Role::Assessor, Some(_), Some(_)) | (Role::Admin, _, None) => {}
-        (Role::Assessor, _, _) => return Err(TokenError::Invalid("an assessor token needs --region and --assessor".into())),
+        (Role::Assessor, _, _) => {
+            return Err(TokenError::Invalid("an assessor token needs --region and --assessor".into()))
+        }
         (Role::Supervisor | Role::Peer, Some(_), None) => {}
         (role, None, _) => return Err(TokenError::Invalid(format!("a {role} token needs --region"))),
         (role, _, Some(_)) => return Err(TokenError::Invalid(format!("a {role} token has no assessor"))),
@@ -149,7 +157,12 @@ pub fn create_token(tx: &Transaction<'_>, new: &NewToken, now_ms: i64) -> Result
 pub fn principal_for(tx: &Transaction<'_>, secret: &str) -> Result<Option<Principal>, rusqlite::Error> {
     tx.query_row("SELECT id, role, region, assessor FROM tokens WHERE hash = ?1", [token_hash(secret)], |r| {
         let role: String = r.get(1)?;
-        Ok(Principal { token_id: r.get(0)?, role: role.parse().unwrap_or(Role::Assessor), region: r.get(2)?, assessor: r.get(3)? })
+        Ok(Principal {
+            token_id: r.get(0)?,
+            role: role.parse().unwrap_or(Role::Assessor),
+            region: r.get(2)?,
+            assessor: r.get(3)?,
+        })
     })
     .optional()
 }

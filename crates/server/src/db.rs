@@ -192,7 +192,10 @@ impl Db {
 
     /// Runs `f` in a write transaction on the current thread (blocking callers: CLI,
     /// tests, `spawn_blocking` bodies).
-    pub fn write_blocking<T, E: From<DbError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write_blocking<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let err = |source| DbError { path: self.inner.path.clone(), source };
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
@@ -262,6 +265,9 @@ pub(crate) fn meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<S
 
 /// Sets a value in the `meta` table.
 pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
     Ok(())
 }

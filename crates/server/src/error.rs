@@ -60,7 +60,11 @@ impl ApiError {
     /// `internal`: logs the detail, answers a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "internal error");
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error; the server log has the details".into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; the server log has the details".into(),
+        }
     }
 }
 

@@ -58,18 +58,34 @@ fn digest(text: &str) -> Result<Sha256Digest, ApiError> {
 /// The binding of an origin, if known.
 pub fn binding(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<Binding>, ApiError> {
     let row: Option<(String, Option<String>, Option<String>, i64, String, i64)> = tx
-        .query_row("SELECT role, assessor, region, head_seq, head_hash, quarantined FROM origins WHERE origin = ?1", [origin.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })
+        .query_row(
+            "SELECT role, assessor, region, head_seq, head_hash, quarantined FROM origins WHERE origin = ?1",
+            [origin.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
         .optional()?;
     row.map(|(role, assessor, region, head_seq, head_hash, quarantined)| {
-        Ok(Binding { origin, role, assessor, region, head_seq: head_seq as u64, head_hash: digest(&head_hash)?, quarantined: quarantined as u64 })
+        Ok(Binding {
+            origin,
+            role,
+            assessor,
+            region,
+            head_seq: head_seq as u64,
+            head_hash: digest(&head_hash)?,
+            quarantined: quarantined as u64,
+        })
     })
     .transpose()
 }
 
 /// Registers a new origin.
-pub fn bind(tx: &Transaction<'_>, origin: OriginId, role: &str, assessor: Option<&str>, region: Option<&str>) -> Result<(), ApiError> {
+pub fn bind(
+    tx: &Transaction<'_>,
+    origin: OriginId,
+    role: &str,
+    assessor: Option<&str>,
+    region: Option<&str>,
+) -> Result<(), ApiError> {
     tx.execute(
         "INSERT INTO origins (origin, role, assessor, region, head_seq, head_hash) VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT DO NOTHING",
         params![origin.to_string(), role, assessor, region, Sha256Digest::ZERO.to_hex()],
@@ -79,7 +95,13 @@ pub fn bind(tx: &Transaction<'_>, origin: OriginId, role: &str, assessor: Option
 
 /// The hash of the held op at (origin, seq).
 pub fn hash_at(tx: &Transaction<'_>, origin: OriginId, seq: u64) -> Result<Option<Sha256Digest>, ApiError> {
-    let h: Option<String> = tx.query_row("SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2", params![origin.to_string(), seq as i64], |r| r.get(0)).optional()?;
+    let h: Option<String> = tx
+        .query_row(
+            "SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2",
+            params![origin.to_string(), seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
     h.map(|h| digest(&h)).transpose()
 }
 
@@ -109,7 +131,11 @@ impl RecordView for ServerView<'_, '_> {
     fn field(&self, entity: &EntityRef, field: &str) -> Option<Value> {
         let text: Option<String> = self
             .tx
-            .query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3", params![entity.id.to_string(), field, entity.kind.name()], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3",
+                params![entity.id.to_string(), field, entity.kind.name()],
+                |r| r.get(0),
+            )
             .optional()
             .ok()?;
         text.and_then(|t| serde_json::from_str(&t).ok())
@@ -122,7 +148,9 @@ impl RecordView for ServerView<'_, '_> {
 
 /// A field's current value.
 pub fn field(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<Value>, ApiError> {
-    let text: Option<String> = tx.query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2", params![entity, field], |r| r.get(0)).optional()?;
+    let text: Option<String> = tx
+        .query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2", params![entity, field], |r| r.get(0))
+        .optional()?;
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
@@ -144,7 +172,9 @@ pub struct Scope {
 /// A record's stored scope.
 pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiError> {
     let row = tx
-        .query_row("SELECT region, assessor, institution FROM entities WHERE entity = ?1", [entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
+        .query_row("SELECT region, assessor, institution FROM entities WHERE entity = ?1", [entity], |r| {
+            Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? })
+        })
         .optional()?;
     Ok(row.unwrap_or_default())
 }
@@ -167,17 +197,27 @@ fn derive_scope(tx: &Transaction<'_>, entity: &EntityRef, author: &Binding) -> R
         }
     };
     Ok(match entity.kind {
-        K::Institution => Scope { region: field_str(tx, &id, "region")?, assessor: None, institution: Some(id.clone()) },
+        K::Institution => {
+            Scope { region: field_str(tx, &id, "region")?, assessor: None, institution: Some(id.clone()) }
+        }
         K::Unit => Scope { assessor: None, ..parent("institution")? },
         K::Product => Scope { assessor: None, ..parent("unit")? },
         K::Assignment => Scope { assessor: field_str(tx, &id, "assessor")?, ..parent("institution")? },
         K::Visit => {
             let inst = parent("institution")?;
-            Scope { region: inst.region.or_else(|| author.region.clone()), assessor: author.assessor.clone(), institution: inst.institution }
+            Scope {
+                region: inst.region.or_else(|| author.region.clone()),
+                assessor: author.assessor.clone(),
+                institution: inst.institution,
+            }
         }
         K::Respondent | K::Note | K::Evidence => {
             let visit = parent("visit")?;
-            Scope { assessor: visit.assessor.or_else(|| author.assessor.clone()), region: visit.region.or_else(|| author.region.clone()), institution: visit.institution }
+            Scope {
+                assessor: visit.assessor.or_else(|| author.assessor.clone()),
+                region: visit.region.or_else(|| author.region.clone()),
+                institution: visit.institution,
+            }
         }
         K::Correction | K::Deduction => Scope { assessor: None, ..target()? },
         K::Device => Scope { region: author.region.clone(), assessor: author.assessor.clone(), institution: None },
@@ -198,7 +238,13 @@ fn class_of(entity: &EntityRef, author: &Binding) -> &'static str {
 }
 
 /// Stores an op (applied or quarantined) with its scope tags; returns its server_seq.
-pub fn store_op(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64, quarantined: bool) -> Result<i64, ApiError> {
+pub fn store_op(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+    quarantined: bool,
+) -> Result<i64, ApiError> {
     let scope = derive_scope(tx, &op.entity, author)?;
     let class = class_of(&op.entity, author);
     let assessor = match class {
@@ -253,7 +299,16 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
     tx.execute(
         sql,
-        params![op.entity.id.to_string(), op.field, op.entity.kind.name(), canonical_json(&op.value), op.origin.to_string(), op.seq as i64, op.hlc.ms as i64, op.hlc.c as i64],
+        params![
+            op.entity.id.to_string(),
+            op.field,
+            op.entity.kind.name(),
+            canonical_json(&op.value),
+            op.origin.to_string(),
+            op.seq as i64,
+            op.hlc.ms as i64,
+            op.hlc.c as i64
+        ],
     )?;
     let id = op.entity.id.to_string();
     let scope = derive_scope(tx, &op.entity, author)?;
@@ -285,7 +340,8 @@ pub fn quarantine(tx: &Transaction<'_>, op: &Op, code: &str, message: &str, now_
 }
 
 /// Reads ops from rows of `SELECT <OP_COLUMNS> FROM ops …`.
-pub const OP_COLUMNS: &str = "origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash";
+pub const OP_COLUMNS: &str =
+    "origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash";
 
 /// Builds an op from a row selected with [`OP_COLUMNS`] (starting at column `at`).
 pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, ApiError>> {
@@ -298,7 +354,8 @@ pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, A
     let parent_seq: Option<i64> = r.get(at + 10)?;
     let prev = s(11)?;
     let hash = s(12)?;
-    let (seq, ms, c, wall, field): (i64, i64, i64, i64, String) = (r.get(at + 1)?, r.get(at + 2)?, r.get(at + 3)?, r.get(at + 4)?, s(7)?);
+    let (seq, ms, c, wall, field): (i64, i64, i64, i64, String) =
+        (r.get(at + 1)?, r.get(at + 2)?, r.get(at + 3)?, r.get(at + 4)?, s(7)?);
     Ok((|| {
         let bad = |what: &str| ApiError::internal(format!("stored op has a bad {what}"));
         Ok(Op {
@@ -306,7 +363,10 @@ pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, A
             seq: seq as u64,
             hlc: Hlc { ms: ms as u64, c: c as u32 },
             wall,
-            entity: EntityRef { kind: kind.parse().map_err(|_| bad("kind"))?, id: entity.parse().map_err(|_| bad("entity"))? },
+            entity: EntityRef {
+                kind: kind.parse().map_err(|_| bad("kind"))?,
+                id: entity.parse().map_err(|_| bad("entity"))?,
+            },
             field,
             value: serde_json::from_str(&value).map_err(|_| bad("value"))?,
             parent: match (parent_origin, parent_seq) {
@@ -331,22 +391,30 @@ pub fn server_binding(tx: &Transaction<'_>) -> Result<Binding, ApiError> {
 /// Writes ops under the server's own origin (registry, assignments, corrections,
 /// deductions), each checked against the record model; returns the institutions
 /// whose results they may change. A refusal is the caller's bad input.
-pub fn author(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, now_ms: i64, changes: &[(EntityRef, &str, Value)]) -> Result<(Vec<Op>, BTreeSet<String>), ApiError> {
+pub fn author(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+    now_ms: i64,
+    changes: &[(EntityRef, &str, Value)],
+) -> Result<(Vec<Op>, BTreeSet<String>), ApiError> {
     let mut me = server_binding(tx)?;
     let mut clock = clock(tx)?;
     let mut dirty = BTreeSet::new();
     let mut ops = Vec::new();
     for (entity, name, value) in changes {
         let parent: Option<OpRef> = tx
-            .query_row("SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2", params![entity.id.to_string(), name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
+            .query_row(
+                "SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2",
+                params![entity.id.to_string(), name],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
             .optional()?
             .and_then(|(o, s)| o.parse().ok().map(|origin| OpRef { origin, seq: s as u64 }));
         let hlc = clock.tick(now_ms.max(0) as u64);
         let op = Op::new(me.origin, me.head_seq + 1, hlc, now_ms, *entity, *name, value.clone(), parent, me.head_hash);
         op.check_form().map_err(|e| ApiError::invalid_body(e.to_string()))?;
-        check_op(&op, Author::Server, &ServerView { tx, instruments }).map_err(|r| ApiError::invalid_body(format!("{} {}: {}", entity, name, r.message)))?;
+        check_op(&op, Author::Server, &ServerView { tx, instruments })
+            .map_err(|r| ApiError::invalid_body(format!("{} {}: {}", entity, name, r.message)))?;
         store_op(tx, &op, &me, now_ms, false)?;
         if let Some(inst) = apply(tx, &op, &me)? {
             dirty.insert(inst);

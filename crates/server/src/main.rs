@@ -15,7 +15,11 @@ use sidak_server::state::{system_clock, AppState};
 
 /// Sidak sync server: receives field data, merges, recomputes and publishes results.
 #[derive(Parser)]
-#[command(name = "sidak-server", version, after_help = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 store error")]
+#[command(
+    name = "sidak-server",
+    version,
+    after_help = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 store error"
+)]
 struct Cli {
     /// Where the server keeps its data.
     #[arg(long, global = true, default_value = "./sidak-data", env = "SIDAK_DATA_DIR")]
@@ -200,7 +204,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Registry(RegistryCmd::Import { file }) => {
-            let text = std::fs::read_to_string(&file).map_err(|e| Failure(4, format!("cannot read {}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure(4, format!("cannot read {}: {e}", file.display())))?;
             let rows = admin::parse_registry(&text)?;
             let state = open(&dir)?;
             let instruments = state.instruments();
@@ -253,7 +258,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn serve(dir: &Path, listen: SocketAddr, log_format: LogFormat) -> Result<(), Failure> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into());
     use std::io::IsTerminal;
     let ansi = std::io::stdout().is_terminal();
     match log_format {
@@ -266,13 +272,21 @@ fn serve(dir: &Path, listen: SocketAddr, log_format: LogFormat) -> Result<(), Fa
         let now = now();
         let (_, secret) = state
             .db()
-            .write_blocking(|tx| create_token(tx, &NewToken { role: Role::Admin, region: None, assessor: None, label: Some("first admin".into()) }, now))
+            .write_blocking(|tx| {
+                create_token(
+                    tx,
+                    &NewToken { role: Role::Admin, region: None, assessor: None, label: Some("first admin".into()) },
+                    now,
+                )
+            })
             .map_err(|e| Failure(5, e.to_string()))?;
         println!("new store in {}; first admin token (shown once): {secret}", dir.display());
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.to_string()))?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure(1, format!("cannot listen on {listen}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure(1, format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Failure(1, e.to_string()))?;
         println!("sidak-server listening on http://{addr} (data in {})", dir.display());
         tracing::info!(%addr, data_dir = %dir.display(), "listening");
@@ -307,4 +321,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -40,14 +40,23 @@ fn by_origin(ops: Vec<Op>) -> BTreeMap<OriginId, Vec<Op>> {
 
 /// Whether the caller may push an origin's ops; for an unknown origin, the binding its
 /// registration (seq 1 and 2) would create.
-fn permit(tx: &Transaction<'_>, who: &Principal, origin: OriginId, ops: &[Op]) -> Result<Option<(String, Option<String>, Option<String>)>, ApiError> {
+fn permit(
+    tx: &Transaction<'_>,
+    who: &Principal,
+    origin: OriginId,
+    ops: &[Op],
+) -> Result<Option<(String, Option<String>, Option<String>)>, ApiError> {
     let forbidden = |why: String| Err(ApiError::origin_forbidden(format!("origin {origin}: {why}")));
     if let Some(b) = ledger::binding(tx, origin)? {
         return match who.role {
             Role::Admin => Ok(None),
             Role::Assessor if b.role == "device" && b.assessor == who.assessor && b.region == who.region => Ok(None),
             Role::Peer if b.region.is_some() && b.region == who.region => Ok(None),
-            _ => forbidden(format!("it belongs to {} of {}", b.assessor.as_deref().unwrap_or("a server"), b.region.as_deref().unwrap_or("the centre"))),
+            _ => forbidden(format!(
+                "it belongs to {} of {}",
+                b.assessor.as_deref().unwrap_or("a server"),
+                b.region.as_deref().unwrap_or("the centre")
+            )),
         };
     }
     let Some(first) = ops.iter().find(|o| o.seq == 1) else {
@@ -55,12 +64,20 @@ fn permit(tx: &Transaction<'_>, who: &Principal, origin: OriginId, ops: &[Op]) -
         return Ok(None);
     };
     let own = first.entity.kind == EntityKind::Device && first.entity.id.0 == origin.0;
-    let claim = |field: &str| ops.iter().find(|o| o.seq <= 2 && own && o.entity == first.entity && o.field == field).and_then(|o| o.value.as_str().map(str::to_owned));
+    let claim = |field: &str| {
+        ops.iter()
+            .find(|o| o.seq <= 2 && own && o.entity == first.entity && o.field == field)
+            .and_then(|o| o.value.as_str().map(str::to_owned))
+    };
     let region = claim("region");
     let (role, assessor) = match (first.field.as_str(), first.value.as_str()) {
         ("assessor", Some(a)) if own => ("device", Some(a.to_owned())),
         ("role", Some("server")) if own => ("server", None),
-        _ => return forbidden("a new origin's first op must register it (device/<origin> `assessor`, or `role` = \"server\")".into()),
+        _ => {
+            return forbidden(
+                "a new origin's first op must register it (device/<origin> `assessor`, or `role` = \"server\")".into(),
+            )
+        }
     };
     let allowed = match who.role {
         Role::Admin => role == "device" && region.is_some() || role == "server",
@@ -81,7 +98,13 @@ fn permit(tx: &Transaction<'_>, who: &Principal, origin: OriginId, ops: &[Op]) -
 }
 
 /// Runs a push inside `tx`.
-pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, request: PushRequest, now_ms: i64) -> Result<(PushResponse, PushEffects), ApiError> {
+pub fn push(
+    tx: &Transaction<'_>,
+    instruments: &Instruments,
+    who: &Principal,
+    request: PushRequest,
+    now_ms: i64,
+) -> Result<(PushResponse, PushEffects), ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
     let groups = by_origin(request.ops);
     // Permissions for the whole request before anything is written.
@@ -96,14 +119,26 @@ pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, re
     let mut results = Vec::new();
     for (origin, ops) in groups {
         let mut binding = ledger::binding(tx, origin)?;
-        let mut result = OriginPushResult { origin, held: ChainHead::EMPTY, stored: 0, duplicates: 0, quarantined: Vec::new(), rejected: Vec::new() };
+        let mut result = OriginPushResult {
+            origin,
+            held: ChainHead::EMPTY,
+            stored: 0,
+            duplicates: 0,
+            quarantined: Vec::new(),
+            rejected: Vec::new(),
+        };
         let mut blocked = false;
         for op in ops {
             if blocked {
-                result.rejected.push(RejectedOp { seq: op.seq, code: ChainRejectCode::Blocked, message: "an earlier op of this origin in the push was refused".into() });
+                result.rejected.push(RejectedOp {
+                    seq: op.seq,
+                    code: ChainRejectCode::Blocked,
+                    message: "an earlier op of this origin in the push was refused".into(),
+                });
                 continue;
             }
-            let head = binding.as_ref().map(|b| ChainHead { seq: b.head_seq, hash: b.head_hash }).unwrap_or(ChainHead::EMPTY);
+            let head =
+                binding.as_ref().map(|b| ChainHead { seq: b.head_seq, hash: b.head_hash }).unwrap_or(ChainHead::EMPTY);
             let held_hash = if op.seq <= head.seq { ledger::hash_at(tx, origin, op.seq)? } else { None };
             let (code, message) = match admit(head, held_hash, &op) {
                 Admission::Duplicate => {
@@ -112,14 +147,19 @@ pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, re
                 }
                 Admission::Append => {
                     if binding.is_none() {
-                        let (role, assessor, region) = new_bindings.get(&origin).cloned().ok_or_else(|| ApiError::internal("an unbound origin reached append"))?;
+                        let (role, assessor, region) = new_bindings
+                            .get(&origin)
+                            .cloned()
+                            .ok_or_else(|| ApiError::internal("an unbound origin reached append"))?;
                         ledger::bind(tx, origin, &role, assessor.as_deref(), region.as_deref())?;
                         binding = ledger::binding(tx, origin)?;
                     }
                     let b = binding.as_mut().expect("bound above");
                     store_one(tx, instruments, b, &op, now_ms, &mut effects)?;
                     result.stored += 1;
-                    if clock.observe(op.hlc, now_ms.max(0) as u64).is_err() || op.wall > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS as i64) {
+                    if clock.observe(op.hlc, now_ms.max(0) as u64).is_err()
+                        || op.wall > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS as i64)
+                    {
                         tx.execute("UPDATE origins SET clock_flagged = 1 WHERE origin = ?1", [origin.to_string()])?;
                     }
                     continue;
@@ -129,10 +169,15 @@ pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, re
                         "INSERT INTO rejections (origin, seq, code, message, hash, token, at) VALUES (?1, ?2, 'altered', ?3, ?4, ?5, ?6)",
                         params![origin.to_string(), op.seq as i64, format!("held {held}"), op.hash.to_hex(), who.token_id, now_ms],
                     )?;
-                    (ChainRejectCode::Altered, format!("this server holds a different op #{} of this origin (hash {held})", op.seq))
+                    (
+                        ChainRejectCode::Altered,
+                        format!("this server holds a different op #{} of this origin (hash {held})", op.seq),
+                    )
                 }
                 Admission::Gap { expected } => (ChainRejectCode::Gap, format!("send op #{expected} first")),
-                Admission::BrokenLink { expected } => (ChainRejectCode::BrokenLink, format!("prev must be {expected}, the hash of op #{}", op.seq - 1)),
+                Admission::BrokenLink { expected } => {
+                    (ChainRejectCode::BrokenLink, format!("prev must be {expected}, the hash of op #{}", op.seq - 1))
+                }
                 Admission::Malformed(e) => (ChainRejectCode::Malformed, e.to_string()),
             };
             result.rejected.push(RejectedOp { seq: op.seq, code, message });
@@ -147,10 +192,13 @@ pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, re
             result.held = ChainHead { seq: b.head_seq, hash: b.head_hash };
         }
         let mut stmt = tx.prepare_cached("SELECT seq, code, message FROM quarantine WHERE origin = ?1 ORDER BY seq")?;
-        let rows = stmt.query_map([origin.to_string()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let rows = stmt.query_map([origin.to_string()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
         for row in rows {
             let (seq, code, message) = row?;
-            let code: RejectCode = serde_json::from_value(serde_json::Value::String(code)).unwrap_or(RejectCode::Unknown);
+            let code: RejectCode =
+                serde_json::from_value(serde_json::Value::String(code)).unwrap_or(RejectCode::Unknown);
             result.quarantined.push(QuarantinedOp { seq: seq as u64, code, message });
         }
     }
@@ -160,7 +208,14 @@ pub fn push(tx: &Transaction<'_>, instruments: &Instruments, who: &Principal, re
 }
 
 /// Validates and stores one admitted op.
-fn store_one(tx: &Transaction<'_>, instruments: &Instruments, author: &mut Binding, op: &Op, now_ms: i64, effects: &mut PushEffects) -> Result<(), ApiError> {
+fn store_one(
+    tx: &Transaction<'_>,
+    instruments: &Instruments,
+    author: &mut Binding,
+    op: &Op,
+    now_ms: i64,
+    effects: &mut PushEffects,
+) -> Result<(), ApiError> {
     let verdict = check_op(op, author.author(), &ServerView { tx, instruments });
     let quarantined = verdict.is_err();
     ledger::store_op(tx, op, author, now_ms, quarantined)?;
@@ -171,7 +226,10 @@ fn store_one(tx: &Transaction<'_>, instruments: &Instruments, author: &mut Bindi
             }
         }
         Err(rejection) => {
-            let code = serde_json::to_value(rejection.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let code = serde_json::to_value(rejection.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
             ledger::quarantine(tx, op, &code, &rejection.message, now_ms)?;
         }
     }
@@ -183,7 +241,12 @@ fn store_one(tx: &Transaction<'_>, instruments: &Instruments, author: &mut Bindi
 
 /// Re-checks ops that waited for a record (`missing_dependency`) until nothing more
 /// can be released.
-pub fn retry_waiting(tx: &Transaction<'_>, instruments: &Instruments, now_ms: i64, effects: &mut PushEffects) -> Result<usize, ApiError> {
+pub fn retry_waiting(
+    tx: &Transaction<'_>,
+    instruments: &Instruments,
+    now_ms: i64,
+    effects: &mut PushEffects,
+) -> Result<usize, ApiError> {
     let mut released = 0;
     loop {
         let waiting: Vec<Op> = {
@@ -201,12 +264,22 @@ pub fn retry_waiting(tx: &Transaction<'_>, instruments: &Instruments, now_ms: i6
         };
         let mut progress = false;
         for op in waiting {
-            let author = ledger::binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("a quarantined op of an unbound origin"))?;
+            let author = ledger::binding(tx, op.origin)?
+                .ok_or_else(|| ApiError::internal("a quarantined op of an unbound origin"))?;
             match check_op(&op, author.author(), &ServerView { tx, instruments }) {
                 Ok(()) => {
-                    tx.execute("DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2", params![op.origin.to_string(), op.seq as i64])?;
-                    tx.execute("UPDATE ops SET quarantined = 0 WHERE origin = ?1 AND seq = ?2", params![op.origin.to_string(), op.seq as i64])?;
-                    tx.execute("UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1", [op.origin.to_string()])?;
+                    tx.execute(
+                        "DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2",
+                        params![op.origin.to_string(), op.seq as i64],
+                    )?;
+                    tx.execute(
+                        "UPDATE ops SET quarantined = 0 WHERE origin = ?1 AND seq = ?2",
+                        params![op.origin.to_string(), op.seq as i64],
+                    )?;
+                    tx.execute(
+                        "UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1",
+                        [op.origin.to_string()],
+                    )?;
                     if let Some(inst) = ledger::apply(tx, &op, &author)? {
                         effects.dirty.insert(inst);
                     }
@@ -214,7 +287,10 @@ pub fn retry_waiting(tx: &Transaction<'_>, instruments: &Instruments, now_ms: i6
                     progress = true;
                 }
                 Err(r) if r.code != RejectCode::MissingDependency => {
-                    let code = serde_json::to_value(r.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    let code = serde_json::to_value(r.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     ledger::quarantine(tx, &op, &code, &r.message, now_ms)?;
                 }
                 Err(_) => {}

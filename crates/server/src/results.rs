@@ -14,7 +14,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, RespondentKind};
 use sidak_core::records::ANSWER_PREFIX;
-use sidak_core::scoring::{score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, ProductInput, RespondentInput, UnitInput};
+use sidak_core::scoring::{
+    score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, ProductInput, RespondentInput,
+    UnitInput,
+};
 
 use crate::db::{meta, set_meta};
 use crate::error::ApiError;
@@ -33,7 +36,9 @@ pub fn fields_of(tx: &Transaction<'_>, entity: &str) -> Result<BTreeMap<String, 
 
 /// Records of `kind` whose `field` refers to `target`.
 pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> Result<Vec<String>, ApiError> {
-    let mut stmt = tx.prepare_cached("SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) ORDER BY entity")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) ORDER BY entity",
+    )?;
     let rows = stmt.query_map(params![kind, field, target], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -47,7 +52,10 @@ fn instrument_of(f: &BTreeMap<String, Value>) -> Option<InstrumentRef> {
 }
 
 /// Active corrections by (target record, field): the latest one wins.
-fn corrections(tx: &Transaction<'_>, targets: &BTreeSet<String>) -> Result<BTreeMap<(String, String), Value>, ApiError> {
+fn corrections(
+    tx: &Transaction<'_>,
+    targets: &BTreeSet<String>,
+) -> Result<BTreeMap<(String, String), Value>, ApiError> {
     let mut out: BTreeMap<(String, String), (i64, i64, String, Value)> = BTreeMap::new();
     let mut stmt = tx.prepare_cached(
         "SELECT t.entity, json_extract(t.value, '$.id'), f.value, v.value, v.hlc_ms, v.hlc_c, v.v_origin,
@@ -56,7 +64,16 @@ fn corrections(tx: &Transaction<'_>, targets: &BTreeSet<String>) -> Result<BTree
          WHERE t.kind = 'correction' AND t.field = 'target'",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?, r.get::<_, Option<String>>(7)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, Option<String>>(7)?,
+        ))
     })?;
     for row in rows {
         let (id, target, field, value, ms, c, origin, status) = row?;
@@ -89,12 +106,17 @@ struct Visit {
 }
 
 /// The scoring input of an institution for one instrument, from current state.
-pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &Instrument) -> Result<Option<InstitutionInput>, ApiError> {
+pub fn institution_input(
+    tx: &Transaction<'_>,
+    institution: &str,
+    instrument: &Instrument,
+) -> Result<Option<InstitutionInput>, ApiError> {
     let inst = fields_of(tx, institution)?;
     let Some(code) = text(&inst, "code") else { return Ok(None) };
     let reference = &instrument.reference;
     let units = children(tx, "unit", "institution", institution)?;
-    let unit_fields: BTreeMap<String, BTreeMap<String, Value>> = units.iter().map(|u| Ok((u.clone(), fields_of(tx, u)?))).collect::<Result<_, ApiError>>()?;
+    let unit_fields: BTreeMap<String, BTreeMap<String, Value>> =
+        units.iter().map(|u| Ok((u.clone(), fields_of(tx, u)?))).collect::<Result<_, ApiError>>()?;
 
     // Visits recorded with this instrument and submitted.
     let mut visits = Vec::new();
@@ -106,7 +128,10 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
         let (Some(unit), Some(product)) = (text(&f, "unit"), text(&f, "product")) else { continue };
         let location = text(&f, "location").and_then(|l| Location::from_name(&l)).unwrap_or(Location::OwnOffice);
         let order = (f.get("finished_at").and_then(Value::as_i64).unwrap_or(0), v.clone());
-        let answers = f.iter().filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone()))).collect();
+        let answers = f
+            .iter()
+            .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
+            .collect();
         visits.push(Visit { id: v, unit, product, location, order, answers, evidence: BTreeMap::new() });
     }
     visits.sort_by(|a, b| a.order.cmp(&b.order));
@@ -117,13 +142,17 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
         for r in children(tx, "respondent", "visit", &v.id)? {
             let f = fields_of(tx, &r)?;
             let Some(kind) = text(&f, "kind").and_then(|k| RespondentKind::from_name(&k)) else { continue };
-            let answers = f.iter().filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone()))).collect();
+            let answers = f
+                .iter()
+                .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
+                .collect();
             respondents.push((r, v.id.clone(), kind, answers));
         }
     }
 
     // Corrections replace the values they correct.
-    let targets: BTreeSet<String> = visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.0.clone())).collect();
+    let targets: BTreeSet<String> =
+        visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.0.clone())).collect();
     let fixes = corrections(tx, &targets)?;
     for ((target, field), value) in &fixes {
         let Some(indicator) = field.strip_prefix(ANSWER_PREFIX) else { continue };
@@ -140,7 +169,10 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
         for e in children(tx, "evidence", "visit", &v.id)? {
             let f = fields_of(tx, &e)?;
             let (Some(sha), Some(indicator)) = (text(&f, "sha256"), text(&f, "indicator")) else { continue };
-            let complete: bool = tx.query_row("SELECT complete FROM blobs WHERE sha256 = ?1", [&sha], |r| r.get::<_, i64>(0)).optional()?.is_some_and(|c| c == 1);
+            let complete: bool = tx
+                .query_row("SELECT complete FROM blobs WHERE sha256 = ?1", [&sha], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some_and(|c| c == 1);
             if complete {
                 v.evidence.entry(indicator).or_default().push(sha);
             }
@@ -155,7 +187,11 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
             continue;
         }
         let Some(unit) = text(&f, "unit") else { continue };
-        let products = f.get("products").and_then(Value::as_array).map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let products = f
+            .get("products")
+            .and_then(Value::as_array)
+            .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
         in_play.entry(unit).or_default().extend::<BTreeSet<String>>(products);
     }
     for v in &visits {
@@ -170,7 +206,10 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
         for v in visits {
             for (id, value) in &v.answers {
                 if instrument.indicator(id).is_some_and(|i| i.level == level) {
-                    out.insert(id.clone(), AnswerInput::with_evidence(value.clone(), v.evidence.get(id).cloned().unwrap_or_default()));
+                    out.insert(
+                        id.clone(),
+                        AnswerInput::with_evidence(value.clone(), v.evidence.get(id).cloned().unwrap_or_default()),
+                    );
                 }
             }
         }
@@ -179,8 +218,15 @@ pub fn institution_input(tx: &Transaction<'_>, institution: &str, instrument: &I
     let respondents_at = |level: Level, of_visits: &BTreeSet<&str>| -> Vec<RespondentInput> {
         respondents
             .iter()
-            .filter(|(_, visit, kind, _)| of_visits.contains(visit.as_str()) && instrument.respondent_rule(*kind).is_some_and(|r| r.level == level))
-            .map(|(id, _, kind, answers)| RespondentInput { id: id.clone(), kind: *kind, answers: answers.iter().map(|(k, v)| (k.clone(), AnswerInput::new(v.clone()))).collect() })
+            .filter(|(_, visit, kind, _)| {
+                of_visits.contains(visit.as_str())
+                    && instrument.respondent_rule(*kind).is_some_and(|r| r.level == level)
+            })
+            .map(|(id, _, kind, answers)| RespondentInput {
+                id: id.clone(),
+                kind: *kind,
+                answers: answers.iter().map(|(k, v)| (k.clone(), AnswerInput::new(v.clone()))).collect(),
+            })
             .collect()
     };
     let deductions = |target: &str| -> Result<Vec<DeductionInput>, ApiError> {
@@ -256,7 +302,11 @@ fn instruments_used(tx: &Transaction<'_>, institution: &str) -> Result<BTreeSet<
 }
 
 /// Recomputes one institution's results; returns how many result rows changed.
-pub fn recompute(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>, institution: &str) -> Result<usize, ApiError> {
+pub fn recompute(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+    institution: &str,
+) -> Result<usize, ApiError> {
     let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut changed = 0;
     for reference in instruments_used(tx, institution)? {
@@ -276,11 +326,18 @@ pub fn recompute(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Ins
     }
     // Drop rows for instruments or units no longer in play.
     let mut stmt = tx.prepare_cached("SELECT kind, entity, instrument FROM results WHERE institution = ?1")?;
-    let stale: Vec<(String, String, String)> =
-        stmt.query_map([institution], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| !keep.contains(k)).collect();
+    let stale: Vec<(String, String, String)> = stmt
+        .query_map([institution], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|k| !keep.contains(k))
+        .collect();
     drop(stmt);
     for (kind, entity, instrument) in stale {
-        tx.execute("DELETE FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument])?;
+        tx.execute(
+            "DELETE FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+            params![kind, entity, instrument],
+        )?;
         changed += 1;
     }
     Ok(changed)
@@ -297,10 +354,21 @@ fn store_results(
     let instrument = reference.to_string();
     let mut changed = 0;
     let region = input.region.clone();
-    let mut upsert = |kind: &str, entity: &str, code: &str, name: &str, typ: &str, outcome: &sidak_core::scoring::Outcome, document: String| -> Result<(), ApiError> {
+    let mut upsert = |kind: &str,
+                      entity: &str,
+                      code: &str,
+                      name: &str,
+                      typ: &str,
+                      outcome: &sidak_core::scoring::Outcome,
+                      document: String|
+     -> Result<(), ApiError> {
         keep.insert((kind.to_owned(), entity.to_owned(), instrument.clone()));
         let held: Option<String> = tx
-            .query_row("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument], |r| r.get(0))
+            .query_row(
+                "SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+                params![kind, entity, instrument],
+                |r| r.get(0),
+            )
             .optional()?;
         if held.as_deref() == Some(document.as_str()) {
             return Ok(());
@@ -335,7 +403,15 @@ fn store_results(
         changed += 1;
         Ok(())
     };
-    upsert("institution", institution, &result.id, &result.name, &result.kind, &result.outcome, serde_json::to_string(result)?)?;
+    upsert(
+        "institution",
+        institution,
+        &result.id,
+        &result.name,
+        &result.kind,
+        &result.outcome,
+        serde_json::to_string(result)?,
+    )?;
     for unit in &result.units {
         let entity: Option<String> = tx
             .query_row(
@@ -357,9 +433,15 @@ impl From<serde_json::Error> for ApiError {
 }
 
 /// Recomputes every institution from scratch (results table emptied first).
-pub fn recompute_all(tx: &Transaction<'_>, instruments: &BTreeMap<InstrumentRef, Instrument>) -> Result<usize, ApiError> {
+pub fn recompute_all(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+) -> Result<usize, ApiError> {
     tx.execute("DELETE FROM results", [])?;
-    let institutions: Vec<String> = tx.prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let institutions: Vec<String> = tx
+        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut n = 0;
     for i in &institutions {
         recompute(tx, instruments, i)?;
@@ -401,7 +483,13 @@ pub struct ResultRow {
 }
 
 /// Result rows of one kind visible to `region` (None: all), changed after `since`.
-pub fn rows(tx: &Transaction<'_>, kind: &str, region: Option<&str>, since: i64, institution: Option<&str>) -> Result<Vec<ResultRow>, ApiError> {
+pub fn rows(
+    tx: &Transaction<'_>,
+    kind: &str,
+    region: Option<&str>,
+    since: i64,
+    institution: Option<&str>,
+) -> Result<Vec<ResultRow>, ApiError> {
     let mut stmt = tx.prepare_cached(
         "SELECT entity, institution, code, name, type, region, instrument, status, score, provisional, grade, zone, changed FROM results
          WHERE kind = ?1 AND changed > ?2 AND (?3 IS NULL OR region = ?3) AND (?4 IS NULL OR institution = ?4) ORDER BY region, type, code, instrument",
@@ -442,6 +530,10 @@ pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(R
         .optional()?;
     let Some((entity, instrument)) = found else { return Ok(None) };
     let row = rows(tx, kind, None, -1, None)?.into_iter().find(|r| r.id == entity && r.instrument == instrument);
-    let doc: String = tx.query_row("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3", params![kind, entity, instrument], |r| r.get(0))?;
+    let doc: String = tx.query_row(
+        "SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+        params![kind, entity, instrument],
+        |r| r.get(0),
+    )?;
     Ok(row.map(|r| (r, serde_json::from_str(&doc).unwrap_or(Value::Null))))
 }

@@ -34,7 +34,9 @@ fn results_scope(who: &Principal, asked: Option<&String>) -> Result<Option<Strin
     who.require(&[Role::Supervisor, Role::Admin, Role::Peer])?;
     match (who.role, asked) {
         (Role::Admin, asked) => Ok(asked.cloned()),
-        (_, Some(r)) if Some(r) != who.region.as_ref() => Err(ApiError::scope_forbidden(format!("region `{r}` is outside this token's scope"))),
+        (_, Some(r)) if Some(r) != who.region.as_ref() => {
+            Err(ApiError::scope_forbidden(format!("region `{r}` is outside this token's scope")))
+        }
         _ => Ok(who.region.clone()),
     }
 }
@@ -44,7 +46,10 @@ fn query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, Strin
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&k) {
-            return Err(ApiError::bad_query(format!("unknown query parameter `{k}` (allowed: {})", allowed.join(", "))));
+            return Err(ApiError::bad_query(format!(
+                "unknown query parameter `{k}` (allowed: {})",
+                allowed.join(", ")
+            )));
         }
         out.insert(k.to_owned(), v.to_owned());
     }
@@ -58,12 +63,19 @@ struct Listing {
     results: Vec<ResultRow>,
 }
 
-async fn listing(state: &AppState, who: Principal, raw: Option<String>, kind: &'static str) -> Result<Listing, ApiError> {
+async fn listing(
+    state: &AppState,
+    who: Principal,
+    raw: Option<String>,
+    kind: &'static str,
+) -> Result<Listing, ApiError> {
     let q = query(raw, &["since", "region", "institution"])?;
     let region = results_scope(&who, q.get("region"))?;
     let since: i64 = match q.get("since") {
         None => 0,
-        Some(s) => s.parse().map_err(|_| ApiError::bad_query(format!("since must be a results cursor (a number), got `{s}`")))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_query(format!("since must be a results cursor (a number), got `{s}`")))?,
     };
     let institution = q.get("institution").cloned();
     state
@@ -76,29 +88,47 @@ async fn listing(state: &AppState, who: Principal, raw: Option<String>, kind: &'
         .await
 }
 
-async fn institutions(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn institutions(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(listing(&state, who, raw, "institution").await?)?))
 }
 
-async fn units(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn units(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::to_value(listing(&state, who, raw, "unit").await?)?))
 }
 
 async fn document(state: &AppState, who: Principal, kind: &'static str, key: String) -> Result<Json<Value>, ApiError> {
     let region = results_scope(&who, None)?;
     let found = state.db().read(move |tx| results::document(tx, kind, &key)).await?;
-    let Some((row, doc)) = found else { return Err(ApiError::not_found(format!("no {kind} result for that id or code"))) };
+    let Some((row, doc)) = found else {
+        return Err(ApiError::not_found(format!("no {kind} result for that id or code")));
+    };
     if region.is_some() && row.region != region {
         return Err(ApiError::scope_forbidden(format!("that {kind} is outside this token's region")));
     }
     Ok(Json(json!({"row": row, "result": doc})))
 }
 
-async fn institution(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn institution(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     document(&state, who, "institution", id).await
 }
 
-async fn unit(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn unit(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     document(&state, who, "unit", id).await
 }
 
@@ -111,11 +141,26 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-async fn institutions_csv(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn institutions_csv(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let listing = listing(&state, who, raw, "institution").await?;
     let mut out = String::from("code,name,type,region,instrument,status,score,provisional,grade,zone\n");
     for r in &listing.results {
-        let cells = [&r.code, &r.name, &r.kind, r.region.as_deref().unwrap_or(""), &r.instrument, &r.status, r.score.as_deref().unwrap_or(""), r.provisional.as_deref().unwrap_or(""), r.grade.as_deref().unwrap_or(""), r.zone.as_deref().unwrap_or("")];
+        let cells = [
+            &r.code,
+            &r.name,
+            &r.kind,
+            r.region.as_deref().unwrap_or(""),
+            &r.instrument,
+            &r.status,
+            r.score.as_deref().unwrap_or(""),
+            r.provisional.as_deref().unwrap_or(""),
+            r.grade.as_deref().unwrap_or(""),
+            r.zone.as_deref().unwrap_or(""),
+        ];
         out.push_str(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
@@ -146,7 +191,10 @@ pub struct RegionResult {
 }
 
 /// Region figures from institution rows.
-pub fn region_results(rows: &[ResultRow], instruments: &BTreeMap<InstrumentRef, sidak_core::instrument::Instrument>) -> Vec<RegionResult> {
+pub fn region_results(
+    rows: &[ResultRow],
+    instruments: &BTreeMap<InstrumentRef, sidak_core::instrument::Instrument>,
+) -> Vec<RegionResult> {
     let mut groups: BTreeMap<(String, String), Vec<&ResultRow>> = BTreeMap::new();
     for r in rows {
         groups.entry((r.region.clone().unwrap_or_default(), r.instrument.clone())).or_default().push(r);
@@ -154,12 +202,17 @@ pub fn region_results(rows: &[ResultRow], instruments: &BTreeMap<InstrumentRef, 
     groups
         .into_iter()
         .map(|((region, instrument), rows)| {
-            let scores: Vec<Published> = rows.iter().filter(|r| r.status == "complete").filter_map(|r| r.score.as_ref()?.parse().ok()).collect();
+            let scores: Vec<Published> =
+                rows.iter().filter(|r| r.status == "complete").filter_map(|r| r.score.as_ref()?.parse().ok()).collect();
             let mean = (!scores.is_empty()).then(|| {
                 let sum: Exact = scores.iter().map(|s| s.to_exact()).sum();
                 sum.checked_div(&Exact::from_int(scores.len() as i64)).expect("non-empty").publish()
             });
-            let band = instrument.split_once('@').and_then(|(id, v)| instruments.get(&InstrumentRef { id: id.to_owned(), version: v.parse().ok()? })).zip(mean).and_then(|(i, m)| i.band_for(m).cloned());
+            let band = instrument
+                .split_once('@')
+                .and_then(|(id, v)| instruments.get(&InstrumentRef { id: id.to_owned(), version: v.parse().ok()? }))
+                .zip(mean)
+                .and_then(|(i, m)| i.band_for(m).cloned());
             let mut zones = BTreeMap::new();
             for r in &rows {
                 if let Some(z) = &r.zone {
@@ -181,7 +234,11 @@ pub fn region_results(rows: &[ResultRow], instruments: &BTreeMap<InstrumentRef, 
         .collect()
 }
 
-async fn regions(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn regions(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = query(raw, &["region"])?;
     let region = results_scope(&who, q.get("region"))?;
     let rows = state.db().read(move |tx| results::rows(tx, "institution", region.as_deref(), -1, None)).await?;

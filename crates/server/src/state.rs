@@ -17,7 +17,9 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+    Arc::new(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    })
 }
 
 /// Shared server state.
@@ -43,8 +45,11 @@ impl AppState {
         let now = clock();
         let (store, server_origin, instruments) = db.write_blocking(|tx| {
             ledger::ensure_identity(tx, now)?;
-            let store: StoreId = meta(tx, "store_id")?.and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::internal("no store id"))?;
-            let origin: OriginId = meta(tx, "server_origin")?.and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::internal("no server origin"))?;
+            let store: StoreId =
+                meta(tx, "store_id")?.and_then(|s| s.parse().ok()).ok_or_else(|| ApiError::internal("no store id"))?;
+            let origin: OriginId = meta(tx, "server_origin")?
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::internal("no server origin"))?;
             Ok::<_, ApiError>((store, origin, load_instruments(tx)?))
         })?;
         std::fs::create_dir_all(data_dir.join("blobs")).map_err(ApiError::internal)?;

@@ -60,10 +60,18 @@ async fn whoami(State(state): State<AppState>, Caller(who): Caller) -> Json<Whoa
     })
 }
 
-async fn push_ops(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<PushRequest>) -> Result<Json<PushResponse>, ApiError> {
+async fn push_ops(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(request): JsonBody<PushRequest>,
+) -> Result<Json<PushResponse>, ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
     if request.ops.len() > limits::MAX_OPS_PER_PUSH {
-        return Err(ApiError::too_many_ops(format!("{} ops in one push; at most {}", request.ops.len(), limits::MAX_OPS_PER_PUSH)));
+        return Err(ApiError::too_many_ops(format!(
+            "{} ops in one push; at most {}",
+            request.ops.len(),
+            limits::MAX_OPS_PER_PUSH
+        )));
     }
     let instruments = state.instruments();
     let now = state.now();
@@ -85,7 +93,9 @@ fn scope_sql(who: &Principal) -> &'static str {
     match who.role {
         Role::Admin => "1 = 1",
         Role::Supervisor | Role::Peer => "region = ?2",
-        Role::Assessor => "((class IN ('origin', 'assignment') AND assessor = ?3) OR (class = 'registry' AND region = ?2))",
+        Role::Assessor => {
+            "((class IN ('origin', 'assignment') AND assessor = ?3) OR (class = 'registry' AND region = ?2))"
+        }
     }
 }
 
@@ -94,7 +104,10 @@ fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String,
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&k) {
-            return Err(ApiError::bad_query(format!("unknown query parameter `{k}` (allowed: {})", allowed.join(", "))));
+            return Err(ApiError::bad_query(format!(
+                "unknown query parameter `{k}` (allowed: {})",
+                allowed.join(", ")
+            )));
         }
         if out.insert(k.to_owned(), v.to_owned()).is_some() {
             return Err(ApiError::bad_query(format!("`{k}` is given twice")));
@@ -103,11 +116,19 @@ fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String,
     Ok(out)
 }
 
-async fn pull_ops(State(state): State<AppState>, Caller(who): Caller, RawQuery(raw): RawQuery) -> Result<Json<PullResponse>, ApiError> {
+async fn pull_ops(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<PullResponse>, ApiError> {
     let query = parse_query(raw, &["cursor", "limit"])?;
     let limit = match query.get("limit") {
         None => limits::DEFAULT_PULL_LIMIT,
-        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=limits::MAX_PULL_LIMIT).contains(n)).ok_or_else(|| ApiError::bad_query(format!("limit must be 1 to {}, got `{l}`", limits::MAX_PULL_LIMIT)))?,
+        Some(l) => {
+            l.parse::<usize>().ok().filter(|n| (1..=limits::MAX_PULL_LIMIT).contains(n)).ok_or_else(|| {
+                ApiError::bad_query(format!("limit must be 1 to {}, got `{l}`", limits::MAX_PULL_LIMIT))
+            })?
+        }
     };
     let cursor = match query.get("cursor") {
         None => None,
@@ -116,7 +137,10 @@ async fn pull_ops(State(state): State<AppState>, Caller(who): Caller, RawQuery(r
     let store = state.store();
     if let Some(c) = cursor {
         if c.store != store {
-            return Err(ApiError::reset_required(format!("the cursor is for store {}, this is store {}: pull again from the start", c.store, store)));
+            return Err(ApiError::reset_required(format!(
+                "the cursor is for store {}, this is store {}: pull again from the start",
+                c.store, store
+            )));
         }
     }
     let after = cursor.map(|c| c.seq).unwrap_or(0);
@@ -156,7 +180,11 @@ fn sees_origin(who: &Principal, b: &ledger::Binding) -> bool {
     }
 }
 
-async fn origin_status(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<StatusRequest>) -> Result<Json<StatusResponse>, ApiError> {
+async fn origin_status(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(request): JsonBody<StatusRequest>,
+) -> Result<Json<StatusResponse>, ApiError> {
     if request.origins.len() > 1000 {
         return Err(ApiError::invalid_body(format!("{} origins asked about; at most 1000", request.origins.len())));
     }
@@ -167,8 +195,15 @@ async fn origin_status(State(state): State<AppState>, Caller(who): Caller, JsonB
             for origin in request.origins {
                 out.push(match ledger::binding(tx, origin)? {
                     None => OriginStatus { origin, held: ChainHead::EMPTY, quarantined: 0, upstream: None },
-                    Some(b) if !sees_origin(&who, &b) => return Err(ApiError::scope_forbidden(format!("origin {origin} is outside this token's scope"))),
-                    Some(b) => OriginStatus { origin, held: ChainHead { seq: b.head_seq, hash: b.head_hash }, quarantined: b.quarantined as u32, upstream: upstream_head(tx, origin)? },
+                    Some(b) if !sees_origin(&who, &b) => {
+                        return Err(ApiError::scope_forbidden(format!("origin {origin} is outside this token's scope")))
+                    }
+                    Some(b) => OriginStatus {
+                        origin,
+                        held: ChainHead { seq: b.head_seq, hash: b.head_hash },
+                        quarantined: b.quarantined as u32,
+                        upstream: upstream_head(tx, origin)?,
+                    },
                 });
             }
             Ok(StatusResponse { origins: out })
@@ -179,16 +214,29 @@ async fn origin_status(State(state): State<AppState>, Caller(who): Caller, JsonB
 
 /// What the tier above holds of an origin, as last reported.
 pub fn upstream_head(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<ChainHead>, ApiError> {
-    let row: Option<(Option<i64>, Option<String>)> = tx.query_row("SELECT upstream_seq, upstream_hash FROM origins WHERE origin = ?1", [origin.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let row: Option<(Option<i64>, Option<String>)> = tx
+        .query_row("SELECT upstream_seq, upstream_hash FROM origins WHERE origin = ?1", [origin.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
     Ok(match row {
-        Some((Some(seq), Some(hash))) => Some(ChainHead { seq: seq as u64, hash: hash.parse().map_err(ApiError::internal)? }),
+        Some((Some(seq), Some(hash))) => {
+            Some(ChainHead { seq: seq as u64, hash: hash.parse().map_err(ApiError::internal)? })
+        }
         _ => None,
     })
 }
 
 /// The manifest of the origins a caller may see.
-pub fn build_manifest(tx: &Transaction<'_>, who: &Principal, store: sidak_core::ids::StoreId) -> Result<Manifest, ApiError> {
-    let origins: Vec<String> = tx.prepare("SELECT origin FROM origins WHERE head_seq > 0 ORDER BY origin")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+pub fn build_manifest(
+    tx: &Transaction<'_>,
+    who: &Principal,
+    store: sidak_core::ids::StoreId,
+) -> Result<Manifest, ApiError> {
+    let origins: Vec<String> = tx
+        .prepare("SELECT origin FROM origins WHERE head_seq > 0 ORDER BY origin")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
     for o in origins {
         let origin: OriginId = o.parse().map_err(ApiError::internal)?;
@@ -201,7 +249,15 @@ pub fn build_manifest(tx: &Transaction<'_>, who: &Principal, store: sidak_core::
             [&o],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        entries.push(ManifestEntry { origin, seq: b.head_seq, head_hash: b.head_hash, ops: ops as u64, quarantined: b.quarantined, visits: visits as u64, evidence: evidence as u64 });
+        entries.push(ManifestEntry {
+            origin,
+            seq: b.head_seq,
+            head_hash: b.head_hash,
+            ops: ops as u64,
+            quarantined: b.quarantined,
+            visits: visits as u64,
+            evidence: evidence as u64,
+        });
     }
     Ok(Manifest { store, origins: entries })
 }
@@ -217,18 +273,36 @@ fn digest_param(sha: &str) -> Result<Sha256Digest, ApiError> {
 
 fn evidence_row(tx: &Transaction<'_>, sha: &Sha256Digest) -> Result<Option<EvidenceStatus>, ApiError> {
     Ok(tx
-        .query_row("SELECT size, received, complete FROM blobs WHERE sha256 = ?1", [sha.to_hex()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .query_row("SELECT size, received, complete FROM blobs WHERE sha256 = ?1", [sha.to_hex()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
         .optional()?
-        .map(|(size, received, complete)| EvidenceStatus { sha256: *sha, size: size as u64, received: received as u64, complete: complete == 1 }))
+        .map(|(size, received, complete)| EvidenceStatus {
+            sha256: *sha,
+            size: size as u64,
+            received: received as u64,
+            complete: complete == 1,
+        }))
 }
 
-async fn evidence_begin(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>, JsonBody(begin): JsonBody<EvidenceBegin>) -> Result<Json<EvidenceStatus>, ApiError> {
+async fn evidence_begin(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(sha): Path<String>,
+    JsonBody(begin): JsonBody<EvidenceBegin>,
+) -> Result<Json<EvidenceStatus>, ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
     let sha = digest_param(&sha)?;
     if begin.size > limits::MAX_EVIDENCE_BYTES {
-        return Err(ApiError::evidence_too_large(format!("{} bytes; evidence files are at most {}", begin.size, limits::MAX_EVIDENCE_BYTES)));
+        return Err(ApiError::evidence_too_large(format!(
+            "{} bytes; evidence files are at most {}",
+            begin.size,
+            limits::MAX_EVIDENCE_BYTES
+        )));
     }
-    let media_ok = begin.media_type.len() <= 100 && begin.media_type.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) && begin.media_type.bytes().all(|c| c.is_ascii_graphic());
+    let media_ok = begin.media_type.len() <= 100
+        && begin.media_type.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        && begin.media_type.bytes().all(|c| c.is_ascii_graphic());
     if !media_ok {
         return Err(ApiError::invalid_body(format!("`{}` is not a media type such as image/jpeg", begin.media_type)));
     }
@@ -238,11 +312,17 @@ async fn evidence_begin(State(state): State<AppState>, Caller(who): Caller, Path
         .write(move |tx| {
             if let Some(held) = evidence_row(tx, &sha)? {
                 if held.size != begin.size {
-                    return Err(ApiError::size_mismatch(format!("{sha} was announced with {} bytes, not {}", held.size, begin.size)));
+                    return Err(ApiError::size_mismatch(format!(
+                        "{sha} was announced with {} bytes, not {}",
+                        held.size, begin.size
+                    )));
                 }
                 return Ok(held);
             }
-            tx.execute("INSERT INTO blobs (sha256, size, media_type, created_at) VALUES (?1, ?2, ?3, ?4)", params![sha.to_hex(), begin.size as i64, begin.media_type, now])?;
+            tx.execute(
+                "INSERT INTO blobs (sha256, size, media_type, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![sha.to_hex(), begin.size as i64, begin.media_type, now],
+            )?;
             Ok(EvidenceStatus { sha256: sha, size: begin.size, received: 0, complete: false })
         })
         .await?;
@@ -258,27 +338,43 @@ async fn finish_empty(state: &AppState, sha: Sha256Digest) -> Result<EvidenceSta
     state.db().write(move |tx| complete_upload(tx, &st, &sha, &st.instruments())).await
 }
 
-async fn evidence_chunk(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>, RawQuery(raw): RawQuery, request: Request) -> Result<Json<EvidenceStatus>, ApiError> {
+async fn evidence_chunk(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(sha): Path<String>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Result<Json<EvidenceStatus>, ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
     let sha = digest_param(&sha)?;
     let query = parse_query(raw, &["offset"])?;
-    let offset: u64 = query.get("offset").and_then(|o| o.parse().ok()).ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
+    let offset: u64 = query
+        .get("offset")
+        .and_then(|o| o.parse().ok())
+        .ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
     let chunk = raw_body(request, limits::MAX_CHUNK_BYTES, "application/octet-stream").await?;
     let st = state.clone();
     let status = state
         .db()
         .write(move |tx| {
-            let held = evidence_row(tx, &sha)?.ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
+            let held = evidence_row(tx, &sha)?
+                .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
             if held.complete || offset + (chunk.len() as u64) <= held.received {
                 return Ok(held); // a replay: acknowledged, nothing written
             }
             if offset > held.received {
-                return Err(ApiError::offset_mismatch(format!("{} bytes of {sha} are held; send from offset {}", held.received, held.received)));
+                return Err(ApiError::offset_mismatch(format!(
+                    "{} bytes of {sha} are held; send from offset {}",
+                    held.received, held.received
+                )));
             }
             let skip = (held.received - offset) as usize;
             let new_bytes = &chunk[skip..];
             if held.received + new_bytes.len() as u64 > held.size {
-                return Err(ApiError::size_mismatch(format!("the chunk runs past the announced size of {} bytes", held.size)));
+                return Err(ApiError::size_mismatch(format!(
+                    "the chunk runs past the announced size of {} bytes",
+                    held.size
+                )));
             }
             let part = st.upload_path(&sha.to_hex());
             let write = || -> std::io::Result<()> {
@@ -304,7 +400,12 @@ async fn evidence_chunk(State(state): State<AppState>, Caller(who): Caller, Path
 
 /// Verifies a fully received upload, moves it into place and recomputes the results
 /// of the visits that cite it.
-fn complete_upload(tx: &Transaction<'_>, state: &AppState, sha: &Sha256Digest, instruments: &ledger::Instruments) -> Result<EvidenceStatus, ApiError> {
+fn complete_upload(
+    tx: &Transaction<'_>,
+    state: &AppState,
+    sha: &Sha256Digest,
+    instruments: &ledger::Instruments,
+) -> Result<EvidenceStatus, ApiError> {
     let hex = sha.to_hex();
     let part = state.upload_path(&hex);
     if !part.exists() {
@@ -320,7 +421,9 @@ fn complete_upload(tx: &Transaction<'_>, state: &AppState, sha: &Sha256Digest, i
     if bytes_hash != *sha {
         std::fs::remove_file(&part).map_err(ApiError::internal)?;
         tx.execute("UPDATE blobs SET received = 0 WHERE sha256 = ?1", [&hex])?;
-        return Err(ApiError::evidence_mismatch(format!("the bytes received hash to {bytes_hash}, not {sha}; the upload was discarded, send it again")));
+        return Err(ApiError::evidence_mismatch(format!(
+            "the bytes received hash to {bytes_hash}, not {sha}; the upload was discarded, send it again"
+        )));
     }
     let dest = state.blob_path(&hex);
     std::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).map_err(ApiError::internal)?;
@@ -336,13 +439,21 @@ fn complete_upload(tx: &Transaction<'_>, state: &AppState, sha: &Sha256Digest, i
     evidence_row(tx, sha)?.ok_or_else(|| ApiError::internal("completed evidence vanished"))
 }
 
-async fn evidence_status(State(state): State<AppState>, Caller(_who): Caller, Path(sha): Path<String>) -> Result<Json<EvidenceStatus>, ApiError> {
+async fn evidence_status(
+    State(state): State<AppState>,
+    Caller(_who): Caller,
+    Path(sha): Path<String>,
+) -> Result<Json<EvidenceStatus>, ApiError> {
     let sha = digest_param(&sha)?;
     let status = state.db().read(move |tx| evidence_row(tx, &sha)).await?;
     status.map(Json).ok_or_else(|| ApiError::not_found(format!("no upload of {sha} here")))
 }
 
-async fn evidence_download(State(state): State<AppState>, Caller(who): Caller, Path(sha): Path<String>) -> Result<Response, ApiError> {
+async fn evidence_download(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(sha): Path<String>,
+) -> Result<Response, ApiError> {
     let sha = digest_param(&sha)?;
     let hex = sha.to_hex();
     let media = state
@@ -370,11 +481,24 @@ async fn evidence_download(State(state): State<AppState>, Caller(who): Caller, P
 }
 
 async fn instruments(State(state): State<AppState>, Caller(_who): Caller) -> Json<InstrumentList> {
-    let list = state.instruments().values().map(|i| InstrumentSummary { id: i.reference.id.clone(), version: i.reference.version, title: i.title.clone(), digest: i.digest.clone() }).collect();
+    let list = state
+        .instruments()
+        .values()
+        .map(|i| InstrumentSummary {
+            id: i.reference.id.clone(),
+            version: i.reference.version,
+            title: i.title.clone(),
+            digest: i.digest.clone(),
+        })
+        .collect();
     Json(InstrumentList { instruments: list })
 }
 
-async fn instrument(State(state): State<AppState>, Caller(_who): Caller, Path((id, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn instrument(
+    State(state): State<AppState>,
+    Caller(_who): Caller,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let version: u32 = version.parse().map_err(|_| ApiError::not_found(format!("no instrument {id}@{version}")))?;
     let r = InstrumentRef { id, version };
     match state.instruments().get(&r) {
@@ -387,12 +511,21 @@ fn registry_item(tx: &Transaction<'_>, id: &str) -> Result<Option<RegistryItem>,
     let f = fields_of(tx, id)?;
     let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
     let Some(code) = text("code") else { return Ok(None) };
-    Ok(Some(RegistryItem { id: id.parse().map_err(ApiError::internal)?, code, name: text("name").unwrap_or_default(), kind: text("type"), region: text("region") }))
+    Ok(Some(RegistryItem {
+        id: id.parse().map_err(ApiError::internal)?,
+        code,
+        name: text("name").unwrap_or_default(),
+        kind: text("type"),
+        region: text("region"),
+    }))
 }
 
 /// The assignments a caller may see, materialised.
 pub fn assignment_list(tx: &Transaction<'_>, who: &Principal) -> Result<AssignmentList, ApiError> {
-    let ids: Vec<String> = tx.prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' ORDER BY entity")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let ids: Vec<String> = tx
+        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' ORDER BY entity")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for id in ids {
         let scope = ledger::entity_scope(tx, &id)?;
@@ -406,9 +539,27 @@ pub fn assignment_list(tx: &Transaction<'_>, who: &Principal) -> Result<Assignme
         }
         let f = fields_of(tx, &id)?;
         let text = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_owned);
-        let (Some(inst), Some(unit)) = (text("institution").and_then(|i| registry_item(tx, &i).transpose()).transpose()?, text("unit").and_then(|u| registry_item(tx, &u).transpose()).transpose()?) else { continue };
-        let products = f.get("products").and_then(Value::as_array).cloned().unwrap_or_default().iter().filter_map(Value::as_str).map(|p| registry_item(tx, p)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
-        let Some(instrument) = f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok()) else { continue };
+        let (Some(inst), Some(unit)) = (
+            text("institution").and_then(|i| registry_item(tx, &i).transpose()).transpose()?,
+            text("unit").and_then(|u| registry_item(tx, &u).transpose()).transpose()?,
+        ) else {
+            continue;
+        };
+        let products = f
+            .get("products")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|p| registry_item(tx, p))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(instrument) = f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok()) else {
+            continue;
+        };
         out.push(Assignment {
             id: id.parse().map_err(ApiError::internal)?,
             assessor: text("assessor").unwrap_or_default(),

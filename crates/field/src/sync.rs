@@ -1,0 +1,590 @@
+//! The sync client: push unsent ops in batches, upload evidence in resumable chunks,
+//! pull what the device may see, refresh assignments and instruments, record what the
+//! server (and the centre) acknowledged. The decisions are `sidak_core::sync`'s; this
+//! module carries them out over HTTP with retries, and reports only what is true.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sidak_core::chain::ChainHead;
+use sidak_core::hash::Sha256Digest;
+use sidak_core::ids::OriginId;
+use sidak_core::op::Op;
+use sidak_core::records::{check_op, Author};
+use sidak_core::sync::{
+    apply_push_result, backoff_ms, next_chunk, plan_pull_page, plan_push, Held, PullError, PushOutcome,
+};
+use sidak_core::wire::{
+    limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse,
+    PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
+};
+
+use crate::app::Field;
+use crate::error::{db, FieldError};
+use crate::log::{self, require_identity};
+use crate::view::TxView;
+
+/// How to sync.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// The server's base URL (`https://perwakilan.example`).
+    pub server: String,
+    /// The bearer token.
+    pub token: String,
+    /// Ops per push (at most 1000).
+    pub batch: usize,
+    /// Evidence chunk size in bytes (at most 1 MiB).
+    pub chunk: usize,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Give up on a transient failure after this long.
+    pub retry_for: Duration,
+}
+
+impl SyncOptions {
+    /// Defaults for a server and token.
+    pub fn new(server: &str, token: &str) -> SyncOptions {
+        SyncOptions {
+            server: server.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            batch: 500,
+            chunk: 256 * 1024,
+            timeout: Duration::from_secs(30),
+            retry_for: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a sync did. It says `complete` only when every step finished.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncSummary {
+    /// True when everything was pushed, uploaded and pulled.
+    pub complete: bool,
+    /// Ops the server newly stored.
+    pub pushed: u64,
+    /// Ops pulled and applied.
+    pub pulled: u64,
+    /// Evidence files completed on the server.
+    pub files_uploaded: u64,
+    /// Evidence bytes sent.
+    pub bytes_uploaded: u64,
+    /// Ops of this device the server holds in quarantine, with why.
+    pub quarantined: Vec<String>,
+    /// Ops still unsent.
+    pub unsent_ops: u64,
+    /// Files still unsent.
+    pub unsent_files: u64,
+    /// What the server holds of this device.
+    pub server_held: u64,
+    /// What the centre holds of this device (via the server), when known.
+    pub upstream_held: Option<u64>,
+    /// Transient failures retried.
+    pub retries: u64,
+    /// Whether the pull had to start again from zero.
+    pub restarted_pull: bool,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// Progress for a display.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// A phase begins.
+    Phase(&'static str),
+    /// Ops pushed so far of a total.
+    Pushed(u64, u64),
+    /// Bytes uploaded so far of a total.
+    Uploaded(u64, u64),
+    /// Ops pulled so far.
+    Pulled(u64),
+    /// A transient failure, retrying after a delay.
+    Retrying(String, Duration),
+}
+
+/// Why a sync stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The server could not be reached or kept failing: try again later.
+    #[error("the server could not be reached or did not answer ({0}); nothing is lost: sync again later")]
+    Network(String),
+    /// The server refused (token, permission, version): retrying will not help.
+    #[error("the server refused: {0}")]
+    Refused(String),
+    /// The device's log and the server's disagree.
+    #[error("the device and the server disagree: {0}; nothing was overwritten, ask a supervisor")]
+    Diverged(String),
+    /// A local failure.
+    #[error(transparent)]
+    Local(#[from] FieldError),
+}
+
+impl SyncError {
+    /// The exit code.
+    pub fn exit_code(&self) -> crate::ExitCode {
+        match self {
+            SyncError::Network(_) => crate::ExitCode::Network,
+            SyncError::Refused(_) | SyncError::Diverged(_) => crate::ExitCode::Refused,
+            SyncError::Local(e) => e.exit_code(),
+        }
+    }
+}
+
+struct Http<'a> {
+    client: Client,
+    opts: &'a SyncOptions,
+    retries: u64,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+enum Attempt {
+    Transient(String),
+    Permanent(SyncError),
+}
+
+impl Http<'_> {
+    /// Sends a request (rebuilt for every attempt), retrying transient failures with
+    /// exponential backoff and full jitter.
+    fn send<T: DeserializeOwned>(
+        &mut self,
+        what: &str,
+        build: &dyn Fn(&Client) -> RequestBuilder,
+    ) -> Result<T, SyncError> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let request =
+                build(&self.client).bearer_auth(&self.opts.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
+            let outcome = match request.send() {
+                Ok(response) => decode::<T>(response, what),
+                Err(e) => Err(Attempt::Transient(format!("{what}: {}", error_chain(&e)))),
+            };
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(Attempt::Permanent(e)) => return Err(e),
+                Err(Attempt::Transient(why)) => {
+                    if started.elapsed() >= self.opts.retry_for {
+                        return Err(SyncError::Network(why));
+                    }
+                    let delay = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand::thread_rng().gen()));
+                    (self.progress)(Progress::Retrying(why, delay));
+                    std::thread::sleep(delay);
+                    self.retries += 1;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn decode<T: DeserializeOwned>(response: Response, what: &str) -> Result<T, Attempt> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .map_err(|e| Attempt::Transient(format!("{what}: the answer broke off: {}", error_chain(&e))))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| Attempt::Transient(format!("{what}: an unreadable answer ({e})")));
+    }
+    let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+    let message =
+        body.as_ref().map(|b| format!("{} ({})", b.message, b.code)).unwrap_or_else(|| format!("HTTP {status}"));
+    let code = body.map(|b| b.code).unwrap_or_default();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        return Err(Attempt::Transient(format!("{what}: {message}")));
+    }
+    let e = match (status, code.as_str()) {
+        (StatusCode::CONFLICT, "reset_required") => SyncError::Refused(format!("reset_required: {message}")),
+        _ => SyncError::Refused(format!("{what}: {message}")),
+    };
+    Err(Attempt::Permanent(e))
+}
+
+fn gzip_json(value: &impl Serialize) -> Vec<u8> {
+    let json = serde_json::to_vec(value).expect("serialises");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&json).expect("in memory");
+    enc.finish().expect("in memory")
+}
+
+fn sync_meta(tx: &Transaction<'_>, key: &str) -> Result<Option<String>, FieldError> {
+    tx.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(db)
+}
+
+fn set_sync_meta(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(), FieldError> {
+    tx.execute(
+        "INSERT INTO sync_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn acked(tx: &Transaction<'_>, origin: OriginId) -> Result<u64, FieldError> {
+    let v: Option<i64> = tx
+        .query_row("SELECT server_seq FROM acks WHERE origin = ?1", [origin.to_string()], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+fn set_acks(
+    tx: &Transaction<'_>,
+    origin: OriginId,
+    server: ChainHead,
+    upstream: Option<ChainHead>,
+) -> Result<(), FieldError> {
+    tx.execute(
+        "INSERT INTO acks (origin, server_seq, server_hash, upstream_seq, upstream_hash) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (origin) DO UPDATE SET server_seq = excluded.server_seq, server_hash = excluded.server_hash,
+             upstream_seq = COALESCE(excluded.upstream_seq, acks.upstream_seq), upstream_hash = COALESCE(excluded.upstream_hash, acks.upstream_hash)",
+        params![origin.to_string(), server.seq as i64, server.hash.to_hex(), upstream.map(|u| u.seq as i64), upstream.map(|u| u.hash.to_hex())],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+impl Field {
+    /// The server URL and token saved by the last sync, if any.
+    pub fn saved_server(&mut self) -> Result<(Option<String>, Option<String>), FieldError> {
+        self.store.read(|tx, _| Ok((sync_meta(tx, "server")?, sync_meta(tx, "token")?)))
+    }
+
+    /// Syncs with a server. Resumes exactly where an interrupted sync stopped: every
+    /// step records what the server acknowledged before the next begins.
+    pub fn sync(&mut self, opts: &SyncOptions, progress: &mut dyn FnMut(Progress)) -> Result<SyncSummary, SyncError> {
+        let started = Instant::now();
+        let result = self.sync_steps(opts, progress, started);
+        let now = self.now() as i64;
+        let note = match &result {
+            Ok(_) => "complete".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.store.write(|tx, _| {
+            set_sync_meta(tx, "server", &opts.server)?;
+            set_sync_meta(tx, "token", &opts.token)?;
+            set_sync_meta(tx, "last_sync_result", &note)?;
+            if result.is_ok() {
+                set_sync_meta(tx, "last_sync_at", &now.to_string())?;
+            }
+            Ok(())
+        })?;
+        result
+    }
+
+    fn sync_steps(
+        &mut self,
+        opts: &SyncOptions,
+        progress: &mut dyn FnMut(Progress),
+        started: Instant,
+    ) -> Result<SyncSummary, SyncError> {
+        let client = Client::builder()
+            .timeout(opts.timeout)
+            .gzip(true)
+            .build()
+            .map_err(|e| SyncError::Local(FieldError::Invalid(format!("HTTP client: {e}"))))?;
+        let mut http = Http { client, opts, retries: 0, progress };
+        let mut summary = SyncSummary::default();
+        let me = self.store.read(|tx, _| require_identity(tx))?;
+
+        (http.progress)(Progress::Phase("connecting"));
+        let who: Whoami = http.send("whoami", &|c| c.get(http_url(opts, "/v1/whoami")))?;
+        if who.protocol != PROTOCOL_VERSION {
+            return Err(SyncError::Refused(format!(
+                "the server speaks protocol {}, this device {PROTOCOL_VERSION}",
+                who.protocol
+            )));
+        }
+        if who.role != "assessor"
+            || who.assessor.as_deref() != Some(me.assessor.as_str())
+            || who.region.as_deref() != Some(me.region.as_str())
+        {
+            return Err(SyncError::Refused(format!(
+                "the token is for {} {} in {}, but this device belongs to assessor {} in {}",
+                who.role,
+                who.assessor.as_deref().unwrap_or("-"),
+                who.region.as_deref().unwrap_or("-"),
+                me.assessor,
+                me.region
+            )));
+        }
+
+        // What the server holds of us: the truth to push from (reinstall, restored server).
+        let status: StatusResponse = http.send("status", &|c| {
+            c.post(http_url(opts, "/v1/origins/status")).json(&StatusRequest { origins: vec![me.origin] })
+        })?;
+        if let Some(s) = status.origins.first() {
+            self.check_server_head(me.origin, s.held)?;
+            self.store.write(|tx, _| set_acks(tx, me.origin, s.held, s.upstream))?;
+        }
+
+        // Push.
+        (http.progress)(Progress::Phase("sending records"));
+        let total = self.store.read(|tx, _| Ok(log::head(tx, me.origin)?.0))?;
+        loop {
+            let (head, acked_now) =
+                self.store.read(|tx, _| Ok((log::head(tx, me.origin)?.0, acked(tx, me.origin)?)))?;
+            (http.progress)(Progress::Pushed(acked_now, total));
+            let Some(plan) = plan_push(head, acked_now, opts.batch.min(limits::MAX_OPS_PER_PUSH)) else { break };
+            let ops = self.store.read(|tx, _| log::read_ops(tx, Some(me.origin), plan.from, plan.to))?;
+            let body = gzip_json(&PushRequest { ops });
+            let response: PushResponse = http.send("push", &|c| {
+                c.post(http_url(opts, "/v1/ops/push"))
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body.clone())
+            })?;
+            let result = response
+                .origins
+                .iter()
+                .find(|r| r.origin == me.origin)
+                .ok_or_else(|| SyncError::Diverged("the push answer does not mention this device".into()))?;
+            let outcome = self.store.read(|tx, _| {
+                Ok(apply_push_result(head, acked_now, result, |seq| log::hash_at(tx, me.origin, seq).ok().flatten()))
+            })?;
+            match outcome {
+                PushOutcome::Diverged { reason } => return Err(SyncError::Diverged(reason)),
+                PushOutcome::Acked { acked: new, rewound } => {
+                    summary.pushed += result.stored as u64;
+                    summary.quarantined = result
+                        .quarantined
+                        .iter()
+                        .map(|q| {
+                            format!(
+                                "#{} {}: {}",
+                                q.seq,
+                                serde_json::to_value(q.code)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_default(),
+                                q.message
+                            )
+                        })
+                        .collect();
+                    self.store.write(|tx, _| set_acks(tx, me.origin, result.held, None))?;
+                    if new == acked_now && !rewound {
+                        // The server took nothing: resending the same batch would loop.
+                        return Err(SyncError::Diverged(format!(
+                            "the server holds op #{new} of this device and did not take op #{}",
+                            plan.from
+                        )));
+                    }
+                }
+            }
+        }
+
+        // Evidence.
+        (http.progress)(Progress::Phase("sending photos"));
+        self.upload_evidence(&mut http, &mut summary)?;
+
+        // Pull.
+        (http.progress)(Progress::Phase("receiving updates"));
+        self.pull(&mut http, &mut summary)?;
+
+        // Assignments and instruments.
+        (http.progress)(Progress::Phase("refreshing assignments"));
+        let list: InstrumentList = http.send("instruments", &|c| c.get(http_url(opts, "/v1/instruments")))?;
+        for summary_item in list.instruments {
+            let reference =
+                sidak_core::instrument::InstrumentRef { id: summary_item.id.clone(), version: summary_item.version };
+            if self.store.instruments().get(&reference).is_some_and(|i| i.digest == summary_item.digest) {
+                continue;
+            }
+            let doc: serde_json::Value = http.send("instrument", &|c| {
+                c.get(http_url(opts, &format!("/v1/instruments/{}/{}", reference.id, reference.version)))
+            })?;
+            let instrument = sidak_core::instrument::Instrument::from_document(doc)
+                .map_err(|e| SyncError::Diverged(format!("the server's {reference} does not load here: {e}")))?;
+            self.load_instrument(&instrument)?;
+        }
+        let assignments: AssignmentList = http.send("assignments", &|c| c.get(http_url(opts, "/v1/assignments")))?;
+        self.load_assignments(&assignments)?;
+
+        // What the server and the centre hold now.
+        let status: StatusResponse = http.send("status", &|c| {
+            c.post(http_url(opts, "/v1/origins/status")).json(&StatusRequest { origins: vec![me.origin] })
+        })?;
+        if let Some(s) = status.origins.first() {
+            self.check_server_head(me.origin, s.held)?;
+            self.store.write(|tx, _| set_acks(tx, me.origin, s.held, s.upstream))?;
+            summary.server_held = s.held.seq;
+            summary.upstream_held = s.upstream.map(|u| u.seq);
+        }
+        let status = self.status()?;
+        summary.unsent_ops = status.unsent_ops;
+        summary.unsent_files = status.unsent_files;
+        summary.retries = http.retries;
+        summary.complete = summary.unsent_ops == 0 && summary.unsent_files == 0;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Refuses to go on when the server holds ops of ours we never wrote, or another
+    /// op under our (origin, seq).
+    fn check_server_head(&mut self, origin: OriginId, held: ChainHead) -> Result<(), SyncError> {
+        if held.seq == 0 {
+            return Ok(());
+        }
+        let ours = self.store.read(|tx, _| log::hash_at(tx, origin, held.seq))?;
+        match ours {
+            Some(h) if h == held.hash => Ok(()),
+            Some(_) => Err(SyncError::Diverged(format!(
+                "the server's op #{} of this device differs from the device's own",
+                held.seq
+            ))),
+            None => Err(SyncError::Diverged(format!(
+                "the server holds {} ops of this device, more than it wrote",
+                held.seq
+            ))),
+        }
+    }
+
+    fn upload_evidence(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
+        let pending: Vec<(String, u64, String)> = self.store.read(|tx, _| {
+            let mut stmt = tx.prepare("SELECT b.sha256, b.size, b.media_type FROM uploads u JOIN blobs b ON b.sha256 = u.sha256 WHERE u.complete = 0 AND u.pruned = 0 ORDER BY b.added_at").map_err(db)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))).map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        let total: u64 = pending.iter().map(|p| p.1).sum();
+        let mut sent = 0u64;
+        let opts = http.opts;
+        for (sha, size, media_type) in pending {
+            let digest: Sha256Digest = sha.parse().map_err(|_| FieldError::Corrupt(format!("bad digest {sha}")))?;
+            let begin = EvidenceBegin { size, media_type };
+            let mut status: EvidenceStatus =
+                http.send("evidence", &|c| c.post(http_url(opts, &format!("/v1/evidence/{sha}"))).json(&begin))?;
+            while let Some((offset, len)) =
+                next_chunk(status.size, status.received, opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64)
+            {
+                if status.complete {
+                    break;
+                }
+                let chunk = self.blobs.read_chunk(&digest, offset, len as usize)?;
+                status = http.send("evidence chunk", &|c| {
+                    c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
+                        .header("content-type", "application/octet-stream")
+                        .body(chunk.clone())
+                })?;
+                sent += len;
+                summary.bytes_uploaded += len;
+                (http.progress)(Progress::Uploaded(sent, total));
+                self.store.write(|tx, _| {
+                    tx.execute(
+                        "UPDATE uploads SET received = ?2 WHERE sha256 = ?1",
+                        params![sha, status.received as i64],
+                    )
+                    .map_err(db)?;
+                    Ok(())
+                })?;
+            }
+            if status.complete {
+                self.store.write(|tx, _| {
+                    tx.execute(
+                        "UPDATE uploads SET complete = 1, received = ?2 WHERE sha256 = ?1",
+                        params![sha, status.size as i64],
+                    )
+                    .map_err(db)?;
+                    Ok(())
+                })?;
+                summary.files_uploaded += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn pull(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
+        let opts = http.opts;
+        loop {
+            let cursor: Option<Cursor> =
+                self.store.read(|tx, _| Ok(sync_meta(tx, "cursor")?.and_then(|c| c.parse().ok())))?;
+            let path = match cursor {
+                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500"),
+                None => "/v1/ops/pull?limit=500".to_owned(),
+            };
+            let page: Result<PullResponse, SyncError> = http.send("pull", &|c| c.get(http_url(opts, &path)));
+            let page = match page {
+                Err(SyncError::Refused(m)) if m.starts_with("reset_required") => {
+                    // Start again: forget the cursor, pull from zero; local ops stay.
+                    summary.restarted_pull = true;
+                    self.store.write(|tx, _| {
+                        tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
+                        Ok(())
+                    })?;
+                    continue;
+                }
+                other => other?,
+            };
+            let now = self.now();
+            let applied = self.store.write(|tx, instruments| {
+                let plan = plan_pull_page(cursor, &page, |op| match log::hash_at(tx, op.origin, op.seq) {
+                    Ok(Some(h)) if h == op.hash => Held::Same,
+                    Ok(Some(h)) => Held::Different(h),
+                    _ => Held::No,
+                });
+                let plan = match plan {
+                    Ok(p) => p,
+                    Err(PullError::StoreChanged { .. }) => {
+                        tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(FieldError::Invalid(format!("pull: {e}"))),
+                };
+                let n = plan.apply.len() as u64;
+                for op in &plan.apply {
+                    apply_pulled(tx, instruments, op)?;
+                }
+                set_sync_meta(tx, "cursor", &plan.cursor.to_string())?;
+                log::observe_clock(tx, page.server_hlc, now)?;
+                Ok(Some((n, plan.more)))
+            })?;
+            match applied {
+                None => {
+                    summary.restarted_pull = true;
+                    continue;
+                }
+                Some((n, more)) => {
+                    summary.pulled += n;
+                    (http.progress)(Progress::Pulled(summary.pulled));
+                    if !more {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn http_url(opts: &SyncOptions, path: &str) -> String {
+    format!("{}{path}", opts.server)
+}
+
+/// Stores a pulled op and applies it if it passes this device's own checks.
+fn apply_pulled(
+    tx: &Transaction<'_>,
+    instruments: &std::collections::BTreeMap<sidak_core::instrument::InstrumentRef, sidak_core::instrument::Instrument>,
+    op: &Op,
+) -> Result<(), FieldError> {
+    if log::insert(tx, op)? {
+        let author = if op.entity.kind.device_writable() { Author::Device } else { Author::Server };
+        if check_op(op, author, &TxView { tx, instruments }).is_ok() {
+            log::apply(tx, op)?;
+        }
+    }
+    Ok(())
+}
