@@ -419,7 +419,8 @@ pub fn conflicts(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<Confl
         "SELECT entity, kind, field, parent_origin, parent_seq FROM ops WHERE quarantined = 0 AND (?1 IS NULL OR region = ?1)
          GROUP BY entity, field, parent_origin, parent_seq HAVING COUNT(DISTINCT origin) > 1 ORDER BY entity, field",
     )?;
-    let groups: Vec<(String, String, String, Option<String>, Option<i64>)> = stmt
+    type Group = (String, String, String, Option<String>, Option<i64>);
+    let groups: Vec<Group> = stmt
         .query_map([region], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();

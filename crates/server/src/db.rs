@@ -162,6 +162,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    queued_writers: std::sync::atomic::AtomicUsize,
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -182,7 +183,19 @@ impl Db {
         std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let mut writer = open_conn(&path).map_err(err)?;
         migrate(&mut writer).map_err(err)?;
-        Ok(Db { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                queued_writers: Default::default(),
+            }),
+        })
+    }
+
+    /// Writes waiting for the writer connection (a measure of write pressure).
+    pub fn queued_writers(&self) -> usize {
+        self.inner.queued_writers.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The database file.
@@ -197,7 +210,10 @@ impl Db {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let err = |source| DbError { path: self.inner.path.clone(), source };
+        use std::sync::atomic::Ordering;
+        self.inner.queued_writers.fetch_add(1, Ordering::SeqCst);
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.queued_writers.fetch_sub(1, Ordering::SeqCst);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let out = f(&tx)?;
         tx.commit().map_err(err)?;

@@ -57,7 +57,8 @@ fn digest(text: &str) -> Result<Sha256Digest, ApiError> {
 
 /// The binding of an origin, if known.
 pub fn binding(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<Binding>, ApiError> {
-    let row: Option<(String, Option<String>, Option<String>, i64, String, i64)> = tx
+    type Row = (String, Option<String>, Option<String>, i64, String, i64);
+    let row: Option<Row> = tx
         .query_row(
             "SELECT role, assessor, region, head_seq, head_hash, quarantined FROM origins WHERE origin = ?1",
             [origin.to_string()],
@@ -322,6 +323,13 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
         // Records under an institution take its region.
         tx.execute("UPDATE entities SET region = ?2 WHERE institution = ?1", params![id, scope.region])?;
         tx.execute("UPDATE ops SET region = ?2 WHERE region IS NULL AND entity IN (SELECT entity FROM entities WHERE institution = ?1)", params![id, scope.region])?;
+    }
+    if op.entity.kind == EntityKind::Assignment && before.assessor != scope.assessor {
+        // Whoever the assignment is for pulls all of it.
+        tx.execute(
+            "UPDATE ops SET assessor = ?2 WHERE entity = ?1 AND class = 'assignment'",
+            params![id, scope.assessor],
+        )?;
     }
     if before.region.is_none() && scope.region.is_some() {
         tx.execute("UPDATE ops SET region = ?2 WHERE entity = ?1 AND region IS NULL", params![id, scope.region])?;

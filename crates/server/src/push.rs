@@ -38,6 +38,14 @@ fn by_origin(ops: Vec<Op>) -> BTreeMap<OriginId, Vec<Op>> {
     groups
 }
 
+/// The binding a new origin's registration asks for.
+#[derive(Clone, Debug)]
+struct Registration {
+    role: String,
+    assessor: Option<String>,
+    region: Option<String>,
+}
+
 /// Whether the caller may push an origin's ops; for an unknown origin, the binding its
 /// registration (seq 1 and 2) would create.
 fn permit(
@@ -45,7 +53,7 @@ fn permit(
     who: &Principal,
     origin: OriginId,
     ops: &[Op],
-) -> Result<Option<(String, Option<String>, Option<String>)>, ApiError> {
+) -> Result<Option<Registration>, ApiError> {
     let forbidden = |why: String| Err(ApiError::origin_forbidden(format!("origin {origin}: {why}")));
     if let Some(b) = ledger::binding(tx, origin)? {
         return match who.role {
@@ -94,7 +102,7 @@ fn permit(
             who.region.as_deref().unwrap_or("-")
         ));
     }
-    Ok(Some((role.to_owned(), assessor, region)))
+    Ok(Some(Registration { role: role.to_owned(), assessor, region }))
 }
 
 /// Runs a push inside `tx`.
@@ -147,11 +155,11 @@ pub fn push(
                 }
                 Admission::Append => {
                     if binding.is_none() {
-                        let (role, assessor, region) = new_bindings
+                        let r = new_bindings
                             .get(&origin)
                             .cloned()
                             .ok_or_else(|| ApiError::internal("an unbound origin reached append"))?;
-                        ledger::bind(tx, origin, &role, assessor.as_deref(), region.as_deref())?;
+                        ledger::bind(tx, origin, &r.role, r.assessor.as_deref(), r.region.as_deref())?;
                         binding = ledger::binding(tx, origin)?;
                     }
                     let b = binding.as_mut().expect("bound above");

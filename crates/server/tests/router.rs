@@ -1,0 +1,868 @@
+//! Router tests without a socket (`Router::oneshot`): every endpoint, every error code,
+//! push semantics, pull scoping, and results recomputed from scratch byte for byte.
+
+mod common;
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::{json, Value};
+use sidak_core::hash::Sha256Digest;
+use sidak_core::ids::EntityId;
+use sidak_core::records::{EntityKind, EntityRef};
+
+async fn push(h: &Harness, token: &str, body: Value) -> (StatusCode, Value) {
+    h.call("POST", "/v1/ops/push", Some(token), Some(body)).await
+}
+
+#[tokio::test]
+async fn health_whoami_instruments_assignments() {
+    let h = Harness::new();
+    assert_eq!(h.call("GET", "/v1/health", None, None).await, (StatusCode::OK, json!({"status": "ok", "protocol": 1})));
+    let (s, who) = h.call("GET", "/v1/whoami", Some(&h.assessor), None).await;
+    assert_eq!(
+        (s, who["role"].as_str(), who["assessor"].as_str(), who["region"].as_str()),
+        (StatusCode::OK, Some("assessor"), Some("a1"), Some("jateng"))
+    );
+    let (s, list) = h.call("GET", "/v1/instruments", Some(&h.assessor), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["instruments"].as_array().unwrap().len(), 4, "the built-ins are published");
+    let (s, doc) = h.call("GET", "/v1/instruments/penilaian-2023/1", Some(&h.assessor), None).await;
+    assert_eq!((s, doc["id"].as_str()), (StatusCode::OK, Some("penilaian-2023")));
+    assert_eq!(
+        h.call("GET", "/v1/instruments/penilaian-2023/9", Some(&h.assessor), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Each assessor sees only their own assignments; a supervisor sees the region.
+    let (_, mine) = h.call("GET", "/v1/assignments", Some(&h.assessor), None).await;
+    let mine = mine["assignments"].as_array().unwrap().clone();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["unit"]["code"], "disdukcapil");
+    assert_eq!(mine[0]["products"].as_array().unwrap().len(), 2);
+    let (_, region) = h.call("GET", "/v1/assignments", Some(&h.supervisor), None).await;
+    assert_eq!(region["assignments"].as_array().unwrap().len(), 2);
+    let (_, all) = h.call("GET", "/v1/assignments", Some(&h.admin), None).await;
+    assert_eq!(all["assignments"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_push_is_idempotent_and_acknowledges_what_is_durable() {
+    let h = Harness::new();
+    let mut dev = Device::new(1, "a1", "jateng");
+    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    let (s, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let o = &r["origins"][0];
+    assert_eq!(
+        (o["stored"].as_u64(), o["duplicates"].as_u64(), o["held"]["seq"].as_u64()),
+        (Some(dev.seq), Some(0), Some(dev.seq))
+    );
+    assert_eq!(o["held"]["hash"], json!(dev.prev.to_hex()));
+    let before = h.fingerprint();
+    let (_, again) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert_eq!(
+        (again["origins"][0]["stored"].as_u64(), again["origins"][0]["duplicates"].as_u64()),
+        (Some(0), Some(dev.seq))
+    );
+    assert_eq!(h.fingerprint(), before, "a retried push changes nothing");
+}
+
+#[tokio::test]
+async fn chain_faults_are_refused_and_block_what_follows() {
+    let h = Harness::new();
+    let mut dev = Device::new(2, "a1", "jateng");
+    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let all: Vec<Value> = serde_json::from_value(dev.batch(0)["ops"].clone()).unwrap();
+    // Ops 1..5 first.
+    push(&h, &h.assessor, json!({"ops": all[..5]})).await;
+    // A gap: 8.. without 6, 7.
+    let (_, r) = push(&h, &h.assessor, json!({"ops": all[7..]})).await;
+    let rejected = r["origins"][0]["rejected"].as_array().unwrap();
+    assert_eq!(rejected[0]["code"], "gap");
+    assert!(rejected[1..].iter().all(|x| x["code"] == "blocked"));
+    assert_eq!(r["origins"][0]["held"]["seq"], 5);
+    // An altered replay of op 3.
+    let mut altered = all[2].clone();
+    altered["value"] = json!("announced");
+    let (_, r) = push(&h, &h.assessor, json!({"ops": [altered]})).await;
+    assert_eq!(r["origins"][0]["rejected"][0]["code"], "malformed", "a changed value no longer matches its hash");
+    let mut forged: sidak_core::op::Op = serde_json::from_value(all[2].clone()).unwrap();
+    forged.value = json!("announced");
+    forged.hash = forged.compute_hash();
+    let (_, r) = push(&h, &h.assessor, json!({"ops": [forged]})).await;
+    assert_eq!(r["origins"][0]["rejected"][0]["code"], "altered");
+    // A broken link: op 6 with a wrong prev.
+    let mut relinked: sidak_core::op::Op = serde_json::from_value(all[5].clone()).unwrap();
+    relinked.prev = Sha256Digest([9; 32]);
+    relinked.hash = relinked.compute_hash();
+    let (_, r) = push(&h, &h.assessor, json!({"ops": [relinked]})).await;
+    assert_eq!(r["origins"][0]["rejected"][0]["code"], "broken_link");
+    // The rest, in order, is taken.
+    let (_, r) = push(&h, &h.assessor, json!({"ops": all[5..]})).await;
+    assert_eq!(r["origins"][0]["held"]["seq"].as_u64(), Some(dev.seq));
+    let rejections: i64 = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get(0))
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    assert_eq!(rejections, 1, "the altered op is kept as tamper evidence");
+}
+
+#[tokio::test]
+async fn a_bad_op_is_quarantined_and_never_blocks_the_ops_behind_it() {
+    let h = Harness::new();
+    let mut dev = Device::new(3, "a1", "jateng");
+    let visit = dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let bad = dev.write(visit, "answer.proses.persyaratan", json!(9), None);
+    let after = dev.write(visit, "answer.proses.prosedur", json!(0), None);
+    // A respondent whose visit this server does not know yet: waits, then is released.
+    let ghost_visit = EntityRef { kind: EntityKind::Visit, id: EntityId(uuid::Uuid::now_v7()) };
+    let waiting = dev.write(
+        EntityRef { kind: EntityKind::Respondent, id: EntityId(uuid::Uuid::now_v7()) },
+        "visit",
+        json!(ghost_visit.id.to_string()),
+        None,
+    );
+    let (_, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    let o = &r["origins"][0];
+    assert_eq!(o["held"]["seq"].as_u64(), Some(dev.seq), "every op is durable");
+    let q: Vec<(u64, String)> = o["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(q, vec![(bad.seq, "bad_answer".to_owned()), (waiting.seq, "missing_dependency".to_owned())]);
+    let (_, list) = h.call("GET", "/v1/admin/quarantine", Some(&h.supervisor), None).await;
+    assert_eq!(list["quarantine"].as_array().unwrap().len(), 2);
+    assert!(list["quarantine"][0]["message"].as_str().unwrap().contains("from 0 to 3"));
+    let value = h
+        .state
+        .db()
+        .read_blocking(|tx| sidak_server::ledger::field(tx, &visit.id.to_string(), "answer.proses.prosedur"))
+        .unwrap();
+    assert_eq!(value, Some(json!(0)), "the op after the bad one was applied ({after:?})");
+    // The missing visit arrives: the waiting op is released.
+    dev.write(ghost_visit, "instrument", json!({"id": "penilaian-2023", "version": 1}), None);
+    let (_, r) = push(&h, &h.assessor, dev.batch(dev.ops.len() - 1)).await;
+    let q: Vec<u64> =
+        r["origins"][0]["quarantined"].as_array().unwrap().iter().map(|x| x["seq"].as_u64().unwrap()).collect();
+    assert_eq!(q, vec![bad.seq], "the waiting op was released");
+}
+
+#[tokio::test]
+async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
+    let h = Harness::new();
+    let mut dev = Device::new(4, "a1", "jateng");
+    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 1);
+    push(&h, &h.assessor, dev.batch(0)).await;
+    let before = h.fingerprint();
+    // Another assessor reuses a1's origin.
+    let visit = EntityRef { kind: EntityKind::Visit, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(visit, "mode", json!("covert"), None);
+    let (s, e) = push(&h, &h.other_assessor, dev.batch(dev.ops.len() - 1)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("origin_forbidden")));
+    // A new origin claiming another assessor.
+    let forged = Device::new(5, "a1", "jateng");
+    let (s, e) = push(&h, &h.other_assessor, forged.batch(0)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("origin_forbidden")));
+    // A new origin whose first op is not a registration.
+    let mut bare = Device {
+        origin: sidak_core::ids::OriginId(uuid::Uuid::from_bytes([6; 16])),
+        seq: 0,
+        prev: Sha256Digest::ZERO,
+        ms: T0 as u64,
+        ops: vec![],
+    };
+    bare.write(visit, "mode", json!("covert"), None);
+    let (s, _) = push(&h, &h.assessor, bare.batch(0)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A mixed request: one allowed origin, one forbidden: nothing at all is stored.
+    let mut mine = Device::new(7, "a2", "jateng");
+    mine.visit(&h, "kota-sukamaju", "dpmptsp", "pbg", 1);
+    let mut ops: Vec<Value> = serde_json::from_value(mine.batch(0)["ops"].clone()).unwrap();
+    ops.extend(serde_json::from_value::<Vec<Value>>(dev.batch(dev.ops.len() - 1)["ops"].clone()).unwrap());
+    let (s, _) = push(&h, &h.other_assessor, json!({"ops": ops})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(h.fingerprint(), before);
+    // The supervisor cannot push at all.
+    let (s, e) = push(&h, &h.supervisor, dev.batch(0)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("role_forbidden")));
+    // A peer of the region may forward a1's ops; a peer of another region may not.
+    let (s, _) = push(&h, &h.peer, dev.batch(0)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pull_is_paginated_and_scoped() {
+    let h = Harness::new();
+    let mut a1 = Device::new(10, "a1", "jateng");
+    a1.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    let mut a2 = Device::new(11, "a2", "jateng");
+    a2.visit(&h, "kota-sukamaju", "dpmptsp", "pbg", 2);
+    let mut b1 = Device::new(12, "b1", "sulbar");
+    b1.visit(&h, "kab-mamuju", "disdukcapil", "ktp-el", 1);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    push(&h, &h.other_assessor, a2.batch(0)).await;
+    push(&h, &h.other_region_assessor, b1.batch(0)).await;
+
+    async fn pull_all(h: &Harness, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/ops/pull?limit=7&cursor={c}"),
+                None => "/v1/ops/pull?limit=7".to_owned(),
+            };
+            let (s, page) = h.call("GET", &path, Some(token), None).await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            out.extend(page["ops"].as_array().unwrap().iter().cloned());
+            cursor = Some(page["cursor"].as_str().unwrap().to_owned());
+            if !page["more"].as_bool().unwrap() {
+                return out;
+            }
+        }
+    }
+    let origin_of = |o: &Value| o["op"]["origin"].as_str().unwrap().to_owned();
+    let mine = pull_all(&h, &h.assessor).await;
+    assert!(mine.iter().any(|o| origin_of(o) == a1.origin.to_string()));
+    assert!(!mine.iter().any(|o| origin_of(o) == a2.origin.to_string()), "another assessor's visits are not pulled");
+    assert!(!mine.iter().any(|o| origin_of(o) == b1.origin.to_string()));
+    assert!(mine.iter().any(|o| o["op"]["entity"]["kind"] == "institution"), "the registry is pulled");
+    let kinds_of_a2_assignment = mine
+        .iter()
+        .filter(|o| o["op"]["entity"]["kind"] == "assignment" && o["op"]["field"] == "assessor")
+        .map(|o| o["op"]["value"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(kinds_of_a2_assignment, vec![json!("a1")], "only its own assignment");
+    let seqs: Vec<u64> = mine.iter().map(|o| o["server_seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in server order");
+
+    let region = pull_all(&h, &h.supervisor).await;
+    assert!(region.iter().any(|o| origin_of(o) == a2.origin.to_string()));
+    assert!(!region.iter().any(|o| origin_of(o) == b1.origin.to_string()), "another region is not pulled");
+    let all = pull_all(&h, &h.admin).await;
+    let total: i64 = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT COUNT(*) FROM ops", [], |r| r.get(0)).map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    assert_eq!(all.len() as i64, total);
+}
+
+#[tokio::test]
+async fn pull_start_again_answers() {
+    let h = Harness::new();
+    let (_, page) = h.call("GET", "/v1/ops/pull", Some(&h.admin), None).await;
+    let cursor = page["cursor"].as_str().unwrap().to_owned();
+    let (store, seq) = cursor.split_once('.').unwrap();
+    let ahead = format!("{store}.{}", seq.parse::<u64>().unwrap() + 5);
+    let (s, e) = h.call("GET", &format!("/v1/ops/pull?cursor={ahead}"), Some(&h.admin), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("reset_required")));
+    let other = format!("{}.{seq}", uuid::Uuid::now_v7().simple());
+    let (s, e) = h.call("GET", &format!("/v1/ops/pull?cursor={other}"), Some(&h.admin), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("reset_required")));
+    for (query, code) in [
+        ("cursor=nonsense", "bad_cursor"),
+        ("limit=0", "bad_query"),
+        ("limit=5000", "bad_query"),
+        ("colour=red", "bad_query"),
+        ("limit=x", "bad_query"),
+    ] {
+        let (s, e) = h.call("GET", &format!("/v1/ops/pull?{query}"), Some(&h.admin), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{query}");
+    }
+}
+
+#[tokio::test]
+async fn origin_status_and_manifest_are_scoped() {
+    let h = Harness::new();
+    let mut a1 = Device::new(20, "a1", "jateng");
+    a1.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    let unknown = uuid::Uuid::now_v7();
+    let (s, r) =
+        h.call("POST", "/v1/origins/status", Some(&h.assessor), Some(json!({"origins": [a1.origin, unknown]}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["origins"][0]["held"]["seq"].as_u64(), Some(a1.seq));
+    assert_eq!(r["origins"][1]["held"]["seq"], 0);
+    let (s, e) =
+        h.call("POST", "/v1/origins/status", Some(&h.other_assessor), Some(json!({"origins": [a1.origin]}))).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    let many: Vec<String> = (0..1001).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let (s, e) = h.call("POST", "/v1/origins/status", Some(&h.admin), Some(json!({"origins": many}))).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body")));
+    let (_, m) = h.call("GET", "/v1/manifest", Some(&h.supervisor), None).await;
+    let entry = m["origins"].as_array().unwrap().iter().find(|e| e["origin"] == json!(a1.origin)).unwrap().clone();
+    assert_eq!(
+        (entry["seq"].as_u64(), entry["visits"].as_u64(), entry["head_hash"].clone()),
+        (Some(a1.seq), Some(1), json!(a1.prev.to_hex()))
+    );
+    let (_, m) = h.call("GET", "/v1/manifest", Some(&h.other_supervisor), None).await;
+    assert!(m["origins"].as_array().unwrap().iter().all(|e| e["origin"] != json!(a1.origin)));
+}
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256Digest::of(bytes).to_hex()
+}
+
+async fn put_chunk(h: &Harness, token: &str, sha: &str, offset: u64, bytes: &[u8]) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("/v1/evidence/{sha}?offset={offset}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(bytes.to_vec()))
+        .unwrap();
+    h.send(req).await
+}
+
+#[tokio::test]
+async fn evidence_uploads_resume_verify_and_are_scoped() {
+    let h = Harness::new();
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = sha(&photo);
+    let (s, st) = h
+        .call(
+            "POST",
+            &format!("/v1/evidence/{digest}"),
+            Some(&h.assessor),
+            Some(json!({"size": photo.len(), "media_type": "image/jpeg"})),
+        )
+        .await;
+    assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(0)));
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 0, &photo[..100_000]).await;
+    assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(100_000)));
+    // A replayed chunk is acknowledged and writes nothing; a chunk beyond the end of
+    // what is held is refused with the offset to send from.
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 0, &photo[..100_000]).await;
+    assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(100_000)));
+    let (s, e) = put_chunk(&h, &h.assessor, &digest, 200_000, &photo[200_000..]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("offset_mismatch")));
+    let (_, st) = h.call("GET", &format!("/v1/evidence/{digest}/status"), Some(&h.assessor), None).await;
+    assert_eq!(st["received"], 100_000);
+    // An overlapping chunk is taken from where the server is.
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 50_000, &photo[50_000..]).await;
+    assert_eq!((s, st["complete"].as_bool()), (StatusCode::OK, Some(true)));
+    // Announcing it again with another size is refused.
+    let (s, e) = h
+        .call(
+            "POST",
+            &format!("/v1/evidence/{digest}"),
+            Some(&h.assessor),
+            Some(json!({"size": 5, "media_type": "image/jpeg"})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("size_mismatch")));
+    // Downloading needs a record in scope that cites the file.
+    let (s, e) = h.call("GET", &format!("/v1/evidence/{digest}"), Some(&h.supervisor), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    let mut dev = Device::new(30, "a1", "jateng");
+    let visit = dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    let ev = EntityRef { kind: EntityKind::Evidence, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(ev, "visit", json!(visit.id.to_string()), None);
+    dev.write(ev, "sha256", json!(digest), None);
+    push(&h, &h.assessor, dev.batch(0)).await;
+    let req = Request::builder()
+        .uri(format!("/v1/evidence/{digest}"))
+        .header("authorization", format!("Bearer {}", h.supervisor))
+        .body(Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(h.router.clone(), req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    assert_eq!(body.as_ref(), photo.as_slice(), "byte for byte");
+    assert_eq!(
+        h.call("GET", &format!("/v1/evidence/{digest}"), Some(&h.other_supervisor), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Wrong bytes: the upload is discarded and must be sent again.
+    let fake = sha(b"what the device meant to send");
+    h.call(
+        "POST",
+        &format!("/v1/evidence/{fake}"),
+        Some(&h.assessor),
+        Some(json!({"size": 4, "media_type": "image/png"})),
+    )
+    .await;
+    let (s, e) = put_chunk(&h, &h.assessor, &fake, 0, b"evil").await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")));
+    let (_, st) = h.call("GET", &format!("/v1/evidence/{fake}/status"), Some(&h.assessor), None).await;
+    assert_eq!((st["received"].as_u64(), st["complete"].as_bool()), (Some(0), Some(false)));
+    // Limits and path tricks.
+    let (s, e) = h
+        .call(
+            "POST",
+            &format!("/v1/evidence/{fake}"),
+            Some(&h.admin),
+            Some(json!({"size": 1u64 << 40, "media_type": "image/png"})),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("evidence_too_large")));
+    for trick in ["..%2F..%2Fsidak.sqlite", "ABCDEF", "..", &"g".repeat(64), &digest.to_uppercase()] {
+        let (s, e) = h.call("GET", &format!("/v1/evidence/{trick}"), Some(&h.admin), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{trick}");
+    }
+    let (s, e) = put_chunk(&h, &h.assessor, &fake, 0, &vec![0u8; 2 * 1024 * 1024]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_codes_and_change_nothing() {
+    let h = Harness::new();
+    let before = h.fingerprint();
+    let raw = |body: &str, ctype: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/ops/push")
+            .header("authorization", format!("Bearer {}", h.assessor))
+            .header("content-type", ctype)
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (raw("{\"ops\": [", "application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
+        (raw("{\"ops\": [], \"extra\": 1}", "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (raw("{\"ops\": 5}", "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (raw("{\"ops\": [{\"origin\": 1}]}", "application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (raw("{\"ops\": []}", "text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (
+            raw(&format!("{{\"ops\": [], \"pad\": \"{}\"}}", "x".repeat(9 * 1024 * 1024)), "application/json"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (Request::builder().uri("/v1/whoami").body(Body::empty()).unwrap(), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            Request::builder()
+                .uri("/v1/whoami")
+                .header("authorization", "Bearer sdk_nope")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            Request::builder().uri("/v1/whoami").header("authorization", "Basic abc").body(Body::empty()).unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            Request::builder().uri("/v1/health").header("sidak-protocol", "2").body(Body::empty()).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+        ),
+        (
+            Request::builder().uri("/v2/ops/pull").body(Body::empty()).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+        ),
+        (Request::builder().uri("/v1/nothing").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            Request::builder().method("DELETE").uri("/v1/ops/push").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (s, e) = h.send(req).await;
+        assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{what}: {e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Too many ops.
+    let mut dev = Device::new(40, "a1", "jateng");
+    let v = EntityRef { kind: EntityKind::Visit, id: EntityId(uuid::Uuid::now_v7()) };
+    for i in 0..1001 {
+        dev.write(v, "mode", json!(if i % 2 == 0 { "covert" } else { "announced" }), None);
+    }
+    let (s, e) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_many_ops")));
+    // An unsupported content coding.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/ops/push")
+        .header("authorization", format!("Bearer {}", h.assessor))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(h.send(req).await.1["code"], "unsupported_media_type");
+    assert_eq!(h.fingerprint(), before, "no refused request changed anything");
+}
+
+#[tokio::test]
+async fn gzip_request_bodies_are_accepted_with_limits_after_decompression() {
+    let h = Harness::new();
+    let mut dev = Device::new(41, "a1", "jateng");
+    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let gz = |text: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text).unwrap();
+        enc.finish().unwrap()
+    };
+    let req = |body: Vec<u8>| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/ops/push")
+            .header("authorization", format!("Bearer {}", h.assessor))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (s, r) = h.send(req(gz(dev.batch(0).to_string().as_bytes()))).await;
+    assert_eq!((s, r["origins"][0]["stored"].as_u64()), (StatusCode::OK, Some(dev.seq)));
+    // 20 MiB of zeros compress to ~20 KiB: refused after decompression.
+    let bomb = gz(format!("{{\"ops\": [], \"x\": \"{}\"}}", "0".repeat(20 * 1024 * 1024)).as_bytes());
+    assert!(bomb.len() < 100_000);
+    let (s, e) = h.send(req(bomb)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")));
+    let (s, e) = h.send(req(b"not gzip at all".to_vec())).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")));
+}
+
+#[tokio::test]
+async fn results_are_scoped_exported_and_recompute_identically() {
+    let h = Harness::new();
+    let mut a1 = Device::new(50, "a1", "jateng");
+    a1.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    a1.visit(&h, "kota-sukamaju", "disdukcapil", "akta-lahir", 2);
+    let mut b1 = Device::new(51, "b1", "sulbar");
+    b1.visit(&h, "kab-mamuju", "disdukcapil", "ktp-el", 1);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    push(&h, &h.other_region_assessor, b1.batch(0)).await;
+    let (s, list) = h.call("GET", "/v1/results/institutions", Some(&h.admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["results"].as_array().unwrap().len(), 2);
+    let cursor = list["cursor"].as_i64().unwrap();
+    let (_, region) = h.call("GET", "/v1/results/institutions", Some(&h.supervisor), None).await;
+    let codes: Vec<&str> = region["results"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, vec!["kota-sukamaju"]);
+    let row = &region["results"][0];
+    assert_eq!(row["status"], "incomplete", "questionnaires are still missing");
+    assert!(row["provisional"].is_string());
+    assert_eq!(
+        h.call("GET", "/v1/results/institutions?region=sulbar", Some(&h.supervisor), None).await.1["code"],
+        "scope_forbidden"
+    );
+    assert_eq!(h.call("GET", "/v1/results/institutions", Some(&h.assessor), None).await.1["code"], "role_forbidden");
+    let (s, doc) = h.call("GET", "/v1/results/institutions/kota-sukamaju", Some(&h.supervisor), None).await;
+    assert_eq!((s, doc["result"]["units"][0]["products"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)));
+    assert_eq!(
+        h.call("GET", "/v1/results/institutions/kab-mamuju", Some(&h.supervisor), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, units) = h.call("GET", "/v1/results/units?institution=".to_owned().as_str(), Some(&h.admin), None).await;
+    assert!(units["results"].is_array());
+    let (_, regions) = h.call("GET", "/v1/results/regions", Some(&h.admin), None).await;
+    assert_eq!(regions["regions"].as_array().unwrap().len(), 2);
+    // What changed since a cursor: nothing, then the new visit's institution.
+    let (_, none) = h.call("GET", &format!("/v1/results/institutions?since={cursor}"), Some(&h.admin), None).await;
+    assert_eq!(none["results"].as_array().unwrap().len(), 0);
+    let mut b2 = Device::new(52, "b1", "sulbar");
+    b2.visit(&h, "kab-mamuju", "disdukcapil", "ktp-el", 3);
+    push(&h, &h.other_region_assessor, b2.batch(0)).await;
+    let (_, changed) = h.call("GET", &format!("/v1/results/institutions?since={cursor}"), Some(&h.admin), None).await;
+    let codes: Vec<&str> = changed["results"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, vec!["kab-mamuju"]);
+    // CSV export.
+    let req = Request::builder()
+        .uri("/v1/results/institutions.csv")
+        .header("authorization", format!("Bearer {}", h.admin))
+        .body(Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(h.router.clone(), req).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv =
+        String::from_utf8(http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec())
+            .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "code,name,type,region,instrument,status,score,provisional,grade,zone");
+    assert_eq!(lines.len(), 3);
+
+    // From scratch, byte for byte.
+    let documents = |h: &Harness| {
+        h.state
+            .db()
+            .read_blocking(|tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT kind, entity, instrument, document FROM results ORDER BY kind, entity, instrument",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(format!(
+                        "{}|{}|{}|{}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?
+                    ))
+                })?;
+                Ok::<_, sidak_server::error::ApiError>(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap()
+    };
+    let incremental = documents(&h);
+    assert!(incremental.len() >= 4);
+    let (s, r) = h.call("POST", "/v1/admin/recompute", Some(&h.admin), None).await;
+    assert_eq!((s, r["institutions"].as_u64()), (StatusCode::OK, Some(2)));
+    assert_eq!(documents(&h), incremental, "recompute from scratch gives byte-identical results");
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let h = Harness::new();
+    // Publish: a new version, the same again (no-op), different content under it (refused).
+    let mut doc: Value = serde_json::from_str(sidak_core::instrument::builtin_text("ikm-2017").unwrap()).unwrap();
+    doc["version"] = json!(2);
+    let (s, r) = h.call("POST", "/v1/admin/instruments", Some(&h.admin), Some(doc.clone())).await;
+    assert_eq!((s, r["added"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(h.call("POST", "/v1/admin/instruments", Some(&h.admin), Some(doc.clone())).await.1["added"], false);
+    doc["title"] = json!("changed");
+    assert_eq!(
+        h.call("POST", "/v1/admin/instruments", Some(&h.admin), Some(doc.clone())).await.1["code"],
+        "invalid_body"
+    );
+    doc["bands"][0]["min"] = json!("1.00");
+    let (s, e) = h.call("POST", "/v1/admin/instruments", Some(&h.admin), Some(doc)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body")));
+    assert!(e["message"].as_str().unwrap().contains("$.bands"));
+    assert_eq!(h.call("GET", "/v1/instruments/ikm-2017/2", Some(&h.assessor), None).await.0, StatusCode::OK);
+
+    // Registry import: idempotent; a bad CSV names its lines and changes nothing.
+    let csv = |body: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/admin/registry")
+            .header("authorization", format!("Bearer {}", h.admin))
+            .header("content-type", "text/csv")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let (s, r) = h.send(csv(REGISTRY)).await;
+    assert_eq!((s, r["institutions_added"].as_u64(), r["fields_changed"].as_u64()), (StatusCode::OK, Some(0), Some(0)));
+    let renamed = REGISTRY.replace("KTP elektronik", "KTP-el");
+    let (_, r) = h.send(csv(&renamed)).await;
+    assert_eq!(r["fields_changed"].as_u64(), Some(2));
+    let before = h.fingerprint();
+    let bad = format!("{}\nkota-x,Kota X,desa,jateng,u,U,u,p,P\nKOTA,K,kota,jateng,u,U,u,p,P\n", REGISTRY.trim_end());
+    let (s, e) = h.send(csv(&bad)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body")));
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 6: institution_type `desa`") && message.contains("line 7: institution_code `KOTA`"),
+        "{message}"
+    );
+    assert_eq!(h.fingerprint(), before);
+
+    // Assignments.
+    let (s, r) = h.call("POST", "/v1/admin/assignments", Some(&h.admin), Some(json!({"assessor": "a3", "institution": "kota-sukamaju", "unit": "dpmptsp", "instrument": "penilaian-2023@1", "mode": "announced"}))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (s, e) = h.call("POST", "/v1/admin/assignments", Some(&h.admin), Some(json!({"assessor": "a3", "institution": "kota-x", "unit": "dpmptsp", "instrument": "penilaian-2023@1", "mode": "announced"}))).await;
+    assert_eq!(
+        (s, e["message"].as_str().map(|m| m.contains("kota-x"))),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(true))
+    );
+    let (s, e) = h.call("POST", "/v1/admin/assignments", Some(&h.admin), Some(json!({"assessor": "a3", "institution": "kota-sukamaju", "unit": "dpmptsp", "instrument": "penilaian-2099@1", "mode": "announced"}))).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body")));
+
+    // Conflicts: two devices edit the same field having seen the same version.
+    let mut d1 = Device::new(60, "a1", "jateng");
+    let visit = d1.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    push(&h, &h.assessor, d1.batch(0)).await;
+    let seen = d1.ops.iter().rev().find(|o| o.field == "answer.proses.moto").unwrap().op_ref();
+    d1.write(visit, "answer.proses.moto", json!(1), Some(seen));
+    let mut d2 = Device::new(61, "a1", "jateng");
+    d2.write(visit, "answer.proses.moto", json!(3), Some(seen));
+    push(&h, &h.assessor, d1.batch(d1.ops.len() - 1)).await;
+    push(&h, &h.assessor, d2.batch(0)).await;
+    let (s, c) = h.call("GET", "/v1/admin/conflicts", Some(&h.supervisor), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let conflict = &c["conflicts"][0];
+    let values: Vec<Value> = conflict["versions"].as_array().unwrap().iter().map(|v| v["value"].clone()).collect();
+    assert_eq!((conflict["field"].as_str(), values.len()), (Some("answer.proses.moto"), 2));
+    assert!(values.contains(&json!(1)) && values.contains(&json!(3)), "both values are kept");
+    assert_eq!(h.call("GET", "/v1/admin/conflicts", Some(&h.other_supervisor), None).await.1["conflicts"], json!([]));
+}
+
+#[tokio::test]
+async fn an_internal_failure_is_a_generic_500() {
+    let h = Harness::new();
+    h.state
+        .db()
+        .write_blocking(|tx| tx.execute_batch("DROP TABLE results").map_err(sidak_server::error::ApiError::from))
+        .unwrap();
+    let (s, e) = h.call("GET", "/v1/results/institutions", Some(&h.admin), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
+    assert!(!e["message"].as_str().unwrap().contains("results"), "5xx messages stay generic");
+}
+
+#[tokio::test]
+async fn health_reports_shutting_down() {
+    let h = Harness::new();
+    h.state.begin_shutdown();
+    let (s, e) = h.call("GET", "/v1/health", None, None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("shutting_down")));
+}
+
+#[tokio::test]
+async fn every_route_is_described_and_every_described_route_exists() {
+    let h = Harness::new();
+    let spec: Value = serde_json::from_str(sidak_server::admin_api::OPENAPI).unwrap();
+    let mut described: Vec<(String, String)> = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in
+            item.as_object().unwrap().keys().filter(|k| ["get", "post", "put", "delete", "patch"].contains(&k.as_str()))
+        {
+            described.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut routed: Vec<(String, String)> = h.routes.iter().map(|(m, p)| (m.to_string(), (*p).to_owned())).collect();
+    described.sort();
+    routed.sort();
+    assert_eq!(described, routed, "proto/openapi.json and the router disagree");
+    let (s, served) = h.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!((s, served), (StatusCode::OK, spec));
+}
+
+/// Every role against every endpoint: a role that may not use an endpoint gets 403
+/// with a code, and the request changes nothing.
+#[tokio::test]
+async fn every_role_against_every_endpoint() {
+    let h = Harness::new();
+    let mut dev = Device::new(70, "a1", "jateng");
+    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    push(&h, &h.assessor, dev.batch(0)).await;
+    let photo = b"a photo".to_vec();
+    let digest = sha(&photo);
+    h.call(
+        "POST",
+        &format!("/v1/evidence/{digest}"),
+        Some(&h.assessor),
+        Some(json!({"size": photo.len(), "media_type": "image/jpeg"})),
+    )
+    .await;
+
+    const ALL: &[&str] = &["assessor", "supervisor", "admin", "peer"];
+    let uploaders: &[&str] = &["assessor", "peer", "admin"];
+    let results: &[&str] = &["supervisor", "admin", "peer"];
+    let admin: &[&str] = &["admin"];
+    let review: &[&str] = &["supervisor", "admin"];
+    // A fresh device of each token's own for pushes that are in scope.
+    let endpoints: Vec<(&str, String, Option<Value>, &[&str])> = vec![
+        ("GET", "/v1/whoami".into(), None, ALL),
+        ("POST", "/v1/ops/push".into(), Some(json!({"ops": []})), uploaders),
+        ("GET", "/v1/ops/pull".into(), None, ALL),
+        ("POST", "/v1/origins/status".into(), Some(json!({"origins": []})), ALL),
+        ("GET", "/v1/manifest".into(), None, ALL),
+        (
+            "POST",
+            format!("/v1/evidence/{digest}"),
+            Some(json!({"size": photo.len(), "media_type": "image/jpeg"})),
+            uploaders,
+        ),
+        ("GET", format!("/v1/evidence/{digest}/status"), None, ALL),
+        ("GET", "/v1/instruments".into(), None, ALL),
+        ("GET", "/v1/instruments/penilaian-2023/1".into(), None, ALL),
+        ("GET", "/v1/assignments".into(), None, ALL),
+        ("GET", "/v1/results/institutions".into(), None, results),
+        ("GET", "/v1/results/institutions.csv".into(), None, results),
+        ("GET", "/v1/results/institutions/kota-sukamaju".into(), None, results),
+        ("GET", "/v1/results/units".into(), None, results),
+        ("GET", "/v1/results/regions".into(), None, results),
+        (
+            "POST",
+            "/v1/admin/assignments".into(),
+            Some(
+                json!({"assessor": "a9", "institution": "kota-sukamaju", "unit": "dpmptsp", "instrument": "penilaian-2023@1", "mode": "covert"}),
+            ),
+            admin,
+        ),
+        (
+            "POST",
+            "/v1/admin/instruments".into(),
+            Some(serde_json::from_str(sidak_core::instrument::builtin_text("ikm-2017").unwrap()).unwrap()),
+            admin,
+        ),
+        ("GET", "/v1/admin/conflicts".into(), None, review),
+        ("GET", "/v1/admin/quarantine".into(), None, review),
+        ("POST", "/v1/admin/recompute".into(), None, admin),
+    ];
+    let tokens = [
+        ("assessor", h.assessor.clone()),
+        ("supervisor", h.supervisor.clone()),
+        ("admin", h.admin.clone()),
+        ("peer", h.peer.clone()),
+    ];
+    let mut checked = 0;
+    for (method, path, body, allowed) in &endpoints {
+        for (role, token) in &tokens {
+            let before = h.fingerprint();
+            let (s, e) = h.call(method, path, Some(token), body.clone()).await;
+            if allowed.contains(role) {
+                assert!(s != StatusCode::FORBIDDEN && s != StatusCode::UNAUTHORIZED, "{role} {method} {path}: {s} {e}");
+            } else {
+                assert_eq!(
+                    (s, e["code"].as_str()),
+                    (StatusCode::FORBIDDEN, Some("role_forbidden")),
+                    "{role} {method} {path}"
+                );
+                assert_eq!(h.fingerprint(), before, "{role} {method} {path} changed something");
+            }
+            checked += 1;
+        }
+        // And without a token.
+        assert_eq!(
+            h.call(method, path, None, body.clone()).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+    }
+    // The two raw-body admin and evidence endpoints.
+    for (role, token) in &tokens {
+        let before = h.fingerprint();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/admin/registry")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "text/csv")
+            .body(Body::from(REGISTRY))
+            .unwrap();
+        let (s, _) = h.send(req).await;
+        assert_eq!(s == StatusCode::OK, *role == "admin", "{role} registry import");
+        if *role != "admin" {
+            assert_eq!(h.fingerprint(), before);
+        }
+        let (s, _) = put_chunk(&h, token, &digest, 0, &photo).await;
+        assert_eq!(s == StatusCode::FORBIDDEN, !uploaders.contains(role), "{role} evidence chunk");
+        checked += 2;
+    }
+    assert!(checked >= 80);
+
+    // Cross-scope, for the roles allowed the endpoint: a1's origin, jateng's results
+    // and a file cited only in jateng, asked for by tokens of other scopes.
+    let outsiders = [
+        ("other assessor", h.other_assessor.clone()),
+        ("other region's supervisor", h.other_supervisor.clone()),
+        ("other region's assessor", h.other_region_assessor.clone()),
+    ];
+    for (who, token) in &outsiders {
+        let before = h.fingerprint();
+        let (s, e) = h.call("POST", "/v1/origins/status", Some(token), Some(json!({"origins": [dev.origin]}))).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")), "{who} status");
+        let (s, _) = push(&h, token, dev.batch(0)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{who} push under a1's origin");
+        assert_eq!(h.fingerprint(), before, "{who} changed something");
+    }
+    let (s, e) = h.call("GET", "/v1/results/institutions/kota-sukamaju", Some(&h.other_supervisor), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    let (s, e) = h.call("GET", "/v1/results/regions?region=jateng", Some(&h.other_supervisor), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+}
