@@ -1,1 +1,3 @@
-//! placeholder
+//! End-to-end test support: real servers and field clients on loopback, faults injected.
+
+pub mod proxy;

@@ -285,13 +285,12 @@ impl FaultProxy {
                     TcpListener::from_std(listener)?
                 };
                 let shared = shared.clone();
-                let thread = std::thread::Builder::new().name(format!("sidak-proxy-{}", addr.port())).spawn(
-                    move || {
+                let thread =
+                    std::thread::Builder::new().name(format!("sidak-proxy-{}", addr.port())).spawn(move || {
                         rt.block_on(accept_loop(listener, shared, rx));
                         // Dropping the runtime drops every connection task (and its sockets).
                         drop(rt);
-                    },
-                )?;
+                    })?;
                 Some(thread)
             }
         };
@@ -338,10 +337,15 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Resolves once the proxy is told to stop (or its handle is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.count(|s| s.connections += 1);
@@ -350,7 +354,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                     let mut shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = shutdown.wait_for(|stop| *stop) => {}
+                            _ = stopped(&mut shutdown) => {}
                             r = handle_conn(stream, &shared) => {
                                 if let Err(e) = r {
                                     debug!("connection from {peer}: {e}");
@@ -776,10 +780,10 @@ async fn handle_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
         };
         let decision = shared.decide();
         debug!("{} request of {} bytes: {decision:?}", req.method, req.bytes.len());
-        let u = match &mut up {
-            Some(u) => u,
-            None => up.insert(Conn::connect(upstream).await?),
-        };
+        if up.is_none() {
+            up = Some(Conn::connect(upstream).await?);
+        }
+        let Some(u) = up.as_mut() else { unreachable!("just connected") };
         match decision {
             Decision::DropRequest { frac } => {
                 let n = cut(frac, req.bytes.len());
@@ -888,7 +892,7 @@ mod tests {
             }
             let mut parts = line.split_whitespace();
             let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-            let mut len = 0;
+            let (mut len, mut chunked) = (0, false);
             loop {
                 let mut h = String::new();
                 if s.read_line(&mut h).await.unwrap_or(0) == 0 {
@@ -901,11 +905,25 @@ mod tests {
                     if n.eq_ignore_ascii_case("content-length") {
                         len = v.trim().parse().unwrap();
                     }
+                    chunked |= n.eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked";
                 }
             }
             let mut body = vec![0; len];
             if s.read_exact(&mut body).await.is_err() {
                 return;
+            }
+            while chunked {
+                let mut size = String::new();
+                if s.read_line(&mut size).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                if s.read_exact(&mut chunk).await.is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk[..size]);
+                chunked = size > 0;
             }
             seen.lock().unwrap().push(format!("{method} {path} {}", String::from_utf8_lossy(&body)));
             let out = match path.as_str() {
@@ -1080,6 +1098,7 @@ mod tests {
             assert_eq!((r.status, r.body), (200, body(i)));
             let r = c.get("/chunked").unwrap();
             assert_eq!(r.body, CHUNKED_BODY.as_bytes());
+            assert!(r.head.contains("Transfer-Encoding: chunked"), "{}", r.head);
         }
         // A large body, and pipelined requests, and blank lines between requests.
         let big: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
@@ -1239,15 +1258,31 @@ mod tests {
         use FaultKind::*;
         assert_eq!(
             proxy.decisions(),
-            [None, None, None, Delay, DropRequest, DropResponse, TruncateResponse, DuplicateRequest, DuplicateRequest, None]
+            [
+                None,
+                None,
+                None,
+                Delay,
+                DropRequest,
+                DropResponse,
+                TruncateResponse,
+                DuplicateRequest,
+                DuplicateRequest,
+                None
+            ]
         );
     }
 
     #[test]
     fn same_seed_same_decisions() {
         let faults = Faults::random(1234);
-        for p in [faults.drop_request, faults.drop_response, faults.truncate_response, faults.delay, faults.duplicate_request]
-        {
+        for p in [
+            faults.drop_request,
+            faults.drop_response,
+            faults.truncate_response,
+            faults.delay,
+            faults.duplicate_request,
+        ] {
             assert!((0.05..0.3).contains(&p), "{faults:?}");
         }
         assert!(faults.max_delay < Duration::from_millis(300));
@@ -1266,13 +1301,14 @@ mod tests {
         let through_proxy = || {
             let faults = Faults { max_delay: Duration::from_millis(10), ..Faults::random(99) };
             let proxy = FaultProxy::start(server.addr, faults).unwrap();
-            let mut c = Client::connect(proxy.addr());
+            let mut c = None;
             let mut outcomes = Vec::new();
             for i in 0..40 {
-                let r = c.post("/echo", &body(i));
+                // Reconnect (only) before a request, so every connection is counted by the end.
+                let r = c.get_or_insert_with(|| Client::connect(proxy.addr())).post("/echo", &body(i));
                 outcomes.push(r.as_ref().map(|r| r.body == body(i)).unwrap_or(false));
                 if r.is_err() {
-                    c = Client::connect(proxy.addr());
+                    c = None;
                 }
             }
             (proxy.decisions(), proxy.stats(), outcomes)
@@ -1317,7 +1353,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_on_current_runtime_and_stops_on_drop() {
-        let server = EchoServer::start();
+        let server = tokio::task::spawn_blocking(EchoServer::start).await.unwrap();
         let proxy = FaultProxy::start(server.addr, Faults::none()).unwrap();
         assert!(proxy.thread.is_none());
         let addr = proxy.addr();

@@ -2,7 +2,7 @@
 //! list conflicts and quarantined ops, recompute from scratch. Admins everywhere;
 //! supervisors may list their region's conflicts and quarantine.
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::Method;
 use axum::routing::{get, post};
 use axum::Json;
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sidak_core::instrument::Instrument;
 
 use crate::admin::{self, NewAssignment};
-use crate::api::{parse_json, raw_body, Caller, JsonBody, Routes};
+use crate::api::{json_body, parse_json, raw_body, Caller, Routes};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::results;
@@ -25,6 +25,33 @@ pub fn routes(r: Routes) -> Routes {
         .add(Method::GET, "/v1/admin/quarantine", get(quarantine))
         .add(Method::POST, "/v1/admin/recompute", post(recompute))
         .add(Method::GET, "/v1/openapi.json", get(openapi))
+        .add(Method::GET, "/v1/schemas/{file}", get(schema))
+}
+
+/// The JSON Schemas the OpenAPI description refers to (`schemas/<name>.schema.json`).
+const SCHEMAS: &[(&str, &str)] = &[
+    ("op.schema.json", include_str!("../../../proto/schemas/op.schema.json")),
+    ("push-request.schema.json", include_str!("../../../proto/schemas/push-request.schema.json")),
+    ("push-response.schema.json", include_str!("../../../proto/schemas/push-response.schema.json")),
+    ("pull-response.schema.json", include_str!("../../../proto/schemas/pull-response.schema.json")),
+    ("status-request.schema.json", include_str!("../../../proto/schemas/status-request.schema.json")),
+    ("status-response.schema.json", include_str!("../../../proto/schemas/status-response.schema.json")),
+    ("manifest.schema.json", include_str!("../../../proto/schemas/manifest.schema.json")),
+    ("evidence-begin.schema.json", include_str!("../../../proto/schemas/evidence-begin.schema.json")),
+    ("evidence-status.schema.json", include_str!("../../../proto/schemas/evidence-status.schema.json")),
+    ("instrument-list.schema.json", include_str!("../../../proto/schemas/instrument-list.schema.json")),
+    ("whoami.schema.json", include_str!("../../../proto/schemas/whoami.schema.json")),
+    ("error.schema.json", include_str!("../../../proto/schemas/error.schema.json")),
+    ("assignment-list.schema.json", include_str!("../../../proto/schemas/assignment-list.schema.json")),
+    ("instrument.schema.json", include_str!("../../../proto/schemas/instrument.schema.json")),
+];
+
+async fn schema(Path(file): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (_, text) = SCHEMAS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .ok_or_else(|| ApiError::not_found(format!("no schema `{file}`")))?;
+    Ok(Json(serde_json::from_str(text)?))
 }
 
 /// The OpenAPI description of this API (also `proto/openapi.json`).
@@ -79,9 +106,10 @@ async fn registry(
 async fn assignment(
     State(state): State<AppState>,
     Caller(who): Caller,
-    JsonBody(new): JsonBody<NewAssignment>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
+    let new: NewAssignment = json_body(request).await?;
     let instruments = state.instruments();
     let now = state.now();
     let id = state

@@ -165,6 +165,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// Reads a JSON body inside a handler (after its role check, as the spec orders).
+pub async fn json_body<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    let bytes = body_bytes(request, limits::MAX_BODY_BYTES, "application/json").await?;
+    parse_json(&bytes)
+}
+
 /// Parses JSON with the spec's distinction between malformed (400) and misshapen (422).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {

@@ -131,8 +131,10 @@ pub fn create_token(tx: &Transaction<'_>, new: &NewToken, now_ms: i64) -> Result
         ));
     }
     match (new.role, &new.region, &new.assessor) {
-        (Role::Admin, _, Some(_)) => return Err(TokenError::Invalid("an admin token has no assessor".into())),
-        (Role::Assessor, Some(_), Some(_)) | (Role::Admin, _, None) => {}
+        (Role::Admin, Some(_), _) | (Role::Admin, _, Some(_)) => {
+            return Err(TokenError::Invalid("an admin token sees every region: give it no region or assessor".into()))
+        }
+        (Role::Assessor, Some(_), Some(_)) | (Role::Admin, None, None) => {}
         (Role::Assessor, _, _) => {
             return Err(TokenError::Invalid("an assessor token needs --region and --assessor".into()))
         }

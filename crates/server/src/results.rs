@@ -521,14 +521,14 @@ pub fn cursor(tx: &Transaction<'_>) -> Result<i64, ApiError> {
 
 /// A result document and its row, by record id or code.
 pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(ResultRow, Value)>, ApiError> {
-    let found: Option<(String, String)> = tx
-        .query_row(
-            "SELECT entity, instrument FROM results WHERE kind = ?1 AND (entity = ?2 OR code = ?2) ORDER BY instrument DESC LIMIT 1",
-            params![kind, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((entity, instrument)) = found else { return Ok(None) };
+    // The newest instrument version wins (compared as id, then version number).
+    let mut stmt =
+        tx.prepare_cached("SELECT entity, instrument FROM results WHERE kind = ?1 AND (entity = ?2 OR code = ?2)")?;
+    let found: Vec<(String, String)> =
+        stmt.query_map(params![kind, key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let version_key =
+        |i: &str| i.split_once('@').map(|(id, v)| (id.to_owned(), v.parse::<u32>().unwrap_or(0))).unwrap_or_default();
+    let Some((entity, instrument)) = found.into_iter().max_by_key(|(_, i)| version_key(i)) else { return Ok(None) };
     let row = rows(tx, kind, None, -1, None)?.into_iter().find(|r| r.id == entity && r.instrument == instrument);
     let doc: String = tx.query_row(
         "SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",

@@ -1,5 +1,5 @@
 //! Results endpoints: units, institutions and regions as JSON, what changed since a
-//! cursor, and a CSV export. Supervisors see their region, admins all.
+//! cursor, and a CSV export. Supervisors and peers see their region, admins all.
 
 use std::collections::BTreeMap;
 
@@ -42,18 +42,7 @@ fn results_scope(who: &Principal, asked: Option<&String>) -> Result<Option<Strin
 }
 
 fn query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if !allowed.contains(&k) {
-            return Err(ApiError::bad_query(format!(
-                "unknown query parameter `{k}` (allowed: {})",
-                allowed.join(", ")
-            )));
-        }
-        out.insert(k.to_owned(), v.to_owned());
-    }
-    Ok(out)
+    crate::sync_api::parse_query(raw, allowed)
 }
 
 /// A listing with the cursor to ask again from.

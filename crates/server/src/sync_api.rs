@@ -17,7 +17,7 @@ use sidak_core::ids::OriginId;
 use sidak_core::instrument::InstrumentRef;
 use sidak_core::wire::*;
 
-use crate::api::{bytes_response, raw_body, Caller, JsonBody, Routes};
+use crate::api::{bytes_response, json_body, raw_body, Caller, JsonBody, Routes};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::ledger::{self, OP_COLUMNS};
@@ -63,9 +63,10 @@ async fn whoami(State(state): State<AppState>, Caller(who): Caller) -> Json<Whoa
 async fn push_ops(
     State(state): State<AppState>,
     Caller(who): Caller,
-    JsonBody(request): JsonBody<PushRequest>,
+    request: Request,
 ) -> Result<Json<PushResponse>, ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    let request: PushRequest = json_body(request).await?;
     if request.ops.len() > limits::MAX_OPS_PER_PUSH {
         return Err(ApiError::too_many_ops(format!(
             "{} ops in one push; at most {}",
@@ -99,7 +100,8 @@ fn scope_sql(who: &Principal) -> &'static str {
     }
 }
 
-fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+/// Reads a query string: unknown or repeated parameters are `400 bad_query`.
+pub fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -289,9 +291,10 @@ async fn evidence_begin(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(sha): Path<String>,
-    JsonBody(begin): JsonBody<EvidenceBegin>,
+    request: Request,
 ) -> Result<Json<EvidenceStatus>, ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    let begin: EvidenceBegin = json_body(request).await?;
     let sha = digest_param(&sha)?;
     if begin.size > limits::MAX_EVIDENCE_BYTES {
         return Err(ApiError::evidence_too_large(format!(
@@ -335,7 +338,7 @@ async fn evidence_begin(
 /// An empty file is complete as soon as it is announced (if its digest is right).
 async fn finish_empty(state: &AppState, sha: Sha256Digest) -> Result<EvidenceStatus, ApiError> {
     let st = state.clone();
-    state.db().write(move |tx| complete_upload(tx, &st, &sha, &st.instruments())).await
+    state.db().write(move |tx| complete_upload(tx, &st, &sha, &st.instruments())).await?
 }
 
 async fn evidence_chunk(
@@ -360,7 +363,7 @@ async fn evidence_chunk(
             let held = evidence_row(tx, &sha)?
                 .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
             if held.complete || offset + (chunk.len() as u64) <= held.received {
-                return Ok(held); // a replay: acknowledged, nothing written
+                return Ok(Ok(held)); // a replay: acknowledged, nothing written
             }
             if offset > held.received {
                 return Err(ApiError::offset_mismatch(format!(
@@ -392,20 +395,21 @@ async fn evidence_chunk(
             if received == held.size {
                 return complete_upload(tx, &st, &sha, &st.instruments());
             }
-            Ok(EvidenceStatus { received, ..held })
+            Ok(Ok(EvidenceStatus { received, ..held }))
         })
-        .await?;
+        .await??;
     Ok(Json(status))
 }
 
 /// Verifies a fully received upload, moves it into place and recomputes the results
-/// of the visits that cite it.
+/// of the visits that cite it. A digest mismatch is a refusal that must still be
+/// committed (the upload is discarded), so it is the inner error.
 fn complete_upload(
     tx: &Transaction<'_>,
     state: &AppState,
     sha: &Sha256Digest,
     instruments: &ledger::Instruments,
-) -> Result<EvidenceStatus, ApiError> {
+) -> Result<Result<EvidenceStatus, ApiError>, ApiError> {
     let hex = sha.to_hex();
     let part = state.upload_path(&hex);
     if !part.exists() {
@@ -419,34 +423,66 @@ fn complete_upload(
         Sha256Digest(h.finalize().into())
     };
     if bytes_hash != *sha {
+        // Discard the upload entirely: the client announces it again and resends.
+        tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [&hex])?;
         std::fs::remove_file(&part).map_err(ApiError::internal)?;
-        tx.execute("UPDATE blobs SET received = 0 WHERE sha256 = ?1", [&hex])?;
-        return Err(ApiError::evidence_mismatch(format!(
-            "the bytes received hash to {bytes_hash}, not {sha}; the upload was discarded, send it again"
-        )));
+        return Ok(Err(ApiError::evidence_mismatch(format!(
+            "the bytes received hash to {bytes_hash}, not {sha}; the upload was discarded: announce it and send it again"
+        ))));
     }
     let dest = state.blob_path(&hex);
     std::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).map_err(ApiError::internal)?;
     std::fs::rename(&part, &dest).map_err(ApiError::internal)?;
     tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
     let institutions: Vec<String> = tx
-        .prepare("SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL")?
+        .prepare(
+            "SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity
+             WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL",
+        )?
         .query_map([&hex], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for i in institutions {
         results::recompute(tx, instruments, &i)?;
     }
-    evidence_row(tx, sha)?.ok_or_else(|| ApiError::internal("completed evidence vanished"))
+    Ok(Ok(evidence_row(tx, sha)?.ok_or_else(|| ApiError::internal("completed evidence vanished"))?))
 }
 
 async fn evidence_status(
     State(state): State<AppState>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path(sha): Path<String>,
 ) -> Result<Json<EvidenceStatus>, ApiError> {
     let sha = digest_param(&sha)?;
-    let status = state.db().read(move |tx| evidence_row(tx, &sha)).await?;
-    status.map(Json).ok_or_else(|| ApiError::not_found(format!("no upload of {sha} here")))
+    let status = state
+        .db()
+        .read(move |tx| {
+            let status =
+                evidence_row(tx, &sha)?.ok_or_else(|| ApiError::not_found(format!("no upload of {sha} here")))?;
+            let uploader = matches!(who.role, Role::Assessor | Role::Peer | Role::Admin);
+            if !uploader && !cited_in_scope(tx, &who, &sha.to_hex())? {
+                return Err(ApiError::scope_forbidden("no record in this token's scope cites that file"));
+            }
+            Ok(status)
+        })
+        .await?;
+    Ok(Json(status))
+}
+
+/// True when a record in the caller's scope cites the file.
+fn cited_in_scope(tx: &Transaction<'_>, who: &Principal, hex: &str) -> Result<bool, ApiError> {
+    if who.role == Role::Admin {
+        return Ok(true);
+    }
+    let mut stmt = tx.prepare_cached(
+        "SELECT e.region, e.assessor FROM fields f JOIN entities e ON e.entity = f.entity
+         WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1)",
+    )?;
+    let cites: Vec<(Option<String>, Option<String>)> =
+        stmt.query_map([hex], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    Ok(cites.iter().any(|(region, assessor)| match who.role {
+        Role::Assessor => assessor.is_some() && *assessor == who.assessor,
+        _ => region.is_some() && *region == who.region,
+    }))
 }
 
 async fn evidence_download(
@@ -459,18 +495,16 @@ async fn evidence_download(
     let media = state
         .db()
         .read(move |tx| {
-            let row: Option<(String, i64)> = tx.query_row("SELECT media_type, complete FROM blobs WHERE sha256 = ?1", [&hex], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-            let Some((media, 1)) = row else { return Err(ApiError::not_found(format!("{hex} is not held here in full"))) };
-            if who.role != Role::Admin {
-                let mut stmt = tx.prepare("SELECT e.region, e.assessor FROM fields f JOIN entities e ON e.entity = f.entity WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1)")?;
-                let cites: Vec<(Option<String>, Option<String>)> = stmt.query_map([&hex], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-                let visible = cites.iter().any(|(region, assessor)| match who.role {
-                    Role::Assessor => assessor.is_some() && *assessor == who.assessor,
-                    _ => region.is_some() && *region == who.region,
-                });
-                if !visible {
-                    return Err(ApiError::scope_forbidden("no record in this token's scope cites that file"));
-                }
+            let row: Option<(String, i64)> = tx
+                .query_row("SELECT media_type, complete FROM blobs WHERE sha256 = ?1", [&hex], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((media, 1)) = row else {
+                return Err(ApiError::not_found(format!("{hex} is not held here in full")));
+            };
+            if !cited_in_scope(tx, &who, &hex)? {
+                return Err(ApiError::scope_forbidden("no record in this token's scope cites that file"));
             }
             Ok(media)
         })

@@ -190,6 +190,9 @@ async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
     let (s, _) = push(&h, &h.other_assessor, json!({"ops": ops})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.fingerprint(), before);
+    // The role is checked before the body: a supervisor sending garbage hears 403.
+    let (s, e) = push(&h, &h.supervisor, json!({"garbage": true})).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("role_forbidden")));
     // The supervisor cannot push at all.
     let (s, e) = push(&h, &h.supervisor, dev.batch(0)).await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("role_forbidden")));
@@ -395,8 +398,30 @@ async fn evidence_uploads_resume_verify_and_are_scoped() {
     .await;
     let (s, e) = put_chunk(&h, &h.assessor, &fake, 0, b"evil").await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")));
-    let (_, st) = h.call("GET", &format!("/v1/evidence/{fake}/status"), Some(&h.assessor), None).await;
-    assert_eq!((st["received"].as_u64(), st["complete"].as_bool()), (Some(0), Some(false)));
+    let (s, _) = h.call("GET", &format!("/v1/evidence/{fake}/status"), Some(&h.assessor), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the announcement is discarded with the bytes");
+    h.call(
+        "POST",
+        &format!("/v1/evidence/{fake}"),
+        Some(&h.assessor),
+        Some(json!({"size": 4, "media_type": "image/png"})),
+    )
+    .await;
+    let (s, st) = put_chunk(&h, &h.assessor, &fake, 0, b"evil").await;
+    assert_eq!(
+        (s, st["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")),
+        "announced again, and refused again"
+    );
+    // A supervisor may read the status of a file only when a record in its region cites it.
+    assert_eq!(
+        h.call("GET", &format!("/v1/evidence/{digest}/status"), Some(&h.supervisor), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call("GET", &format!("/v1/evidence/{digest}/status"), Some(&h.other_supervisor), None).await.1["code"],
+        "scope_forbidden"
+    );
     // Limits and path tricks.
     let (s, e) = h
         .call(
@@ -807,7 +832,10 @@ async fn every_role_against_every_endpoint() {
             let before = h.fingerprint();
             let (s, e) = h.call(method, path, Some(token), body.clone()).await;
             if allowed.contains(role) {
-                assert!(s != StatusCode::FORBIDDEN && s != StatusCode::UNAUTHORIZED, "{role} {method} {path}: {s} {e}");
+                assert!(
+                    s != StatusCode::UNAUTHORIZED && e["code"] != "role_forbidden",
+                    "{role} {method} {path}: {s} {e}"
+                );
             } else {
                 assert_eq!(
                     (s, e["code"].as_str()),
