@@ -47,7 +47,8 @@ impl Server {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
@@ -108,7 +109,18 @@ impl Drop for Server {
 pub fn token(state: &AppState, role: Role, region: Option<&str>, assessor: Option<&str>) -> String {
     state
         .db()
-        .write_blocking(|tx| create_token(tx, &NewToken { role, region: region.map(str::to_owned), assessor: assessor.map(str::to_owned), label: None }, 0))
+        .write_blocking(|tx| {
+            create_token(
+                tx,
+                &NewToken {
+                    role,
+                    region: region.map(str::to_owned),
+                    assessor: assessor.map(str::to_owned),
+                    label: None,
+                },
+                0,
+            )
+        })
         .expect("token")
         .1
 }
@@ -132,8 +144,19 @@ pub fn import_registry(state: &AppState, csv: &str) {
 /// Assigns a unit to an assessor.
 pub fn assign(state: &AppState, assessor: &str, institution: &str, unit: &str, instrument: &str) -> String {
     let instruments = state.instruments();
-    let new = admin::NewAssignment { assessor: assessor.into(), institution: institution.into(), unit: unit.into(), products: vec![], instrument: instrument.into(), mode: "covert".into(), due: None };
-    state.db().write_blocking(|tx| admin::create_assignment(tx, &instruments, &new, now()).map(|(id, _)| id)).expect("assignment")
+    let new = admin::NewAssignment {
+        assessor: assessor.into(),
+        institution: institution.into(),
+        unit: unit.into(),
+        products: vec![],
+        instrument: instrument.into(),
+        mode: "covert".into(),
+        due: None,
+    };
+    state
+        .db()
+        .write_blocking(|tx| admin::create_assignment(tx, &instruments, &new, now()).map(|(id, _)| id))
+        .expect("assignment")
 }
 
 /// Now, ms since 1970.
@@ -152,7 +175,9 @@ pub fn registry(regions: &[&str]) -> String {
             ("dinkes", "dinkes", [("sip", "Surat izin praktik"), ("pirt", "Sertifikat PIRT")]),
         ] {
             for (code, name) in products {
-                csv.push_str(&format!("kota-{r},Pemerintah Kota {r},kota,{r},{unit},{unit},{unit_type},{code},{name}\n"));
+                csv.push_str(&format!(
+                    "kota-{r},Pemerintah Kota {r},kota,{r},{unit},{unit},{unit_type},{code},{name}\n"
+                ));
             }
         }
     }
@@ -204,8 +229,20 @@ impl Device {
     /// with photos, the unit's questionnaires, and the institution's service users when
     /// `service_users` is set. Answers are drawn from `rng` around `quality` (0..=3).
     pub fn record_unit(&mut self, unit: &str, quality: i64, service_users: u32, rng: &mut impl Rng) -> Vec<String> {
-        let assignment = self.field.assignments().expect("assignments").into_iter().find(|a| a.unit.code == unit).unwrap_or_else(|| panic!("{} has no assignment for {unit}", self.assessor));
-        let instrument = self.field.instruments().into_iter().find(|i| i.reference == assignment.instrument).expect("instrument on the device").clone();
+        let assignment = self
+            .field
+            .assignments()
+            .expect("assignments")
+            .into_iter()
+            .find(|a| a.unit.code == unit)
+            .unwrap_or_else(|| panic!("{} has no assignment for {unit}", self.assessor));
+        let instrument = self
+            .field
+            .instruments()
+            .into_iter()
+            .find(|i| i.reference == assignment.instrument)
+            .expect("instrument on the device")
+            .clone();
         let photo_dir = self.dir.join("camera");
         std::fs::create_dir_all(&photo_dir).expect("camera dir");
         let mut visits = Vec::new();
@@ -213,7 +250,12 @@ impl Device {
         for (p, product) in assignment.products.iter().enumerate() {
             let visit = self
                 .field
-                .start_visit(&StartVisit { assignment: assignment.id.to_string(), product: Some(product.code.clone()), mode: None, location: if p == 0 { Location::Mpp } else { Location::OwnOffice } })
+                .start_visit(&StartVisit {
+                    assignment: assignment.id.to_string(),
+                    product: Some(product.code.clone()),
+                    mode: None,
+                    location: if p == 0 { Location::Mpp } else { Location::OwnOffice },
+                })
                 .expect("visit starts")
                 .to_string();
             for ind in instrument.indicators() {
@@ -314,4 +356,26 @@ pub fn server_chain(server: &Server, origin: &str) -> Vec<(i64, String)> {
 /// A JSON value for assertions.
 pub fn j(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(json!(null))
+}
+
+/// A binary built by this workspace (`cargo test --workspace` builds them all), found
+/// next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build -p {name}` (or `cargo test --workspace`, which builds it)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a `sidak-server` admin command on a data directory; returns stdout.
+pub fn server_cli(dir: &Path, args: &[&str]) -> String {
+    let out =
+        Command::new(binary("sidak-server")).arg("--data-dir").arg(dir).args(args).output().expect("sidak-server runs");
+    assert!(out.status.success(), "sidak-server {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
 }

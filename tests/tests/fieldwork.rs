@@ -36,7 +36,8 @@ fn result_documents(server: &Server) -> BTreeMap<String, String> {
 fn fields(server: &Server) -> BTreeMap<(String, String), Value> {
     server.read(|tx| {
         let mut stmt = tx.prepare("SELECT entity, field, value FROM fields")?;
-        let rows = stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))?;
+        let rows =
+            stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))?;
         let mut out = BTreeMap::new();
         for row in rows {
             let (k, v) = row?;
@@ -82,7 +83,14 @@ fn a_day_of_fieldwork_in_three_regions() {
 
     // Every device's log is held exactly, and every photo byte for byte.
     for (device, _, _) in devices.iter_mut() {
-        let mine: Vec<(i64, String)> = device.field.all_ops().unwrap().into_iter().filter(|o| Some(o.origin) == device.field.identity().unwrap().map(|i| i.origin)).map(|o| (o.seq as i64, o.hash.to_hex())).collect();
+        let mine: Vec<(i64, String)> = device
+            .field
+            .all_ops()
+            .unwrap()
+            .into_iter()
+            .filter(|o| Some(o.origin) == device.field.identity().unwrap().map(|i| i.origin))
+            .map(|o| (o.seq as i64, o.hash.to_hex()))
+            .collect();
         let origin = device.field.identity().unwrap().unwrap().origin.to_string();
         assert_eq!(server_chain(&server, &origin), mine, "{} is held exactly once, unaltered", device.assessor);
         for v in device.field.visits(false).unwrap() {
@@ -149,7 +157,14 @@ fn a_day_of_fieldwork_in_three_regions() {
     for (origin, n) in batches {
         let at = sent.get(&origin).copied().unwrap_or(0);
         let body = json!({"ops": by_origin[&origin][at..at + n]});
-        let r: Value = client.post(format!("{}/v1/ops/push", second.url())).bearer_auth(&admin).json(&body).send().unwrap().json().unwrap();
+        let r: Value = client
+            .post(format!("{}/v1/ops/push", second.url()))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert!(r["origins"][0]["rejected"].is_null(), "{r}");
         sent.insert(origin, at + n);
     }
@@ -157,11 +172,28 @@ fn a_day_of_fieldwork_in_three_regions() {
     for entry in walk(&server.dir().join("blobs")) {
         let bytes = std::fs::read(&entry).unwrap();
         let sha = sidak_core::hash::sha256_hex(&bytes);
-        client.post(format!("{}/v1/evidence/{sha}", second.url())).bearer_auth(&admin).json(&json!({"size": bytes.len(), "media_type": "image/jpeg"})).send().unwrap();
-        let r: Value = client.put(format!("{}/v1/evidence/{sha}?offset=0", second.url())).bearer_auth(&admin).header("content-type", "application/octet-stream").body(bytes).send().unwrap().json().unwrap();
+        client
+            .post(format!("{}/v1/evidence/{sha}", second.url()))
+            .bearer_auth(&admin)
+            .json(&json!({"size": bytes.len(), "media_type": "image/jpeg"}))
+            .send()
+            .unwrap();
+        let r: Value = client
+            .put(format!("{}/v1/evidence/{sha}?offset=0", second.url()))
+            .bearer_auth(&admin)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(r["complete"], true);
     }
-    assert_eq!(result_documents(&second), incremental, "the same ops in another order give the same results, byte for byte");
+    assert_eq!(
+        result_documents(&second),
+        incremental,
+        "the same ops in another order give the same results, byte for byte"
+    );
 
     // What a phone shows for a product is what the server publishes for it.
     let (device, _, _) = &mut devices[0];
@@ -169,8 +201,23 @@ fn a_day_of_fieldwork_in_three_regions() {
     let view = device.field.visit(&visit).unwrap();
     let phone = device.field.provisional_score(&view).unwrap();
     let phone_product = phone.units[0].products[0].clone();
-    let server_doc: Value = serde_json::from_str(&incremental.iter().find(|(k, _)| k.starts_with("unit/") && k.contains(&unit_entity(&server, &view.unit.code, &view.institution.code))).unwrap().1).unwrap();
-    let server_product = server_doc["products"].as_array().unwrap().iter().find(|p| p["id"] == json!(view.product.code)).unwrap().clone();
+    let server_doc: Value = serde_json::from_str(
+        &incremental
+            .iter()
+            .find(|(k, _)| {
+                k.starts_with("unit/") && k.contains(&unit_entity(&server, &view.unit.code, &view.institution.code))
+            })
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let server_product = server_doc["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == json!(view.product.code))
+        .unwrap()
+        .clone();
     assert_eq!(json!(phone_product.outcome.score), server_product["score"], "phone and server agree to the last digit");
     assert_eq!(serde_json::to_value(&phone_product.dimensions).unwrap(), server_product["dimensions"]);
 }

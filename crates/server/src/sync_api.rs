@@ -310,10 +310,12 @@ async fn evidence_begin(
         return Err(ApiError::invalid_body(format!("`{}` is not a media type such as image/jpeg", begin.media_type)));
     }
     let now = state.now();
+    let st = state.clone();
     let status = state
         .db()
         .write(move |tx| {
             if let Some(held) = evidence_row(tx, &sha)? {
+                let held = reconcile_upload(tx, &st, held)?;
                 if held.size != begin.size {
                     return Err(ApiError::size_mismatch(format!(
                         "{sha} was announced with {} bytes, not {}",
@@ -362,6 +364,7 @@ async fn evidence_chunk(
         .write(move |tx| {
             let held = evidence_row(tx, &sha)?
                 .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
+            let held = reconcile_upload(tx, &st, held)?;
             if held.complete || offset + (chunk.len() as u64) <= held.received {
                 return Ok(Ok(held)); // a replay: acknowledged, nothing written
             }
@@ -401,6 +404,53 @@ async fn evidence_chunk(
     Ok(Json(status))
 }
 
+/// Brings an unfinished upload's record in line with its files after a crash. Chunks
+/// are synced to disk before the store records them, so the partial file is never
+/// shorter than recorded — except when a crash fell between moving the completed file
+/// into place and committing that: then the file is finished here.
+fn reconcile_upload(tx: &Transaction<'_>, state: &AppState, held: EvidenceStatus) -> Result<EvidenceStatus, ApiError> {
+    if held.complete {
+        return Ok(held);
+    }
+    let hex = held.sha256.to_hex();
+    let on_disk = std::fs::metadata(state.upload_path(&hex)).map(|m| m.len()).unwrap_or(0);
+    if on_disk >= held.received {
+        return Ok(held);
+    }
+    let blob = state.blob_path(&hex);
+    if blob.is_file() && file_digest(&blob)? == held.sha256 {
+        tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
+        let institutions = citing_institutions(tx, &hex)?;
+        let instruments = state.instruments();
+        for i in institutions {
+            results::recompute(tx, &instruments, &i)?;
+        }
+        return Ok(EvidenceStatus { received: held.size, complete: true, ..held });
+    }
+    tracing::warn!(sha256 = %hex, recorded = held.received, on_disk, "an upload lost bytes in a crash; resuming from what is on disk");
+    tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", params![hex, on_disk as i64])?;
+    Ok(EvidenceStatus { received: on_disk, ..held })
+}
+
+fn file_digest(path: &std::path::Path) -> Result<Sha256Digest, ApiError> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(ApiError::internal)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(ApiError::internal)?;
+    Ok(Sha256Digest(h.finalize().into()))
+}
+
+/// Institutions whose visits cite a file.
+fn citing_institutions(tx: &Transaction<'_>, hex: &str) -> Result<Vec<String>, ApiError> {
+    Ok(tx
+        .prepare(
+            "SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity
+             WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL",
+        )?
+        .query_map([hex], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 /// Verifies a fully received upload, moves it into place and recomputes the results
 /// of the visits that cite it. A digest mismatch is a refusal that must still be
 /// committed (the upload is discarded), so it is the inner error.
@@ -415,13 +465,7 @@ fn complete_upload(
     if !part.exists() {
         std::fs::File::create(&part).map_err(ApiError::internal)?;
     }
-    let bytes_hash = {
-        use sha2::{Digest, Sha256};
-        let mut f = std::fs::File::open(&part).map_err(ApiError::internal)?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h).map_err(ApiError::internal)?;
-        Sha256Digest(h.finalize().into())
-    };
+    let bytes_hash = file_digest(&part)?;
     if bytes_hash != *sha {
         // Discard the upload entirely: the client announces it again and resends.
         tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [&hex])?;
@@ -434,14 +478,7 @@ fn complete_upload(
     std::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).map_err(ApiError::internal)?;
     std::fs::rename(&part, &dest).map_err(ApiError::internal)?;
     tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
-    let institutions: Vec<String> = tx
-        .prepare(
-            "SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity
-             WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL",
-        )?
-        .query_map([&hex], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for i in institutions {
+    for i in citing_institutions(tx, &hex)? {
         results::recompute(tx, instruments, &i)?;
     }
     Ok(Ok(evidence_row(tx, sha)?.ok_or_else(|| ApiError::internal("completed evidence vanished"))?))

@@ -354,6 +354,17 @@ async fn evidence_uploads_resume_verify_and_are_scoped() {
     // An overlapping chunk is taken from where the server is.
     let (s, st) = put_chunk(&h, &h.assessor, &digest, 50_000, &photo[50_000..]).await;
     assert_eq!((s, st["complete"].as_bool()), (StatusCode::OK, Some(true)));
+    // A crash after the finished file was moved into place but before the store
+    // recorded it: the next chunk (or announcement) finishes it instead of corrupting it.
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET complete = 0, received = 100000 WHERE sha256 = ?1", [&digest])
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 100_000, &photo[100_000..200_000]).await;
+    assert_eq!((s, st["complete"].as_bool()), (StatusCode::OK, Some(true)), "{st}");
     // Announcing it again with another size is refused.
     let (s, e) = h
         .call(
