@@ -246,7 +246,7 @@ impl Device {
         let photo_dir = self.dir.join("camera");
         std::fs::create_dir_all(&photo_dir).expect("camera dir");
         let mut visits = Vec::new();
-        let mut value = |rng: &mut dyn rand::RngCore| (quality + rng.gen_range(-1i64..=1)).clamp(0, 3).to_string();
+        let value = |rng: &mut dyn rand::RngCore| (quality + rng.gen_range(-1i64..=1)).clamp(0, 3).to_string();
         for (p, product) in assignment.products.iter().enumerate() {
             let visit = self
                 .field

@@ -202,7 +202,7 @@ fn a_day_of_fieldwork_in_three_regions() {
     let phone = device.field.provisional_score(&view).unwrap();
     let phone_product = phone.units[0].products[0].clone();
     let server_doc: Value = serde_json::from_str(
-        &incremental
+        incremental
             .iter()
             .find(|(k, _)| {
                 k.starts_with("unit/") && k.contains(&unit_entity(&server, &view.unit.code, &view.institution.code))
