@@ -82,9 +82,9 @@ pub fn apply_push_result(
 /// What the client holds of an op it pulled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
-    /// Not held: apply it.
+    /// Not held: store it.
     No,
-    /// Held with the same hash: skip it.
+    /// Held with the same hash: do not store it again.
     Same,
     /// Held with a different hash: the logs disagree.
     Different(Sha256Digest),
@@ -93,11 +93,16 @@ pub enum Held {
 /// What to do with one pulled page.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PullPlan {
-    /// Ops to apply, in the server's order.
+    /// Ops not held yet, to store, in the server's order.
+    pub store: Vec<Op>,
+    /// Ops to apply to the materialised state, in the server's order: every op of the
+    /// page that the server applied, whether held already or not (applying is
+    /// idempotent; an op the server released from quarantine comes back unflagged).
+    /// An op the server holds in quarantine is stored, not applied, as there.
     pub apply: Vec<Op>,
     /// Ops already held.
     pub duplicates: usize,
-    /// The cursor to store once `apply` is durable.
+    /// The cursor to store once `store` and `apply` are durable.
     pub cursor: Cursor,
     /// Whether to pull again.
     pub more: bool,
@@ -154,6 +159,7 @@ pub fn plan_pull_page(
         }
         after = c.seq;
     }
+    let mut store = Vec::new();
     let mut apply = Vec::new();
     let mut duplicates = 0;
     for pulled in &page.ops {
@@ -163,15 +169,18 @@ pub fn plan_pull_page(
         after = pulled.server_seq;
         pulled.op.check_form().map_err(|e| PullError::Malformed { op: pulled.op.op_ref(), reason: e.to_string() })?;
         match held(&pulled.op) {
-            Held::No => apply.push(pulled.op.clone()),
+            Held::No => store.push(pulled.op.clone()),
             Held::Same => duplicates += 1,
             Held::Different(_) => return Err(PullError::Diverged { op: pulled.op.op_ref() }),
+        }
+        if !pulled.quarantined {
+            apply.push(pulled.op.clone());
         }
     }
     if page.cursor.seq < after {
         return Err(PullError::OutOfOrder { seq: page.cursor.seq, after });
     }
-    Ok(PullPlan { apply, duplicates, cursor: page.cursor, more: page.more })
+    Ok(PullPlan { store, apply, duplicates, cursor: page.cursor, more: page.more })
 }
 
 /// The next evidence chunk to send, `(offset, length)`, or `None` when done.

@@ -177,6 +177,11 @@ pub struct PulledOp {
     pub received_at: i64,
     /// The op.
     pub op: Op,
+    /// True when the server holds the op in quarantine (stored, not applied): a
+    /// pulling tier that mirrors this server does not apply it either. Omitted when
+    /// false. (Added in v1; older servers never send it.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// `POST /v1/origins/status`.

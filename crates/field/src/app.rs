@@ -645,6 +645,10 @@ impl Field {
             let mut out = Vec::new();
             for id in ids {
                 let id: EntityId = id.parse().map_err(|_| FieldError::Corrupt("bad visit id".into()))?;
+                // A visit of another device whose first ops are not here (yet) is skipped.
+                if field_value(tx, id, "instrument")?.is_none() {
+                    continue;
+                }
                 let v = load_visit(tx, id)?;
                 out.push(VisitSummary {
                     id,

@@ -15,8 +15,6 @@ use serde::Serialize;
 use sidak_core::chain::ChainHead;
 use sidak_core::hash::Sha256Digest;
 use sidak_core::ids::OriginId;
-use sidak_core::op::Op;
-use sidak_core::records::{check_op, Author};
 use sidak_core::sync::{
     apply_push_result, backoff_ms, next_chunk, plan_pull_page, plan_push, Held, PullError, PushOutcome,
 };
@@ -28,7 +26,6 @@ use sidak_core::wire::{
 use crate::app::Field;
 use crate::error::{db, FieldError};
 use crate::log::{self, require_identity};
-use crate::view::TxView;
 
 /// How to sync.
 #[derive(Clone, Debug)]
@@ -45,6 +42,8 @@ pub struct SyncOptions {
     pub timeout: Duration,
     /// Give up on a transient failure after this long.
     pub retry_for: Duration,
+    /// The first retry delay; later ones double, up to 10 s, each with full jitter.
+    pub retry_base: Duration,
 }
 
 impl SyncOptions {
@@ -57,6 +56,7 @@ impl SyncOptions {
             chunk: 256 * 1024,
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
+            retry_base: Duration::from_millis(250),
         }
     }
 }
@@ -171,7 +171,8 @@ impl Http<'_> {
                     if started.elapsed() >= self.opts.retry_for {
                         return Err(SyncError::Network(why));
                     }
-                    let delay = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand::thread_rng().gen()));
+                    let base = self.opts.retry_base.as_millis().max(1) as u64;
+                    let delay = Duration::from_millis(backoff_ms(attempt, base, 10_000, rand::thread_rng().gen()));
                     (self.progress)(Progress::Retrying(why, delay));
                     std::thread::sleep(delay);
                     self.retries += 1;
@@ -393,11 +394,7 @@ impl Field {
         (http.progress)(Progress::Phase("sending photos"));
         self.upload_evidence(&mut http, &mut summary)?;
 
-        // Pull.
-        (http.progress)(Progress::Phase("receiving updates"));
-        self.pull(&mut http, &mut summary)?;
-
-        // Assignments and instruments.
+        // Instruments and assignments (before the pull: pulled records refer to them).
         (http.progress)(Progress::Phase("refreshing assignments"));
         let list: InstrumentList = http.send("instruments", &|c| c.get(http_url(opts, "/v1/instruments")))?;
         for summary_item in list.instruments {
@@ -415,6 +412,10 @@ impl Field {
         }
         let assignments: AssignmentList = http.send("assignments", &|c| c.get(http_url(opts, "/v1/assignments")))?;
         self.load_assignments(&assignments)?;
+
+        // Pull.
+        (http.progress)(Progress::Phase("receiving updates"));
+        self.pull(&mut http, &mut summary)?;
 
         // What the server and the centre hold now.
         let status: StatusResponse = http.send("status", &|c| {
@@ -531,7 +532,7 @@ impl Field {
                 other => other?,
             };
             let now = self.now();
-            let applied = self.store.write(|tx, instruments| {
+            let applied = self.store.write(|tx, _| {
                 let plan = plan_pull_page(cursor, &page, |op| match log::hash_at(tx, op.origin, op.seq) {
                     Ok(Some(h)) if h == op.hash => Held::Same,
                     Ok(Some(h)) => Held::Different(h),
@@ -545,9 +546,13 @@ impl Field {
                     }
                     Err(e) => return Err(FieldError::Invalid(format!("pull: {e}"))),
                 };
-                let n = plan.apply.len() as u64;
+                let n = plan.store.len() as u64;
+                for op in &plan.store {
+                    log::insert(tx, op)?;
+                }
+                // Mirror the server: apply what it applied, hold what it holds back.
                 for op in &plan.apply {
-                    apply_pulled(tx, instruments, op)?;
+                    log::apply(tx, op)?;
                 }
                 set_sync_meta(tx, "cursor", &plan.cursor.to_string())?;
                 log::observe_clock(tx, page.server_hlc, now)?;
@@ -572,19 +577,4 @@ impl Field {
 
 fn http_url(opts: &SyncOptions, path: &str) -> String {
     format!("{}{path}", opts.server)
-}
-
-/// Stores a pulled op and applies it if it passes this device's own checks.
-fn apply_pulled(
-    tx: &Transaction<'_>,
-    instruments: &std::collections::BTreeMap<sidak_core::instrument::InstrumentRef, sidak_core::instrument::Instrument>,
-    op: &Op,
-) -> Result<(), FieldError> {
-    if log::insert(tx, op)? {
-        let author = if op.entity.kind.device_writable() { Author::Device } else { Author::Server };
-        if check_op(op, author, &TxView { tx, instruments }).is_ok() {
-            log::apply(tx, op)?;
-        }
-    }
-    Ok(())
 }

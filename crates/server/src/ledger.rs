@@ -347,6 +347,19 @@ pub fn quarantine(tx: &Transaction<'_>, op: &Op, code: &str, message: &str, now_
     Ok(())
 }
 
+/// Marks a quarantined op as applied and moves it to the end of the pull order (a new
+/// `server_seq`), so that a tier which pulled it while it was held back sees it again,
+/// unflagged, and applies it too.
+pub fn release(tx: &Transaction<'_>, op: &Op) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE ops SET quarantined = 0, server_seq = (SELECT MAX(server_seq) + 1 FROM ops) WHERE origin = ?1 AND seq = ?2",
+        params![op.origin.to_string(), op.seq as i64],
+    )?;
+    // AUTOINCREMENT must never hand out that number again.
+    tx.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(server_seq) FROM ops) WHERE name = 'ops'", [])?;
+    Ok(())
+}
+
 /// Reads ops from rows of `SELECT <OP_COLUMNS> FROM ops …`.
 pub const OP_COLUMNS: &str =
     "origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash";

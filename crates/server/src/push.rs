@@ -280,10 +280,7 @@ pub fn retry_waiting(
                         "DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2",
                         params![op.origin.to_string(), op.seq as i64],
                     )?;
-                    tx.execute(
-                        "UPDATE ops SET quarantined = 0 WHERE origin = ?1 AND seq = ?2",
-                        params![op.origin.to_string(), op.seq as i64],
-                    )?;
+                    ledger::release(tx, &op)?;
                     tx.execute(
                         "UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1",
                         [op.origin.to_string()],

@@ -153,15 +153,15 @@ async fn pull_ops(
             if after > last as u64 {
                 return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
             }
-            let sql = format!("SELECT server_seq, received_at, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
+            let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
             let mut stmt = tx.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![after as i64, who.region, who.assessor, limit as i64 + 1], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, ledger::row_op(r, 2)?))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, ledger::row_op(r, 3)?))
             })?;
             let mut ops = Vec::new();
             for row in rows {
-                let (server_seq, received_at, op) = row?;
-                ops.push(PulledOp { server_seq: server_seq as u64, received_at, op: op? });
+                let (server_seq, received_at, quarantined, op) = row?;
+                ops.push(PulledOp { server_seq: server_seq as u64, received_at, op: op?, quarantined: quarantined == 1 });
             }
             let more = ops.len() > limit;
             ops.truncate(limit);

@@ -147,12 +147,33 @@ async fn a_bad_op_is_quarantined_and_never_blocks_the_ops_behind_it() {
         .read_blocking(|tx| sidak_server::ledger::field(tx, &visit.id.to_string(), "answer.proses.prosedur"))
         .unwrap();
     assert_eq!(value, Some(json!(0)), "the op after the bad one was applied ({after:?})");
+    // A pulling tier sees both held back.
+    let (_, page) = h.call("GET", "/v1/ops/pull?limit=1000", Some(&h.assessor), None).await;
+    let origin = json!(dev.origin.to_string());
+    let (bad_seq, waiting_seq) = (bad.seq, waiting.seq);
+    let flagged = move |page: &Value| -> Vec<(u64, bool)> {
+        page["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["op"]["origin"] == origin)
+            .map(|p| (p["op"]["seq"].as_u64().unwrap(), p["quarantined"].as_bool().unwrap_or(false)))
+            .filter(|(seq, _)| *seq == bad_seq || *seq == waiting_seq)
+            .collect()
+    };
+    assert_eq!(flagged(&page), vec![(bad.seq, true), (waiting.seq, true)]);
+    let cursor = page["cursor"].as_str().unwrap().to_owned();
     // The missing visit arrives: the waiting op is released.
     dev.write(ghost_visit, "instrument", json!({"id": "penilaian-2023", "version": 1}), None);
     let (_, r) = push(&h, &h.assessor, dev.batch(dev.ops.len() - 1)).await;
     let q: Vec<u64> =
         r["origins"][0]["quarantined"].as_array().unwrap().iter().map(|x| x["seq"].as_u64().unwrap()).collect();
     assert_eq!(q, vec![bad.seq], "the waiting op was released");
+    // ... and served again after the cursor, unflagged, so the pulling tier applies it.
+    let (_, page) = h.call("GET", &format!("/v1/ops/pull?cursor={cursor}&limit=1000"), Some(&h.assessor), None).await;
+    assert_eq!(flagged(&page), vec![(waiting.seq, false)]);
+    let seqs: Vec<u64> = page["ops"].as_array().unwrap().iter().map(|p| p["server_seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "server_seq still rises: {seqs:?}");
 }
 
 #[tokio::test]
