@@ -211,6 +211,11 @@ pub struct OriginStatus {
     /// What the tier above holds, as last reported to this tier (regional servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<ChainHead>,
+    /// True when an op of this origin carried a clock too far ahead of this tier's
+    /// (its device's date is wrong): the stamp was kept but not adopted. Omitted when
+    /// false. (Added in v1.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock_flagged: bool,
 }
 
 /// `GET /v1/manifest`: the end-of-day manifest of a tier, per origin.

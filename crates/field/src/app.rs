@@ -169,6 +169,8 @@ pub struct StatusView {
     pub unsent_ops: u64,
     /// Evidence files not yet fully uploaded.
     pub unsent_files: u64,
+    /// Of which damaged on this device (no longer matching their digest): not sent.
+    pub damaged_files: u64,
     /// When the last sync finished completely (ms since 1970).
     pub last_sync: Option<i64>,
     /// What the last sync attempt said.
@@ -678,8 +680,11 @@ impl Field {
                 .optional()
                 .map_err(db)?
                 .unwrap_or((0, None));
-            let unsent_files: i64 =
-                tx.query_row("SELECT COUNT(*) FROM uploads WHERE complete = 0", [], |r| r.get(0)).map_err(db)?;
+            let (unsent_files, damaged_files): (i64, i64) = tx
+                .query_row("SELECT COUNT(*), COUNT(failed) FROM uploads WHERE complete = 0", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db)?;
             let sync_meta = |key: &str| -> Result<Option<String>, FieldError> {
                 tx.query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(db)
             };
@@ -704,6 +709,7 @@ impl Field {
                 upstream_acked: upstream_acked.map(|u| u as u64),
                 unsent_ops: head_seq.saturating_sub(server_acked as u64),
                 unsent_files: unsent_files as u64,
+                damaged_files: damaged_files as u64,
                 last_sync: sync_meta("last_sync_at")?.and_then(|v| v.parse().ok()),
                 last_sync_result: sync_meta("last_sync_result")?,
                 visits,

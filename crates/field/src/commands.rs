@@ -317,6 +317,9 @@ pub fn status(field: &mut Field) -> Result<Output, FieldError> {
     let _ = writeln!(h, "assessor {} · region {} · origin {}", s.assessor, s.region, s.origin);
     let _ = writeln!(h, "ops written: {} (chain head {}…)", s.head_seq, &s.head_hash[..16]);
     let _ = writeln!(h, "unsent ops: {} · unsent files: {}", s.unsent_ops, s.unsent_files);
+    if s.damaged_files > 0 {
+        let _ = writeln!(h, "damaged files (not sent; they no longer match their digest): {}", s.damaged_files);
+    }
     let upstream = s.upstream_acked.map(|u| u.to_string()).unwrap_or_else(|| "unknown".into());
     let _ = writeln!(h, "held by the server: {} · by the centre: {upstream}", s.server_acked);
     let last = match (s.last_sync, &s.last_sync_result) {
@@ -376,8 +379,14 @@ pub fn sync(
     let mut opts = crate::sync::SyncOptions::new(&server, &token);
     opts.timeout = std::time::Duration::from_secs(timeout.max(1));
     opts.retry_for = std::time::Duration::from_secs(retry_for);
+    // A bar while the amount of work is known (records, bytes), a spinner otherwise.
+    let spinner = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let bar_style = indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
     let bar = show_progress.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
+        let b = indicatif::ProgressBar::new_spinner().with_style(spinner.clone());
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         b
     });
@@ -385,9 +394,23 @@ pub fn sync(
         if let Some(b) = &bar {
             use crate::sync::Progress as P;
             match p {
-                P::Phase(s) => b.set_prefix(s),
-                P::Pushed(n, total) => b.set_message(format!("{n}/{total} records held by the server")),
-                P::Uploaded(n, total) => b.set_message(format!("{} / {} KiB", n / 1024, total / 1024)),
+                P::Phase(s) => {
+                    b.set_style(spinner.clone());
+                    b.set_prefix(s);
+                    b.set_message("");
+                }
+                P::Pushed(n, total) => {
+                    b.set_style(bar_style.clone());
+                    b.set_length(total);
+                    b.set_position(n);
+                    b.set_message("records held by the server");
+                }
+                P::Uploaded(n, total) => {
+                    b.set_style(bar_style.clone());
+                    b.set_length(total.div_ceil(1024));
+                    b.set_position(n / 1024);
+                    b.set_message("KiB");
+                }
                 P::Pulled(n) => b.set_message(format!("{n} received")),
                 P::Retrying(why, delay) => b.set_message(format!("retrying in {:.1}s: {why}", delay.as_secs_f64())),
             }
@@ -420,5 +443,23 @@ pub fn sync(
     for q in &s.quarantined {
         let _ = writeln!(h, "held back by the server for review: {q}");
     }
+    for sha in &s.files_damaged {
+        let _ = writeln!(
+            h,
+            "photo {} is damaged on this device (it no longer matches its digest) and was not sent",
+            short_digest(sha)
+        );
+    }
+    if s.clock_flagged {
+        let _ = writeln!(
+            h,
+            "warning: this device's clock is far ahead of the server's; set the date and time (nothing was lost)"
+        );
+    }
     Ok(Output::new(h, serde_json::to_value(&s).expect("serialises")))
+}
+
+/// The first twelve characters of a digest, for people.
+fn short_digest(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }

@@ -91,6 +91,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX fields_by_kind ON fields (kind, entity);
     CREATE INDEX ops_by_entity ON ops (entity);
     "#,
+    // 3: an evidence file the server refused because it no longer hashes to its
+    //    digest (damaged storage): not sent again, reported, never blocks the rest.
+    r#"
+    ALTER TABLE uploads ADD COLUMN failed TEXT;
+    "#,
 ];
 
 /// The open store.

@@ -86,8 +86,14 @@ pub struct SyncSummary {
     pub upstream_held: Option<u64>,
     /// Transient failures retried.
     pub retries: u64,
+    /// Evidence files that no longer match their digest on this device (damaged
+    /// storage): set aside, not sent again, reported here and in `status`.
+    pub files_damaged: Vec<String>,
     /// Whether the pull had to start again from zero.
     pub restarted_pull: bool,
+    /// True when the server found this device's clock far ahead of its own: the
+    /// device's date and time settings need fixing (nothing was lost).
+    pub clock_flagged: bool,
     /// Seconds taken.
     pub seconds: f64,
 }
@@ -326,6 +332,18 @@ impl Field {
             )));
         }
 
+        // Another store behind the same address (a server restored from a backup, or
+        // moved): what the old one held of our files says nothing of this one, so
+        // every file not freed is announced again (the server answers at once for
+        // those it holds).
+        self.store.write(|tx, _| {
+            let store = who.store.to_string();
+            if sync_meta(tx, "store")?.is_some_and(|known| known != store) {
+                tx.execute("UPDATE uploads SET complete = 0, received = 0 WHERE pruned = 0", []).map_err(db)?;
+            }
+            set_sync_meta(tx, "store", &store)
+        })?;
+
         // What the server holds of us: the truth to push from (reinstall, restored server).
         let status: StatusResponse = http.send("status", &|c| {
             c.post(http_url(opts, "/v1/origins/status")).json(&StatusRequest { origins: vec![me.origin] })
@@ -426,6 +444,7 @@ impl Field {
             self.store.write(|tx, _| set_acks(tx, me.origin, s.held, s.upstream))?;
             summary.server_held = s.held.seq;
             summary.upstream_held = s.upstream.map(|u| u.seq);
+            summary.clock_flagged = s.clock_flagged;
         }
         let status = self.status()?;
         summary.unsent_ops = status.unsent_ops;
@@ -458,7 +477,7 @@ impl Field {
 
     fn upload_evidence(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
         let pending: Vec<(String, u64, String)> = self.store.read(|tx, _| {
-            let mut stmt = tx.prepare("SELECT b.sha256, b.size, b.media_type FROM uploads u JOIN blobs b ON b.sha256 = u.sha256 WHERE u.complete = 0 AND u.pruned = 0 ORDER BY b.added_at").map_err(db)?;
+            let mut stmt = tx.prepare("SELECT b.sha256, b.size, b.media_type FROM uploads u JOIN blobs b ON b.sha256 = u.sha256 WHERE u.complete = 0 AND u.pruned = 0 AND u.failed IS NULL ORDER BY b.added_at").map_err(db)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))).map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
@@ -470,6 +489,7 @@ impl Field {
             let begin = EvidenceBegin { size, media_type };
             let mut status: EvidenceStatus =
                 http.send("evidence", &|c| c.post(http_url(opts, &format!("/v1/evidence/{sha}"))).json(&begin))?;
+            let mut damaged = None;
             while let Some((offset, len)) =
                 next_chunk(status.size, status.received, opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64)
             {
@@ -477,11 +497,20 @@ impl Field {
                     break;
                 }
                 let chunk = self.blobs.read_chunk(&digest, offset, len as usize)?;
-                status = http.send("evidence chunk", &|c| {
+                let answer = http.send("evidence chunk", &|c| {
                     c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
                         .header("content-type", "application/octet-stream")
                         .body(chunk.clone())
-                })?;
+                });
+                status = match answer {
+                    // The file on this device no longer hashes to its name: sending it
+                    // again cannot help (§6.4). Set it aside and carry on with the rest.
+                    Err(SyncError::Refused(m)) if m.contains("(evidence_mismatch)") => {
+                        damaged = Some(m);
+                        break;
+                    }
+                    other => other?,
+                };
                 sent += len;
                 summary.bytes_uploaded += len;
                 (http.progress)(Progress::Uploaded(sent, total));
@@ -493,6 +522,15 @@ impl Field {
                     .map_err(db)?;
                     Ok(())
                 })?;
+            }
+            if let Some(why) = damaged {
+                self.store.write(|tx, _| {
+                    tx.execute("UPDATE uploads SET failed = ?2, received = 0 WHERE sha256 = ?1", params![sha, why])
+                        .map_err(db)?;
+                    Ok(())
+                })?;
+                summary.files_damaged.push(sha.clone());
+                continue;
             }
             if status.complete {
                 self.store.write(|tx, _| {

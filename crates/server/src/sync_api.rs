@@ -196,7 +196,13 @@ async fn origin_status(
             let mut out = Vec::new();
             for origin in request.origins {
                 out.push(match ledger::binding(tx, origin)? {
-                    None => OriginStatus { origin, held: ChainHead::EMPTY, quarantined: 0, upstream: None },
+                    None => OriginStatus {
+                        origin,
+                        held: ChainHead::EMPTY,
+                        quarantined: 0,
+                        upstream: None,
+                        clock_flagged: false,
+                    },
                     Some(b) if !sees_origin(&who, &b) => {
                         return Err(ApiError::scope_forbidden(format!("origin {origin} is outside this token's scope")))
                     }
@@ -205,6 +211,11 @@ async fn origin_status(
                         held: ChainHead { seq: b.head_seq, hash: b.head_hash },
                         quarantined: b.quarantined as u32,
                         upstream: upstream_head(tx, origin)?,
+                        clock_flagged: tx.query_row(
+                            "SELECT clock_flagged FROM origins WHERE origin = ?1",
+                            [origin.to_string()],
+                            |r| r.get::<_, i64>(0),
+                        )? == 1,
                     },
                 });
             }
