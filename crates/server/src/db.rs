@@ -241,6 +241,16 @@ impl Db {
         result
     }
 
+    /// Writes a consistent copy of the whole store to `target` (`VACUUM INTO`, which
+    /// reads one snapshot and may run while the server writes).
+    pub fn copy_to(&self, target: &Path) -> Result<(), DbError> {
+        let err = |source| DbError { path: self.inner.path.clone(), source };
+        let conn = open_conn(&self.inner.path).map_err(err)?;
+        let text = target.to_str().ok_or_else(|| err(rusqlite::Error::InvalidPath(target.to_owned())))?;
+        conn.execute("VACUUM INTO ?1", [text]).map_err(err)?;
+        Ok(())
+    }
+
     /// [`Db::write_blocking`] on a blocking thread.
     pub async fn write<T, E>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where

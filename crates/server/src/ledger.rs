@@ -451,19 +451,32 @@ pub fn author(
 /// Makes the store's identity on first start: a store id (for cursors) and a server
 /// origin registered in its own chain.
 pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError> {
-    if meta(tx, "store_id")?.is_some() {
-        return Ok(());
+    if meta(tx, "store_id")?.is_none() {
+        set_meta(tx, "store_id", &uuid::Uuid::now_v7().to_string())?;
     }
-    set_meta(tx, "store_id", &uuid::Uuid::now_v7().to_string())?;
-    let origin = OriginId(uuid::Uuid::now_v7());
-    set_meta(tx, "server_origin", &origin.to_string())?;
-    bind(tx, origin, "server", None, None)?;
-    let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
-    author(tx, &BTreeMap::new(), now_ms, &[(device, "role", json!("server"))])?;
+    if meta(tx, "server_origin")?.is_none() {
+        let origin = OriginId(uuid::Uuid::now_v7());
+        set_meta(tx, "server_origin", &origin.to_string())?;
+        bind(tx, origin, "server", None, None)?;
+        let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
+        author(tx, &BTreeMap::new(), now_ms, &[(device, "role", json!("server"))])?;
+    }
     // A new store starts with the built-in instruments published.
-    for id in sidak_core::instrument::BUILTIN_IDS {
-        let instrument = sidak_core::instrument::builtin(id).expect("built-in instruments load");
-        crate::admin::publish_instrument(tx, &instrument, now_ms)?;
+    let published: i64 = tx.query_row("SELECT COUNT(*) FROM instruments", [], |r| r.get(0))?;
+    if published == 0 {
+        for id in sidak_core::instrument::BUILTIN_IDS {
+            let instrument = sidak_core::instrument::builtin(id).expect("built-in instruments load");
+            crate::admin::publish_instrument(tx, &instrument, now_ms)?;
+        }
     }
     Ok(())
+}
+
+/// Gives a copied store (a backup) an identity of its own: a new store id, so that
+/// every pull cursor handed out by the original answers `reset_required` here, and a
+/// new server origin, so that what the copy writes can never fork the chain of
+/// what the original wrote after the copy was taken.
+pub fn renew_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError> {
+    tx.execute("DELETE FROM meta WHERE key IN ('store_id', 'server_origin')", [])?;
+    ensure_identity(tx, now_ms)
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_api;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod db;
 pub mod error;
 pub mod ledger;

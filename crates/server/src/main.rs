@@ -59,6 +59,13 @@ enum Command {
     Assignment(AssignmentCmd),
     /// Recompute every result from scratch.
     Recompute,
+    /// Copy the store and its evidence files into a new directory, safely while the
+    /// server runs; `serve --data-dir <that directory>` starts from the copy.
+    Backup {
+        /// The backup directory (new or empty; evidence files already there are reused).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// List conflicts (concurrent edits of the same field) for review.
     Conflicts {
         /// Only this region.
@@ -240,6 +247,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let instruments = state.instruments();
             let n = state.db().write_blocking(|tx| results::recompute_all(tx, &instruments))?;
             println!("recomputed {n} institution(s)");
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let state = open(&dir)?;
+            let report = sidak_server::backup::backup(&state, &to).map_err(|e| match e {
+                sidak_server::backup::BackupError::TargetHasStore(_) => Failure(3, e.to_string()),
+                _ => Failure(5, e.to_string()),
+            })?;
+            println!(
+                "backed up {} op(s) and {} evidence file(s) ({} copied now, {} KiB) to {}",
+                report.ops,
+                report.files,
+                report.files_copied,
+                report.bytes_copied / 1024,
+                report.to.display()
+            );
             Ok(())
         }
         Command::Conflicts { region } => {
