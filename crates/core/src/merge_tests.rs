@@ -11,9 +11,9 @@ use crate::chain::{verify_chains, ChainFault};
 use crate::hash::Sha256Digest;
 use crate::hlc::{Hlc, HlcClock};
 use crate::ids::{EntityId, OriginId};
-use crate::merge::materialise;
-use crate::op::{Op, OpRef};
-use crate::records::{EntityKind, EntityRef};
+use crate::merge::{materialise, Conflict, State};
+use crate::op::{precedence, Op, OpRef};
+use crate::records::{write_once, EntityKind, EntityRef};
 
 /// A replica that writes ops under its own origin and merges what it receives.
 #[derive(Clone)]
@@ -146,17 +146,17 @@ proptest! {
             prop_assert!(written.is_subset(&held), "an op was lost");
             prop_assert!(verify_chains(r.ops.values()).is_clean());
         }
-        // Every value anyone wrote is either a field's winner or listed in a conflict,
-        // or was superseded by a later write that had seen it.
-        for conflict in &expected.conflicts {
-            prop_assert!(conflict.versions.len() >= 2);
-            let origins: BTreeSet<_> = conflict.versions.iter().map(|v| v.op.origin).collect();
-            prop_assert!(origins.len() >= 2);
-        }
+        check_against_the_ops(&union, &expected)?;
     }
 
     #[test]
-    fn chain_verification_catches_every_single_byte_change(writes in proptest::collection::vec((0u8..3, 0u8..3, -50i64..50), 1..12), pick in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn chain_verification_catches_every_single_byte_change(
+        writes in proptest::collection::vec((0u8..3, 0u8..3, -50i64..50), 1..12),
+        pick in any::<prop::sample::Index>(),
+        part in 0usize..PARTS.len(),
+        at in any::<prop::sample::Index>(),
+        mask in 1u8..=255,
+    ) {
         let mut replica = Replica::new(7);
         for (i, (e, f, v)) in writes.iter().enumerate() {
             replica.write(1_000 + i as u64, *e, &format!("answer.f{f}"), *v);
@@ -164,19 +164,145 @@ proptest! {
         let ops: Vec<Op> = replica.ops.values().cloned().collect();
         prop_assert!(verify_chains(&ops).is_clean());
         let victim = pick.index(ops.len());
-        let mut text = serde_json::to_vec(&ops[victim]).unwrap();
-        let at = pos.index(text.len());
-        prop_assume!(text[at] != byte);
-        text[at] = byte;
-        if let Ok(changed) = serde_json::from_slice::<Op>(&text) {
-            if changed != ops[victim] {
-                let mut tampered = ops;
-                tampered[victim] = changed;
-                let report = verify_chains(&tampered);
-                prop_assert!(!report.is_clean(), "a changed op went unnoticed: {}", String::from_utf8_lossy(&text));
+        // Every case changes the op: no case is skipped.
+        let changed = flip_byte(&ops[victim], PARTS[part], at, mask);
+        prop_assert_ne!(&changed, &ops[victim]);
+        let mut tampered = ops;
+        tampered[victim] = changed.clone();
+        let report = verify_chains(&tampered);
+        prop_assert!(!report.is_clean(), "a change to {} went unnoticed: {:?}", PARTS[part], changed);
+        // And the changed op is never inside a verified head.
+        let head = report.heads.get(&changed.origin).map_or(0, |h| h.seq);
+        let covered = head >= changed.seq && changed.seq > 0;
+        prop_assert!(!covered, "{} changed, yet head {} covers {:?}", PARTS[part], head, changed);
+    }
+}
+
+/// The parts of an op, in the order of its canonical encoding, plus its hash.
+const PARTS: [&str; 12] = [
+    "origin",
+    "seq",
+    "hlc.ms",
+    "hlc.c",
+    "wall",
+    "entity.kind",
+    "entity.id",
+    "field",
+    "value",
+    "parent",
+    "prev",
+    "hash",
+];
+
+/// Xors `mask` (never 0) into one byte of one part of `op`, picked by `at`, as a
+/// change to its canonical bytes would. The kind is a name from a fixed list, so it
+/// moves to another kind; `field` stays ASCII; an absent parent becomes present.
+fn flip_byte(op: &Op, part: &str, at: prop::sample::Index, mask: u8) -> Op {
+    fn flip<const N: usize>(mut bytes: [u8; N], at: prop::sample::Index, mask: u8) -> [u8; N] {
+        bytes[at.index(N)] ^= mask;
+        bytes
+    }
+    let uuid = |u: Uuid| Uuid::from_bytes(flip(*u.as_bytes(), at, mask));
+    let mut op = op.clone();
+    match part {
+        "origin" => op.origin = OriginId(uuid(op.origin.0)),
+        "seq" => op.seq = u64::from_be_bytes(flip(op.seq.to_be_bytes(), at, mask)),
+        "hlc.ms" => op.hlc.ms = u64::from_be_bytes(flip(op.hlc.ms.to_be_bytes(), at, mask)),
+        "hlc.c" => op.hlc.c = u32::from_be_bytes(flip(op.hlc.c.to_be_bytes(), at, mask)),
+        "wall" => op.wall = i64::from_be_bytes(flip(op.wall.to_be_bytes(), at, mask)),
+        "entity.kind" => {
+            let kinds = EntityKind::ALL;
+            let now = kinds.iter().position(|k| *k == op.entity.kind).unwrap();
+            op.entity.kind = kinds[(now + 1 + mask as usize % (kinds.len() - 1)) % kinds.len()];
+        }
+        "entity.id" => op.entity.id = EntityId(uuid(op.entity.id.0)),
+        "field" => {
+            let mut bytes = op.field.clone().into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] ^= (mask & 0x7f).max(1);
+            op.field = String::from_utf8(bytes).unwrap();
+        }
+        "value" => {
+            let n = op.value.as_i64().unwrap();
+            op.value = json!(i64::from_be_bytes(flip(n.to_be_bytes(), at, mask)));
+        }
+        "parent" => {
+            op.parent = Some(match op.parent {
+                None => OpRef { origin: op.origin, seq: u64::from(mask) },
+                Some(p) => {
+                    let mut bytes = [0u8; 24];
+                    bytes[..16].copy_from_slice(p.origin.0.as_bytes());
+                    bytes[16..].copy_from_slice(&p.seq.to_be_bytes());
+                    let bytes = flip(bytes, at, mask);
+                    let origin = Uuid::from_bytes(bytes[..16].try_into().unwrap());
+                    OpRef { origin: OriginId(origin), seq: u64::from_be_bytes(bytes[16..].try_into().unwrap()) }
+                }
+            })
+        }
+        "prev" => op.prev = Sha256Digest(flip(op.prev.0, at, mask)),
+        "hash" => op.hash = Sha256Digest(flip(op.hash.0, at, mask)),
+        other => unreachable!("no part {other}"),
+    }
+    op
+}
+
+/// Checks a merged state against the ops themselves rather than merge's own
+/// bookkeeping: each field holds the value of its winning op; any two ops on a field
+/// from different origins that saw the same version are listed together in a
+/// conflict, with the values they wrote; and every listed version is such an op.
+fn check_against_the_ops(ops: &[Op], state: &State) -> Result<(), TestCaseError> {
+    let unique: BTreeMap<OpRef, &Op> = ops.iter().map(|o| (o.op_ref(), o)).collect();
+    let mut by_field: BTreeMap<(EntityRef, &str), Vec<&Op>> = BTreeMap::new();
+    for op in unique.values() {
+        by_field.entry((op.entity, op.field.as_str())).or_default().push(op);
+    }
+    for ((entity, field), ops) in &by_field {
+        let winner = if write_once(entity.kind, field) {
+            ops.iter().min_by_key(|o| precedence(o))
+        } else {
+            ops.iter().max_by_key(|o| precedence(o))
+        };
+        let winner = winner.unwrap();
+        let held = state.get(entity, field).map(|f| (&f.value, f.version, f.hlc));
+        prop_assert_eq!(held, Some((&winner.value, winner.op_ref(), winner.hlc)), "{}", field);
+    }
+    prop_assert_eq!(
+        state.entities.values().map(|f| f.len()).sum::<usize>(),
+        by_field.len(),
+        "a field came from nowhere"
+    );
+
+    let listed =
+        |c: &Conflict, o: &Op| c.versions.iter().any(|v| v.op == o.op_ref() && v.value == o.value && v.hlc == o.hlc);
+    for (i, a) in unique.values().enumerate() {
+        for b in unique.values().skip(i + 1) {
+            let concurrent = (a.entity, &a.field, a.parent) == (b.entity, &b.field, b.parent) && a.origin != b.origin;
+            if concurrent {
+                prop_assert!(
+                    state.conflicts.iter().any(|c| listed(c, a) && listed(c, b)),
+                    "{} and {} both wrote {} over {:?}, but no conflict lists both",
+                    a.op_ref(),
+                    b.op_ref(),
+                    a.field,
+                    a.parent
+                );
             }
         }
     }
+    for c in &state.conflicts {
+        let mut origins = BTreeSet::new();
+        for v in &c.versions {
+            let op =
+                unique.get(&v.op).ok_or_else(|| TestCaseError::fail(format!("{} listed but never written", v.op)))?;
+            prop_assert_eq!((op.entity, op.field.as_str(), op.parent), (c.entity, c.field.as_str(), c.parent));
+            prop_assert_eq!((&op.value, op.hlc), (&v.value, v.hlc));
+            origins.insert(op.origin);
+        }
+        prop_assert!(origins.len() >= 2, "a conflict of one origin: {:?}", c);
+        let order: Vec<_> = c.versions.iter().map(|v| precedence(unique[&v.op])).collect();
+        prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "versions not lowest precedence first: {:?}", c);
+    }
+    Ok(())
 }
 
 #[test]

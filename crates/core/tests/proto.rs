@@ -158,3 +158,20 @@ fn every_error_code_is_in_the_spec() {
         assert!(spec.contains(&status.to_string()), "status {status} is not in proto/sync-v1.md");
     }
 }
+
+#[test]
+fn the_builtin_instrument_list_example_names_the_builtins_as_they_are() {
+    let list: InstrumentList =
+        serde_json::from_value(read_json(&proto().join("examples/instrument-list.builtin.json"))).unwrap();
+    let mut expected: Vec<(String, u32, String, String)> = sidak_core::instrument::BUILTIN_IDS
+        .iter()
+        .map(|id| {
+            let i = sidak_core::instrument::builtin(id).unwrap();
+            (i.reference.id.clone(), i.reference.version, i.title.clone(), i.digest)
+        })
+        .collect();
+    expected.sort();
+    let got: Vec<(String, u32, String, String)> =
+        list.instruments.into_iter().map(|i| (i.id, i.version, i.title, i.digest)).collect();
+    assert_eq!(got, expected, "proto/examples/instrument-list.builtin.json is out of date");
+}

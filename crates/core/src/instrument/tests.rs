@@ -80,13 +80,32 @@ fn minimal_instrument_loads_with_exact_shares() {
 
 #[test]
 fn reports_every_fault_at_once() {
-    let faults = faults_of(|d| {
-        d["dimensions"][0]["weight"] = json!("59.99");
-        d["dimensions"][1]["variables"][0]["indicators"][0]["answer"]["kind"] = json!("slider");
-        d["bands"][1]["max"] = json!("79.98");
-        d["dimensions"][1]["id"] = json!("d1");
-    });
-    assert!(faults.len() >= 4, "{faults:#?}");
+    let mut doc = minimal();
+    doc["dimensions"][0]["weight"] = json!("59.99");
+    doc["dimensions"][1]["variables"][0]["indicators"][0]["answer"]["kind"] = json!("slider");
+    doc["bands"][1]["max"] = json!("79.98");
+    doc["dimensions"][1]["id"] = json!("d1");
+    let err = Instrument::from_document(doc).unwrap_err();
+    let found: std::collections::BTreeSet<(&str, &str)> =
+        err.faults.iter().map(|f| (f.path.as_str(), f.message.as_str())).collect();
+    let expected = [
+        (
+            "$.dimensions",
+            "the weights of these dimensions add up to 99.99; they must add up to exactly 1 or 100 \
+             (write fractions such as 1/9 for exact thirds and ninths)",
+        ),
+        ("$.dimensions[1].id", "duplicate id `d1` (first used at $.dimensions[0])"),
+        (
+            "$.dimensions[1].variables[0].indicators[0].answer.kind",
+            "unknown answer kind `slider` (expected one of: yes_no, scale, choice, count, number, text)",
+        ),
+        (
+            "$.bands[0]",
+            "gap between band B (up to 79.98) and band A (from 80.00): scores in between would have no grade",
+        ),
+    ];
+    assert_eq!(found, expected.into_iter().collect(), "{err}");
+    assert_eq!(err.faults.len(), expected.len(), "each fault once: {err}");
 }
 
 #[test]
