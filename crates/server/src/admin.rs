@@ -409,19 +409,63 @@ pub struct ConflictView {
     pub versions: Vec<Value>,
     /// The value shown now.
     pub current: Value,
-    /// A later op that saw one of the versions, if the conflict is resolved.
+    /// What resolved the conflict, if anything did: `correction/<id>`, an active
+    /// supervisor's correction of the field written after every version (the latest
+    /// one), or else `origin#seq`, a later op that saw one of the versions.
     pub resolved_by: Option<String>,
 }
 
 /// Conflicts in `region` (None: all).
 pub fn conflicts(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<ConflictView>, ApiError> {
+    conflict_views(tx, region, None)
+}
+
+/// The conflicts on one field of one record (several when the sides had seen
+/// different versions).
+pub fn conflicts_on(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Vec<ConflictView>, ApiError> {
+    conflict_views(tx, None, Some((entity, field)))
+}
+
+/// The latest active correction of `entity`'s `field` written after the clock stamp
+/// `after` (ms, c), as `correction/<id>`.
+fn resolving_correction(
+    tx: &Transaction<'_>,
+    entity: &str,
+    field: &str,
+    after: (i64, i64),
+) -> Result<Option<String>, ApiError> {
+    let found: Option<String> = tx
+        .query_row(
+            "SELECT t.entity FROM fields t
+             JOIN fields f ON f.entity = t.entity AND f.field = 'field' AND f.value = json_quote(?2)
+             JOIN fields v ON v.entity = t.entity AND v.field = 'value'
+             LEFT JOIN fields s ON s.entity = t.entity AND s.field = 'status'
+             WHERE t.kind = 'correction' AND t.field = 'target' AND json_extract(t.value, '$.id') = ?1
+               AND (s.value IS NULL OR s.value = '\"active\"') AND (v.hlc_ms, v.hlc_c) > (?3, ?4)
+             ORDER BY v.hlc_ms DESC, v.hlc_c DESC, v.v_origin DESC, t.entity DESC LIMIT 1",
+            params![entity, field, after.0, after.1],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(found.map(|id| format!("correction/{id}")))
+}
+
+fn conflict_views(
+    tx: &Transaction<'_>,
+    region: Option<&str>,
+    on: Option<(&str, &str)>,
+) -> Result<Vec<ConflictView>, ApiError> {
+    let (on_entity, on_field) = on.unzip();
     let mut stmt = tx.prepare(
         "SELECT entity, kind, field, parent_origin, parent_seq FROM ops WHERE quarantined = 0 AND (?1 IS NULL OR region = ?1)
+         AND (?2 IS NULL OR entity = ?2) AND (?3 IS NULL OR field = ?3)
          GROUP BY entity, field, parent_origin, parent_seq HAVING COUNT(DISTINCT origin) > 1 ORDER BY entity, field",
     )?;
     type Group = (String, String, String, Option<String>, Option<i64>);
     let groups: Vec<Group> = stmt
-        .query_map([region], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .query_map(params![region, on_entity, on_field], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for (entity, kind, field, p_origin, p_seq) in groups {
@@ -434,18 +478,21 @@ pub fn conflicts(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<Confl
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
-        let mut resolved_by = None;
-        for (o, s, ..) in &versions {
-            let later: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT origin, seq FROM ops WHERE entity = ?1 AND field = ?2 AND parent_origin = ?3 AND parent_seq = ?4 ORDER BY server_seq LIMIT 1",
-                    params![entity, field, o, s],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((lo, ls)) = later {
-                resolved_by = Some(format!("{lo}#{ls}"));
-                break;
+        let latest = versions.last().map(|(_, _, ms, c, _)| (*ms, *c)).unwrap_or_default();
+        let mut resolved_by = resolving_correction(tx, &entity, &field, latest)?;
+        if resolved_by.is_none() {
+            for (o, s, ..) in &versions {
+                let later: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT origin, seq FROM ops WHERE entity = ?1 AND field = ?2 AND parent_origin = ?3 AND parent_seq = ?4 ORDER BY server_seq LIMIT 1",
+                        params![entity, field, o, s],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((lo, ls)) = later {
+                    resolved_by = Some(format!("{lo}#{ls}"));
+                    break;
+                }
             }
         }
         out.push(ConflictView {

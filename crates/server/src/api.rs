@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{principal_for, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin_api, results_api, sync_api};
+use crate::{admin_api, results_api, review_api, sync_api};
 
 /// The router being built, and every (method, path) added to it.
 pub struct Routes {
@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> (Router, Vec<(Method, &'static str)>) {
     let routes = sync_api::routes(Routes::new());
     let routes = results_api::routes(routes);
     let routes = admin_api::routes(routes);
+    let routes = review_api::routes(routes);
     let list = routes.list;
     let router = routes
         .router

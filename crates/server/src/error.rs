@@ -53,6 +53,7 @@ constructors! {
     unsupported_media_type => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
     invalid_body => UNPROCESSABLE_ENTITY, "invalid_body";
     evidence_mismatch => UNPROCESSABLE_ENTITY, "evidence_mismatch";
+    invalid_correction => UNPROCESSABLE_ENTITY, "invalid_correction";
     shutting_down => SERVICE_UNAVAILABLE, "shutting_down";
 }
 

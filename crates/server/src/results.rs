@@ -5,7 +5,8 @@
 //! institution has one result per instrument version its visits and assignments use.
 //! Only submitted visits count. Where several visits answer the same thing, the later
 //! one (by finished time, then id) wins. A supervisor's correction replaces the field
-//! value it corrects; evidence counts once its file is complete on this tier.
+//! value it corrects, and the result shows the field value beside it; evidence counts
+//! once its file is complete on this tier.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,7 +103,39 @@ struct Visit {
     location: Location,
     order: (i64, String),
     answers: BTreeMap<String, Value>,
+    /// The field values that corrections replaced (`null`: the field had none).
+    field_values: BTreeMap<String, Value>,
     evidence: BTreeMap<String, Vec<String>>,
+}
+
+/// One respondent of a submitted visit, with corrections applied.
+struct Respondent {
+    id: String,
+    visit: String,
+    kind: RespondentKind,
+    answers: BTreeMap<String, Value>,
+    /// The field values that corrections replaced (`null`: the field had none).
+    field_values: BTreeMap<String, Value>,
+}
+
+/// Replaces `indicator`'s answer with a correction, keeping the field value.
+fn correct(
+    answers: &mut BTreeMap<String, Value>,
+    field_values: &mut BTreeMap<String, Value>,
+    indicator: &str,
+    value: &Value,
+) {
+    let recorded = answers.insert(indicator.to_owned(), value.clone()).unwrap_or(Value::Null);
+    field_values.entry(indicator.to_owned()).or_insert(recorded);
+}
+
+/// An answer as scoring reads it: noting the field value where a correction replaced it.
+fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&Value>) -> AnswerInput {
+    let answer = AnswerInput::with_evidence(value.clone(), evidence);
+    match field_value {
+        Some(recorded) => answer.correcting(recorded.clone()),
+        None => answer,
+    }
 }
 
 /// The scoring input of an institution for one instrument, from current state.
@@ -132,12 +165,21 @@ pub fn institution_input(
             .iter()
             .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
             .collect();
-        visits.push(Visit { id: v, unit, product, location, order, answers, evidence: BTreeMap::new() });
+        visits.push(Visit {
+            id: v,
+            unit,
+            product,
+            location,
+            order,
+            answers,
+            field_values: BTreeMap::new(),
+            evidence: BTreeMap::new(),
+        });
     }
     visits.sort_by(|a, b| a.order.cmp(&b.order));
 
     // Respondents of those visits.
-    let mut respondents: Vec<(String, String, RespondentKind, BTreeMap<String, Value>)> = Vec::new();
+    let mut respondents: Vec<Respondent> = Vec::new();
     for v in &visits {
         for r in children(tx, "respondent", "visit", &v.id)? {
             let f = fields_of(tx, &r)?;
@@ -146,21 +188,21 @@ pub fn institution_input(
                 .iter()
                 .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
                 .collect();
-            respondents.push((r, v.id.clone(), kind, answers));
+            respondents.push(Respondent { id: r, visit: v.id.clone(), kind, answers, field_values: BTreeMap::new() });
         }
     }
 
     // Corrections replace the values they correct.
     let targets: BTreeSet<String> =
-        visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.0.clone())).collect();
+        visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.id.clone())).collect();
     let fixes = corrections(tx, &targets)?;
     for ((target, field), value) in &fixes {
         let Some(indicator) = field.strip_prefix(ANSWER_PREFIX) else { continue };
         if let Some(v) = visits.iter_mut().find(|v| &v.id == target) {
-            v.answers.insert(indicator.to_owned(), value.clone());
+            correct(&mut v.answers, &mut v.field_values, indicator, value);
         }
-        if let Some(r) = respondents.iter_mut().find(|r| &r.0 == target) {
-            r.3.insert(indicator.to_owned(), value.clone());
+        if let Some(r) = respondents.iter_mut().find(|r| &r.id == target) {
+            correct(&mut r.answers, &mut r.field_values, indicator, value);
         }
     }
 
@@ -208,7 +250,7 @@ pub fn institution_input(
                 if instrument.indicator(id).is_some_and(|i| i.level == level) {
                     out.insert(
                         id.clone(),
-                        AnswerInput::with_evidence(value.clone(), v.evidence.get(id).cloned().unwrap_or_default()),
+                        answer_input(value, v.evidence.get(id).cloned().unwrap_or_default(), v.field_values.get(id)),
                     );
                 }
             }
@@ -218,14 +260,18 @@ pub fn institution_input(
     let respondents_at = |level: Level, of_visits: &BTreeSet<&str>| -> Vec<RespondentInput> {
         respondents
             .iter()
-            .filter(|(_, visit, kind, _)| {
-                of_visits.contains(visit.as_str())
-                    && instrument.respondent_rule(*kind).is_some_and(|r| r.level == level)
+            .filter(|r| {
+                of_visits.contains(r.visit.as_str())
+                    && instrument.respondent_rule(r.kind).is_some_and(|rule| rule.level == level)
             })
-            .map(|(id, _, kind, answers)| RespondentInput {
-                id: id.clone(),
-                kind: *kind,
-                answers: answers.iter().map(|(k, v)| (k.clone(), AnswerInput::new(v.clone()))).collect(),
+            .map(|r| RespondentInput {
+                id: r.id.clone(),
+                kind: r.kind,
+                answers: r
+                    .answers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), answer_input(v, Vec::new(), r.field_values.get(k))))
+                    .collect(),
             })
             .collect()
     };

@@ -795,8 +795,12 @@ async fn every_route_is_described_and_every_described_route_exists() {
 async fn every_role_against_every_endpoint() {
     let h = Harness::new();
     let mut dev = Device::new(70, "a1", "jateng");
-    dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    let visit = dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
     push(&h, &h.assessor, dev.batch(0)).await;
+    let correction = json!({"target": {"kind": "visit", "id": visit.id}, "field": "answer.proses.moto", "value": 2, "reason": "the photo"});
+    let (s, made) = h.call("POST", "/v1/review/corrections", Some(&h.admin), Some(correction.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let withdraw = format!("/v1/review/corrections/{}/withdraw", made["id"].as_str().unwrap());
     let photo = b"a photo".to_vec();
     let digest = sha(&photo);
     h.call(
@@ -851,6 +855,17 @@ async fn every_role_against_every_endpoint() {
         ("GET", "/v1/admin/conflicts".into(), None, review),
         ("GET", "/v1/admin/quarantine".into(), None, review),
         ("POST", "/v1/admin/recompute".into(), None, admin),
+        ("GET", "/v1/review/visits".into(), None, review),
+        ("GET", "/v1/review/edits".into(), None, review),
+        ("GET", "/v1/review/corrections".into(), None, review),
+        ("POST", "/v1/review/corrections".into(), Some(correction), review),
+        ("POST", withdraw, Some(json!({"reason": "checked again"})), review),
+        (
+            "POST",
+            "/v1/review/conflicts/resolve".into(),
+            Some(json!({"entity": visit.id, "field": "answer.proses.moto", "value": 2, "reason": "checked"})),
+            review,
+        ),
     ];
     let tokens = [
         ("assessor", h.assessor.clone()),

@@ -109,6 +109,8 @@ struct Parsed {
     value: AnswerValue,
     raw: Value,
     evidence: usize,
+    /// The value recorded in the field, when a correction replaced it.
+    field_value: Option<Value>,
 }
 
 type Answers<'a> = BTreeMap<&'a str, Parsed>;
@@ -342,7 +344,12 @@ impl<'i> Checker<'i> {
                 Ok(value) => {
                     out.insert(
                         id.as_str(),
-                        Parsed { value, raw: answer.value.clone(), evidence: answer.evidence.len() },
+                        Parsed {
+                            value,
+                            raw: answer.value.clone(),
+                            evidence: answer.evidence.len(),
+                            field_value: answer.field_value.clone(),
+                        },
                     );
                 }
                 Err(err) => self.faults.push(fault(&apath, err.to_string())),
@@ -414,10 +421,30 @@ struct Calc<'i> {
 }
 
 /// An indicator's attainment in a scope, with what it used.
+#[derive(Clone)]
 struct IndicatorCalc {
     attain: Attain,
     answer: Option<Value>,
     respondents: Option<u32>,
+    /// The field value a correction replaced, shown beside `answer`.
+    field_value: Option<Value>,
+}
+
+impl IndicatorCalc {
+    /// A result that used no direct answer.
+    fn without_answer(attain: Attain, respondents: Option<u32>) -> IndicatorCalc {
+        IndicatorCalc { attain, answer: None, respondents, field_value: None }
+    }
+
+    /// A result from a direct answer, if there is one.
+    fn with_answer(attain: Attain, parsed: Option<&Parsed>) -> IndicatorCalc {
+        IndicatorCalc {
+            attain,
+            answer: parsed.map(|p| p.raw.clone()),
+            respondents: None,
+            field_value: parsed.and_then(|p| p.field_value.clone()),
+        }
+    }
 }
 
 impl<'i> Calc<'i> {
@@ -456,6 +483,7 @@ impl<'i> Calc<'i> {
             weight: weight.clone(),
             outcome: self.outcome(&self.to_score(attain.clone()), false),
             answer: None,
+            field_value: None,
             respondents: None,
             children,
         }
@@ -526,7 +554,7 @@ impl<'i> Calc<'i> {
                 m => m,
             };
         }
-        IndicatorCalc { attain, answer: None, respondents: Some(answered) }
+        IndicatorCalc::without_answer(attain, Some(answered))
     }
 
     fn direct(
@@ -545,7 +573,7 @@ impl<'i> Calc<'i> {
                 } else {
                     Attain::NotApplicable
                 };
-                IndicatorCalc { attain, answer: parsed.map(|p| p.raw.clone()), respondents: None }
+                IndicatorCalc::with_answer(attain, parsed)
             }
         }
     }
@@ -558,11 +586,11 @@ impl<'i> Calc<'i> {
         missing: &mut BTreeSet<String>,
     ) -> IndicatorCalc {
         if !indicator.is_scored() {
-            return IndicatorCalc { attain: Attain::NotApplicable, answer: None, respondents: None };
+            return IndicatorCalc::without_answer(Attain::NotApplicable, None);
         }
         if unit.products.is_empty() {
             missing.insert(format!("{place}: no service product observed"));
-            return IndicatorCalc { attain: Attain::Missing(None), answer: None, respondents: None };
+            return IndicatorCalc::without_answer(Attain::Missing(None), None);
         }
         let items: Vec<_> = unit
             .products
@@ -579,7 +607,7 @@ impl<'i> Calc<'i> {
                 )
             })
             .collect();
-        IndicatorCalc { attain: combine(items), answer: None, respondents: None }
+        IndicatorCalc::without_answer(combine(items), None)
     }
 
     /// Builds a dimensions → variables → indicators tree from per-indicator results;
@@ -601,6 +629,7 @@ impl<'i> Calc<'i> {
                         node.outcome.status = Status::Complete;
                     }
                     node.answer = calc.answer;
+                    node.field_value = calc.field_value;
                     node.respondents = calc.respondents;
                     ind_nodes.push(node);
                     if indicator.is_scored() {
@@ -655,10 +684,10 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
     let mut missing_all = BTreeSet::new();
     let mut inst_missing = BTreeSet::new();
     // Institution-level indicators are computed once and shared by every unit.
-    let mut institution_level: BTreeMap<&str, (Attain, Option<Value>, Option<u32>)> = BTreeMap::new();
+    let mut institution_level: BTreeMap<&str, IndicatorCalc> = BTreeMap::new();
     for indicator in instrument.indicators().filter(|i| i.level == Level::Institution) {
         let c = calc.direct(indicator, &inst.scope, "institution", &mut inst_missing);
-        institution_level.insert(&indicator.id, (c.attain, c.answer, c.respondents));
+        institution_level.insert(&indicator.id, c);
     }
 
     let mut units: Vec<UnitCalc> =
@@ -717,7 +746,7 @@ fn before_deductions(before: &Attain, deductions: &[AppliedDeduction]) -> Option
 fn compute_unit(
     calc: &Calc<'_>,
     unit: &CheckedUnit<'_>,
-    institution_level: &BTreeMap<&str, (Attain, Option<Value>, Option<u32>)>,
+    institution_level: &BTreeMap<&str, IndicatorCalc>,
     inst_missing: &BTreeSet<String>,
 ) -> UnitCalc {
     let place = format!("unit `{}`", unit.input.id);
@@ -730,8 +759,7 @@ fn compute_unit(
             Level::Unit => calc.direct(indicator, &unit.scope, &place, &mut missing),
             Level::Institution => {
                 uses_institution = true;
-                let (attain, answer, respondents) = institution_level[indicator.id.as_str()].clone();
-                IndicatorCalc { attain, answer, respondents }
+                institution_level[indicator.id.as_str()].clone()
             }
         },
     );
@@ -749,11 +777,7 @@ fn compute_unit(
                 |i| i.level == Level::Product && i.is_scored(),
                 |indicator| {
                     let parsed = p.answers.get(indicator.id.as_str());
-                    IndicatorCalc {
-                        attain: calc.answered(indicator, parsed, &pplace, &mut pmissing),
-                        answer: parsed.map(|x| x.raw.clone()),
-                        respondents: None,
-                    }
+                    IndicatorCalc::with_answer(calc.answered(indicator, parsed, &pplace, &mut pmissing), parsed)
                 },
             );
             ProductResult {

@@ -123,64 +123,81 @@ pub struct DeductionInput {
 /// A recorded answer: a value (or "not applicable") and the evidence it cites.
 ///
 /// In JSON it is the bare value (`true`, `2`, `"opt-a"`), `{"na": true}`, or
-/// `{"value": …, "evidence": ["<sha256>", …]}`.
+/// `{"value": …, "evidence": ["<sha256>", …], "field_value": …}` (both optional).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnswerInput {
-    /// The value as recorded (`{"na": true}` for not applicable).
+    /// The value scored (`{"na": true}` for not applicable): as recorded, or as a
+    /// supervisor corrected it.
     pub value: Value,
     /// SHA-256 digests of the evidence files it cites.
     pub evidence: Vec<String>,
+    /// When a correction replaced the recorded value: the value recorded in the
+    /// field (`null` if there was none). Shown beside the answer in results, never
+    /// scored.
+    pub field_value: Option<Value>,
 }
 
 impl AnswerInput {
     /// An answer without evidence.
     pub fn new(value: Value) -> AnswerInput {
-        AnswerInput { value, evidence: Vec::new() }
+        AnswerInput { value, evidence: Vec::new(), field_value: None }
     }
 
     /// An answer citing evidence.
     pub fn with_evidence(value: Value, evidence: Vec<String>) -> AnswerInput {
-        AnswerInput { value, evidence }
+        AnswerInput { value, evidence, field_value: None }
+    }
+
+    /// The same answer, noting that `value` corrects `field_value`, the value
+    /// recorded in the field.
+    pub fn correcting(self, field_value: Value) -> AnswerInput {
+        AnswerInput { field_value: Some(field_value), ..self }
     }
 }
 
 impl Serialize for AnswerInput {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.evidence.is_empty() {
+        if self.evidence.is_empty() && self.field_value.is_none() {
             self.value.serialize(s)
         } else {
             #[derive(Serialize)]
             struct Full<'a> {
                 value: &'a Value,
+                #[serde(skip_serializing_if = "<[String]>::is_empty")]
                 evidence: &'a [String],
+                #[serde(skip_serializing_if = "Option::is_none")]
+                field_value: Option<&'a Value>,
             }
-            Full { value: &self.value, evidence: &self.evidence }.serialize(s)
+            Full { value: &self.value, evidence: &self.evidence, field_value: self.field_value.as_ref() }.serialize(s)
         }
     }
 }
+
+/// The members of an answer's full form.
+const FULL_FORM: [&str; 3] = ["value", "evidence", "field_value"];
 
 impl<'de> Deserialize<'de> for AnswerInput {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AnswerInput, D::Error> {
         let value = Value::deserialize(d)?;
         match value {
-            Value::Object(mut map) if map.contains_key("value") || map.contains_key("evidence") => {
+            Value::Object(mut map) if FULL_FORM.iter().any(|k| map.contains_key(*k)) => {
                 for key in map.keys() {
-                    if key != "value" && key != "evidence" {
+                    if !FULL_FORM.contains(&key.as_str()) {
                         return Err(serde::de::Error::custom(format!(
-                            "unknown field `{key}` in an answer (expected `value` and `evidence`)"
+                            "unknown field `{key}` in an answer (expected `value`, `evidence` and `field_value`)"
                         )));
                     }
                 }
-                let value = map
-                    .remove("value")
-                    .ok_or_else(|| serde::de::Error::custom("an answer with `evidence` needs a `value`"))?;
+                let value = map.remove("value").ok_or_else(|| {
+                    serde::de::Error::custom("an answer with `evidence` or `field_value` needs a `value`")
+                })?;
                 let evidence = match map.remove("evidence") {
                     None => Vec::new(),
                     Some(e) => serde_json::from_value(e).map_err(|e| {
                         serde::de::Error::custom(format!("`evidence` must be a list of SHA-256 digests: {e}"))
                     })?,
                 };
-                Ok(AnswerInput { value, evidence })
+                Ok(AnswerInput { value, evidence, field_value: map.remove("field_value") })
             }
             other => Ok(AnswerInput::new(other)),
         }

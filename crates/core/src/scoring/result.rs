@@ -172,6 +172,11 @@ pub struct NodeResult {
     /// report only how many respondents answered).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Value>,
+    /// For a directly answered indicator whose answer a supervisor corrected: the
+    /// value recorded in the field (`null` if the field had none). `answer` is then
+    /// the corrected value, the one scored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_value: Option<Value>,
     /// For questionnaire indicators: how many respondents answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub respondents: Option<u32>,
