@@ -42,6 +42,12 @@ impl Server {
 
     /// Starts a server on the store in `dir`.
     pub fn start_in(dir: &Path) -> Server {
+        Server::start_at(dir, "127.0.0.1:0".parse().expect("address"))
+    }
+
+    /// Starts a server on the store in `dir`, listening on `addr` (to restart a server
+    /// where its clients expect it).
+    pub fn start_at(dir: &Path, addr: SocketAddr) -> Server {
         let state = AppState::open(dir, system_clock()).expect("store opens");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -50,7 +56,7 @@ impl Server {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
                 sidak_server::api::serve(listener, serve_state, async move {
                     let _ = stopped.await;
@@ -86,6 +92,20 @@ impl Server {
     /// Assigns a unit (every product) to an assessor.
     pub fn assign(&self, assessor: &str, institution: &str, unit: &str, instrument: &str) -> String {
         assign(&self.state, assessor, institution, unit, instrument)
+    }
+
+    /// Runs one replication round to the centre at `url` with a peer token, as a
+    /// regional server's replication thread does (tests drive rounds themselves so
+    /// that every step is deterministic).
+    pub fn replicate(
+        &self,
+        url: &str,
+        peer_token: &str,
+    ) -> Result<sidak_server::upstream::RoundReport, sidak_server::upstream::ReplicationError> {
+        sidak_server::upstream::replicate_once(
+            &self.state,
+            &sidak_server::upstream::UpstreamConfig::new(url, peer_token),
+        )
     }
 
     /// Runs a blocking read on the store.

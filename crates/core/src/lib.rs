@@ -10,6 +10,7 @@ pub mod hash;
 pub mod hlc;
 pub mod ids;
 pub mod instrument;
+pub mod manifest;
 pub mod merge;
 #[cfg(test)]
 mod merge_tests;

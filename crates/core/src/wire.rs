@@ -232,7 +232,7 @@ pub struct Manifest {
 pub struct ManifestEntry {
     /// The origin.
     pub origin: OriginId,
-    /// Highest contiguous seq held.
+    /// Highest seq held contiguously from 1 with every hash and link verified.
     pub seq: u64,
     /// Hash of the op at `seq`.
     pub head_hash: Sha256Digest,
@@ -244,6 +244,14 @@ pub struct ManifestEntry {
     pub visits: u64,
     /// Evidence files this origin cited.
     pub evidence: u64,
+    /// The region the origin is registered in, when it has one. (Added in v1.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// What verifying this tier's copy of the chain found (every op's hash recomputed,
+    /// every link checked): `seq` is the verified prefix. Omitted when clean. (Added
+    /// in v1.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::chain::ChainFault>,
 }
 
 /// `POST /v1/evidence/{sha256}`: announce an upload.
@@ -267,6 +275,12 @@ pub struct EvidenceStatus {
     pub received: u64,
     /// True once every byte arrived and the SHA-256 was verified.
     pub complete: bool,
+    /// Whether the centre holds the complete file: on the centre the same as
+    /// `complete`; on a regional server what the centre last acknowledged to it.
+    /// Omitted by servers that do not know. (Added in v1.) A device frees a local file
+    /// only when this is true and the centre holds every op citing it (§6.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centre_complete: Option<bool>,
 }
 
 /// `GET /v1/instruments`.
@@ -386,6 +400,7 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("unsupported_media_type", 415),
     ("invalid_body", 422),
     ("evidence_mismatch", 422),
+    ("invalid_correction", 422),
     ("internal", 500),
     ("shutting_down", 503),
 ];

@@ -722,6 +722,83 @@ impl Field {
     pub fn all_ops(&mut self) -> Result<Vec<sidak_core::op::Op>, FieldError> {
         self.store.read(|tx, _| log::read_ops(tx, None, 0, u64::MAX))
     }
+
+    /// This device's end-of-day manifest: its own chain, verified, in the format a
+    /// server's `GET /v1/manifest` uses, for `sidak-server manifest compare`.
+    pub fn manifest(&mut self) -> Result<sidak_core::wire::Manifest, FieldError> {
+        let me = self.store.read(|tx, _| require_identity(tx))?;
+        let ops = self.store.read(|tx, _| log::read_ops(tx, Some(me.origin), 0, u64::MAX))?;
+        let facts = sidak_core::manifest::OriginFacts { region: Some(me.region.clone()), quarantined: 0 };
+        Ok(sidak_core::wire::Manifest {
+            store: sidak_core::ids::StoreId(me.origin.0),
+            origins: vec![sidak_core::manifest::entry_for(me.origin, &ops, &facts)],
+        })
+    }
+
+    /// Frees the local copy of every evidence file that the centre holds complete and
+    /// whose citing records the centre holds too (as last learnt by `sync`); keeps
+    /// every other file. The records stay; only the photo bytes leave the device.
+    pub fn prune(&mut self) -> Result<PruneReport, FieldError> {
+        let me = self.store.read(|tx, _| require_identity(tx))?;
+        let (free, kept) = self.store.read(|tx, _| {
+            let centre: i64 = tx
+                .query_row("SELECT upstream_seq FROM acks WHERE origin = ?1", [me.origin.to_string()], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .optional()
+                .map_err(db)?
+                .flatten()
+                .unwrap_or(0);
+            let mut stmt = tx
+                .prepare(
+                    "SELECT u.sha256, b.size, u.centre_complete,
+                        (SELECT MAX(o.seq) FROM ops o WHERE o.origin = ?1 AND o.entity IN
+                            (SELECT entity FROM fields WHERE kind = 'evidence' AND field = 'sha256' AND value = json_quote(u.sha256)))
+                     FROM uploads u JOIN blobs b ON b.sha256 = u.sha256 WHERE u.pruned = 0",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([me.origin.to_string()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+                })
+                .map_err(db)?;
+            let (mut free, mut kept) = (Vec::new(), 0u64);
+            for row in rows {
+                let (sha, size, centre_complete, cited_up_to) = row.map_err(db)?;
+                if centre_complete == 1 && cited_up_to.unwrap_or(i64::MAX) <= centre {
+                    free.push((sha, size as u64));
+                } else {
+                    kept += 1;
+                }
+            }
+            Ok((free, kept))
+        })?;
+        let mut report = PruneReport { freed: 0, bytes: 0, kept };
+        for (sha, size) in free {
+            let digest: Sha256Digest = sha.parse().map_err(|_| FieldError::Corrupt(format!("bad digest {sha}")))?;
+            // Marked first, deleted after: a crash in between leaves a stray file,
+            // never a record that claims a file it no longer has.
+            self.store.write(|tx, _| {
+                tx.execute("UPDATE uploads SET pruned = 1 WHERE sha256 = ?1", [&sha]).map_err(db)?;
+                Ok(())
+            })?;
+            self.blobs.remove(&digest)?;
+            report.freed += 1;
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+}
+
+/// What `prune` did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Files freed.
+    pub freed: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files kept because the centre does not hold them (or their records) yet.
+    pub kept: u64,
 }
 
 /// The result of recording an answer.

@@ -358,6 +358,22 @@ pub fn provisional_unit_score(field: &mut Field, view: &VisitView) -> Result<Opt
     Ok(r.units[0].outcome.score.or(r.units[0].outcome.provisional).map(|p| p.to_string()))
 }
 
+/// `sidak-field prune`.
+pub fn prune(field: &mut Field) -> Result<Output, FieldError> {
+    let r = field.prune()?;
+    let human =
+        format!("{} photo(s) freed ({} KiB); {} kept until the centre holds them\n", r.freed, r.bytes / 1024, r.kept);
+    Ok(Output::new(human, serde_json::to_value(&r).expect("serialises")))
+}
+
+/// `sidak-field manifest`: always JSON, the format servers compare.
+pub fn manifest(field: &mut Field) -> Result<Output, FieldError> {
+    let m = field.manifest()?;
+    let json = serde_json::to_value(&m).expect("serialises");
+    let human = format!("{}\n", serde_json::to_string_pretty(&json).expect("serialises"));
+    Ok(Output::new(human, json))
+}
+
 /// `sidak-field sync`.
 pub fn sync(
     field: &mut Field,

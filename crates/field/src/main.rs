@@ -64,6 +64,12 @@ enum Command {
     },
     /// What is unsent, when the device last synced, where its visits are held.
     Status,
+    /// Free the local copies of photos the centre holds (with the records citing
+    /// them), as last learnt by `sync`; everything else stays.
+    Prune,
+    /// Print this device's end-of-day manifest (its chain, verified) for
+    /// `sidak-server manifest compare`.
+    Manifest,
     /// Send everything unsent to the server and receive what is new.
     Sync {
         /// The server's URL (remembered for next time).
@@ -283,6 +289,8 @@ fn run(cli: &Cli) -> Result<Output, FieldError> {
             }
         }
         Command::Status => commands::status(&mut open(cli)?),
+        Command::Prune => commands::prune(&mut open(cli)?),
+        Command::Manifest => commands::manifest(&mut open(cli)?),
         Command::Sync { server, token, quiet, timeout, retry_for } => {
             let mut field = open(cli)?;
             let show = !quiet && !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -96,6 +96,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE uploads ADD COLUMN failed TEXT;
     "#,
+    // 4: whether the centre holds each file complete (relayed by a regional server):
+    //    with the centre's acknowledgement of the ops citing it, what `prune` needs.
+    r#"
+    ALTER TABLE uploads ADD COLUMN centre_complete INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The open store.

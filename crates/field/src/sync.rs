@@ -339,7 +339,8 @@ impl Field {
         self.store.write(|tx, _| {
             let store = who.store.to_string();
             if sync_meta(tx, "store")?.is_some_and(|known| known != store) {
-                tx.execute("UPDATE uploads SET complete = 0, received = 0 WHERE pruned = 0", []).map_err(db)?;
+                tx.execute("UPDATE uploads SET complete = 0, received = 0, centre_complete = 0 WHERE pruned = 0", [])
+                    .map_err(db)?;
             }
             set_sync_meta(tx, "store", &store)
         })?;
@@ -533,15 +534,35 @@ impl Field {
                 continue;
             }
             if status.complete {
+                let centre = status.centre_complete.unwrap_or(false);
                 self.store.write(|tx, _| {
                     tx.execute(
-                        "UPDATE uploads SET complete = 1, received = ?2 WHERE sha256 = ?1",
-                        params![sha, status.size as i64],
+                        "UPDATE uploads SET complete = 1, received = ?2, centre_complete = ?3 WHERE sha256 = ?1",
+                        params![sha, status.size as i64, centre as i64],
                     )
                     .map_err(db)?;
                     Ok(())
                 })?;
                 summary.files_uploaded += 1;
+            }
+        }
+        // Files this server holds but the centre may not yet: ask again, so that
+        // `prune` knows what it may free.
+        let waiting: Vec<String> = self.store.read(|tx, _| {
+            let mut stmt = tx
+                .prepare("SELECT sha256 FROM uploads WHERE complete = 1 AND centre_complete = 0 AND pruned = 0")
+                .map_err(db)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        for sha in waiting {
+            let status: EvidenceStatus =
+                http.send("evidence status", &|c| c.get(http_url(opts, &format!("/v1/evidence/{sha}/status"))))?;
+            if status.centre_complete == Some(true) {
+                self.store.write(|tx, _| {
+                    tx.execute("UPDATE uploads SET centre_complete = 1 WHERE sha256 = ?1", [&sha]).map_err(db)?;
+                    Ok(())
+                })?;
             }
         }
         Ok(())

@@ -139,6 +139,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX results_by_change ON results (changed);
     CREATE INDEX results_by_institution ON results (institution);
     "#,
+    // 2: tiers. Whether the centre holds each evidence file; origins of which this
+    //    tier holds only the part in its scope (the centre's own, seen from a region).
+    r#"
+    ALTER TABLE blobs ADD COLUMN upstream_complete INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE partial_origins (origin TEXT PRIMARY KEY REFERENCES origins (origin)) STRICT;
+    "#,
 ];
 
 /// Why the database failed.

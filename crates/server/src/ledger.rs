@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 use sidak_core::canonical::canonical_json;
+use sidak_core::chain::ChainHead;
 use sidak_core::hash::Sha256Digest;
 use sidak_core::hlc::{Hlc, HlcClock};
 use sidak_core::ids::{EntityId, OriginId};
@@ -238,8 +239,25 @@ fn class_of(entity: &EntityRef, author: &Binding) -> &'static str {
     }
 }
 
-/// Stores an op (applied or quarantined) with its scope tags; returns its server_seq.
+/// Stores an op (applied or quarantined) with its scope tags as the new head of its
+/// origin's chain (the caller admitted it); returns its server_seq.
 pub fn store_op(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+    quarantined: bool,
+) -> Result<i64, ApiError> {
+    let server_seq = store_row(tx, op, author, received_at, quarantined)?;
+    tx.execute(
+        "UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1",
+        params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at],
+    )?;
+    Ok(server_seq)
+}
+
+/// Stores an op's row with its scope tags, without moving its origin's head.
+fn store_row(
     tx: &Transaction<'_>,
     op: &Op,
     author: &Binding,
@@ -277,11 +295,173 @@ pub fn store_op(
             class,
         ],
     )?;
-    tx.execute(
-        "UPDATE origins SET head_seq = ?2, head_hash = ?3, quarantined = quarantined + ?4, last_push_at = ?5 WHERE origin = ?1",
-        params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), quarantined as i64, received_at],
-    )?;
-    Ok(tx.last_insert_rowid())
+    let server_seq = tx.last_insert_rowid();
+    if quarantined {
+        tx.execute("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1", [op.origin.to_string()])?;
+    }
+    Ok(server_seq)
+}
+
+/// Moves an origin's verified head forward over ops already held beyond it (ops that
+/// arrived out of order through another tier), as far as each links to the one before.
+pub fn advance_head(tx: &Transaction<'_>, origin: OriginId) -> Result<ChainHead, ApiError> {
+    let Some(b) = binding(tx, origin)? else { return Ok(ChainHead::EMPTY) };
+    let mut head = ChainHead { seq: b.head_seq, hash: b.head_hash };
+    loop {
+        let next: Option<(String, String)> = tx
+            .query_row(
+                "SELECT prev, hash FROM ops WHERE origin = ?1 AND seq = ?2",
+                params![origin.to_string(), head.seq as i64 + 1],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match next {
+            Some((prev, hash)) if digest(&prev)? == head.hash => {
+                head = ChainHead { seq: head.seq + 1, hash: digest(&hash)? };
+            }
+            _ => break,
+        }
+    }
+    if head.seq != b.head_seq {
+        tx.execute(
+            "UPDATE origins SET head_seq = ?2, head_hash = ?3 WHERE origin = ?1",
+            params![origin.to_string(), head.seq as i64, head.hash.to_hex()],
+        )?;
+    }
+    Ok(head)
+}
+
+/// An op held here only because the upstream held it in quarantine comes again
+/// unflagged once the upstream released it: check it here and apply it, or keep it in
+/// quarantine with this tier's own reason.
+fn release_if_released_upstream(
+    tx: &Transaction<'_>,
+    instruments: &Instruments,
+    op: &Op,
+    held_upstream: bool,
+    now_ms: i64,
+    dirty: &mut BTreeSet<String>,
+) -> Result<(), ApiError> {
+    if held_upstream {
+        return Ok(());
+    }
+    let code: Option<String> = tx
+        .query_row(
+            "SELECT code FROM quarantine WHERE origin = ?1 AND seq = ?2",
+            params![op.origin.to_string(), op.seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if code.as_deref() != Some("held_upstream") {
+        return Ok(());
+    }
+    let author = binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("a held op of an unbound origin"))?;
+    match check_op(op, author.author(), &ServerView { tx, instruments }) {
+        Ok(()) => {
+            tx.execute(
+                "DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2",
+                params![op.origin.to_string(), op.seq as i64],
+            )?;
+            tx.execute("UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1", [op.origin.to_string()])?;
+            release(tx, op)?;
+            if let Some(inst) = apply(tx, op, &author)? {
+                dirty.insert(inst);
+            }
+        }
+        Err(r) => quarantine(tx, op, &r.code.to_string(), &r.message, now_ms)?,
+    }
+    Ok(())
+}
+
+/// What became of an op pulled from the upstream tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absorbed {
+    /// Stored (applied, or quarantined as the upstream or this tier's own check says).
+    Stored,
+    /// Already held, the same op.
+    Duplicate,
+    /// Held with another hash: a fork between the tiers, recorded, nothing overwritten.
+    Fork,
+    /// Fails its own form or hash check: recorded, not stored.
+    Malformed,
+}
+
+/// Stores an op pulled from the upstream tier. Upstream pulls carry the ops of this
+/// tier's scope in the upstream's order, so a chain may arrive out of order or (for
+/// an origin that writes for several regions, like the centre's own) only in part:
+/// the op is stored where it belongs and the origin's head moves only over what is
+/// contiguous. It is applied unless the upstream holds it in quarantine or this tier's
+/// own check refuses it (a `missing_dependency` is retried as its record arrives).
+pub fn absorb(
+    tx: &Transaction<'_>,
+    instruments: &Instruments,
+    op: &Op,
+    held_upstream: bool,
+    region: Option<&str>,
+    now_ms: i64,
+    dirty: &mut BTreeSet<String>,
+) -> Result<Absorbed, ApiError> {
+    let refuse = |code: &str, message: String| -> Result<(), ApiError> {
+        tx.execute(
+            "INSERT INTO rejections (origin, seq, code, message, hash, token, at) VALUES (?1, ?2, ?3, ?4, ?5, 'upstream', ?6)",
+            params![op.origin.to_string(), op.seq as i64, code, message, op.hash.to_hex(), now_ms],
+        )?;
+        Ok(())
+    };
+    if let Err(e) = op.check_form() {
+        refuse("malformed", format!("pulled from upstream: {e}"))?;
+        return Ok(Absorbed::Malformed);
+    }
+    if let Some(held) = hash_at(tx, op.origin, op.seq)? {
+        if held == op.hash {
+            release_if_released_upstream(tx, instruments, op, held_upstream, now_ms, dirty)?;
+            return Ok(Absorbed::Duplicate);
+        }
+        refuse("fork", format!("pulled from upstream with hash {}, this tier holds {held}", op.hash))?;
+        return Ok(Absorbed::Fork);
+    }
+    let author = match binding(tx, op.origin)? {
+        Some(b) => b,
+        None => {
+            let own = op.entity.kind == EntityKind::Device && op.entity.id.0 == op.origin.0;
+            match (own, op.field.as_str(), op.value.as_str()) {
+                (true, "assessor", Some(a)) if op.seq == 1 => bind(tx, op.origin, "device", Some(a), region)?,
+                _ => {
+                    // An origin whose registration is outside this tier's scope (the
+                    // centre's own): this tier holds only the part of its chain that
+                    // concerns it.
+                    bind(tx, op.origin, "server", None, None)?;
+                    tx.execute(
+                        "INSERT INTO partial_origins (origin) VALUES (?1) ON CONFLICT DO NOTHING",
+                        [op.origin.to_string()],
+                    )?;
+                }
+            }
+            binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("an origin vanished after binding"))?
+        }
+    };
+    let verdict = if held_upstream {
+        Err(sidak_core::records::Rejection {
+            code: sidak_core::records::RejectCode::Unknown,
+            message: "held in quarantine by the upstream tier".into(),
+        })
+    } else {
+        sidak_core::records::check_op(op, author.author(), &ServerView { tx, instruments })
+    };
+    store_row(tx, op, &author, now_ms, verdict.is_err())?;
+    match verdict {
+        Ok(()) => {
+            if let Some(inst) = apply(tx, op, &author)? {
+                dirty.insert(inst);
+            }
+        }
+        Err(r) => {
+            let code = if held_upstream { "held_upstream".to_owned() } else { r.code.to_string() };
+            quarantine(tx, op, &code, &r.message, now_ms)?;
+        }
+    }
+    advance_head(tx, op.origin)?;
+    Ok(Absorbed::Stored)
 }
 
 const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -358,6 +538,17 @@ pub fn release(tx: &Transaction<'_>, op: &Op) -> Result<(), ApiError> {
     // AUTOINCREMENT must never hand out that number again.
     tx.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(server_seq) FROM ops) WHERE name = 'ops'", [])?;
     Ok(())
+}
+
+/// One origin's ops `from..=to`, in seq order.
+pub fn ops_of(tx: &Transaction<'_>, origin: OriginId, from: u64, to: u64) -> Result<Vec<Op>, ApiError> {
+    let sql = format!("SELECT {OP_COLUMNS} FROM ops WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq");
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut out = Vec::new();
+    for row in stmt.query_map(params![origin.to_string(), from as i64, to as i64], |r| row_op(r, 0))? {
+        out.push(row??);
+    }
+    Ok(out)
 }
 
 /// Reads ops from rows of `SELECT <OP_COLUMNS> FROM ops …`.

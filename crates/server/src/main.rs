@@ -7,10 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sidak_core::ids::EntityId;
 use sidak_server::admin::{self, NewAssignment};
 use sidak_server::auth::{create_token, NewToken, Role};
 use sidak_server::error::ApiError;
 use sidak_server::results;
+use sidak_server::review;
 use sidak_server::state::{system_clock, AppState};
 
 /// Sidak sync server: receives field data, merges, recomputes and publishes results.
@@ -18,7 +20,7 @@ use sidak_server::state::{system_clock, AppState};
 #[command(
     name = "sidak-server",
     version,
-    after_help = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 store error"
+    after_help = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 store error · 6 the tiers differ (manifest compare)"
 )]
 struct Cli {
     /// Where the server keeps its data.
@@ -44,6 +46,16 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Run as a regional server replicating to the central server at this URL.
+        #[arg(long, requires = "upstream_token")]
+        upstream: Option<String>,
+        /// The peer token of this region, issued by the central server.
+        #[arg(long, env = "SIDAK_UPSTREAM_TOKEN", hide_env_values = true)]
+        upstream_token: Option<String>,
+        /// Seconds between replication rounds when nothing new arrives (a push starts
+        /// a round at once).
+        #[arg(long, default_value_t = 5)]
+        replicate_every: u64,
     },
     /// Access tokens.
     #[command(subcommand)]
@@ -59,6 +71,14 @@ enum Command {
     Assignment(AssignmentCmd),
     /// Recompute every result from scratch.
     Recompute,
+    /// This server's end-of-day manifest, or a comparison with the tier below.
+    Manifest {
+        /// Only this region's origins.
+        #[arg(long)]
+        region: Option<String>,
+        #[command(subcommand)]
+        action: Option<ManifestCmd>,
+    },
     /// Copy the store and its evidence files into a new directory, safely while the
     /// server runs; `serve --data-dir <that directory>` starts from the copy.
     Backup {
@@ -77,6 +97,27 @@ enum Command {
         /// Only this region.
         #[arg(long)]
         region: Option<String>,
+    },
+    /// Supervisor review of this store, acting as admin: visits, edits after
+    /// submission, corrections and conflict resolution.
+    Review(ReviewArgs),
+}
+
+#[derive(Subcommand)]
+enum ManifestCmd {
+    /// Compare this server's holdings with the tier below (a regional server, or a
+    /// device's `sidak-field manifest`) and print exactly what is missing or differs
+    /// (exit 6 when anything does).
+    Compare {
+        /// The regional server's URL.
+        #[arg(long, requires = "token", conflicts_with = "file")]
+        with: Option<String>,
+        /// A token of that server allowed to read its manifest (admin or supervisor).
+        #[arg(long, env = "SIDAK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A manifest file instead (e.g. from `sidak-field --json manifest`).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -176,7 +217,15 @@ fn print_json(v: &impl serde::Serialize) {
 fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.data_dir.clone();
     match cli.command {
-        Command::Serve { listen, log_format } => serve(&dir, listen, log_format),
+        Command::Serve { listen, log_format, upstream, upstream_token, replicate_every } => {
+            let upstream = upstream.map(|url| {
+                let mut cfg =
+                    sidak_server::upstream::UpstreamConfig::new(&url, upstream_token.as_deref().unwrap_or(""));
+                cfg.every = std::time::Duration::from_secs(replicate_every.max(1));
+                cfg
+            });
+            serve(&dir, listen, log_format, upstream)
+        }
         Command::Token(TokenCmd::Create { role, region, assessor, label }) => {
             let role: Role = role.parse().map_err(|e| Failure(3, e))?;
             let state = open(&dir)?;
@@ -249,6 +298,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("recomputed {n} institution(s)");
             Ok(())
         }
+        Command::Manifest { region, action: None } => {
+            let state = open(&dir)?;
+            print_json(&sidak_server::manifests::local(&state, region.as_deref())?);
+            Ok(())
+        }
+        Command::Manifest { region, action: Some(ManifestCmd::Compare { with, token, file }) } => {
+            let below = match (with, file) {
+                (Some(url), _) => {
+                    sidak_server::manifests::fetch(&url, token.as_deref().unwrap_or("")).map_err(|e| Failure(1, e))?
+                }
+                (None, Some(f)) => {
+                    let text = std::fs::read_to_string(&f)
+                        .map_err(|e| Failure(4, format!("cannot read {}: {e}", f.display())))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| Failure(3, format!("{} is not a manifest: {e}", f.display())))?
+                }
+                (None, None) => return Err(Failure(2, "give --with URL --token T, or --file F".into())),
+            };
+            let state = open(&dir)?;
+            let diffs = sidak_server::manifests::compare_below(&state, &below, region.as_deref())?;
+            for d in &diffs {
+                println!("{d}");
+            }
+            if diffs.is_empty() {
+                println!("no differences: {} origin(s) compared", below.origins.len());
+                Ok(())
+            } else {
+                Err(Failure(6, format!("{} difference(s) with the tier below", diffs.len())))
+            }
+        }
         Command::Backup { to } => {
             let state = open(&dir)?;
             let report = sidak_server::backup::backup(&state, &to).map_err(|e| match e {
@@ -277,10 +356,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             print_json(&serde_json::json!({ "quarantine": list }));
             Ok(())
         }
+        Command::Review(args) => review_command(&dir, args),
     }
 }
 
-fn serve(dir: &Path, listen: SocketAddr, log_format: LogFormat) -> Result<(), Failure> {
+fn serve(
+    dir: &Path,
+    listen: SocketAddr,
+    log_format: LogFormat,
+    upstream: Option<sidak_server::upstream::UpstreamConfig>,
+) -> Result<(), Failure> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into());
     use std::io::IsTerminal;
@@ -313,7 +398,15 @@ fn serve(dir: &Path, listen: SocketAddr, log_format: LogFormat) -> Result<(), Fa
         let addr = listener.local_addr().map_err(|e| Failure(1, e.to_string()))?;
         println!("sidak-server listening on http://{addr} (data in {})", dir.display());
         tracing::info!(%addr, data_dir = %dir.display(), "listening");
-        sidak_server::api::serve(listener, state, shutdown_signal()).await.map_err(|e| Failure(1, e.to_string()))
+        let replicator = upstream.map(|cfg| {
+            println!("replicating to {} (a regional server)", cfg.url);
+            sidak_server::upstream::spawn(state.clone(), cfg)
+        });
+        let served = sidak_server::api::serve(listener, state, shutdown_signal()).await;
+        if let Some(r) = replicator {
+            tokio::task::spawn_blocking(move || r.stop()).await.map_err(|e| Failure(1, e.to_string()))?;
+        }
+        served.map_err(|e| Failure(1, e.to_string()))
     })
 }
 
@@ -333,6 +426,186 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+#[derive(clap::Args)]
+struct ReviewArgs {
+    /// Print JSON instead of lines for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ReviewCmd,
+}
+
+#[derive(Subcommand)]
+enum ReviewCmd {
+    /// List visits with their edits after submission and active corrections.
+    Visits {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// submitted or draft.
+        #[arg(long, default_value = "submitted")]
+        status: review::VisitStatus,
+        /// Only this institution (its code).
+        #[arg(long)]
+        institution: Option<String>,
+    },
+    /// List the ops written on visits after they were submitted.
+    Edits {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only this visit.
+        #[arg(long)]
+        visit: Option<String>,
+    },
+    /// List corrections, active and withdrawn.
+    Corrections {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only this visit and its respondents.
+        #[arg(long)]
+        visit: Option<String>,
+    },
+    /// Correct an answer of a visit, or of one of its respondents; the field value is
+    /// kept and results use the correction.
+    Correct {
+        /// The visit.
+        #[arg(long)]
+        visit: EntityId,
+        /// A respondent of the visit, to correct its answer instead.
+        #[arg(long)]
+        respondent: Option<EntityId>,
+        /// The field, answer.<indicator>.
+        #[arg(long)]
+        field: String,
+        /// The corrected value as JSON: 2, true, '"opt-a"', '{"na": true}'.
+        #[arg(long)]
+        value: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who corrects (recorded as admin.<NAME>).
+        #[arg(long)]
+        by: String,
+    },
+    /// Withdraw a correction: results use the field value again.
+    Withdraw {
+        /// The correction's id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who withdraws (recorded as admin.<NAME>).
+        #[arg(long)]
+        by: String,
+    },
+    /// Resolve a conflict with a correction: one of its versions, or a value entered.
+    Resolve {
+        /// The visit or respondent whose field is in conflict.
+        #[arg(long)]
+        entity: EntityId,
+        /// The field in conflict.
+        #[arg(long)]
+        field: String,
+        /// The version to keep, origin#seq.
+        #[arg(long, required_unless_present = "value", conflicts_with = "value")]
+        choose: Option<String>,
+        /// Or the value to use, as JSON.
+        #[arg(long)]
+        value: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who resolves (recorded as admin.<NAME>).
+        #[arg(long)]
+        by: String,
+    },
+}
+
+fn json_arg(flag: &str, text: &str) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(text)
+        .map_err(|e| Failure(3, format!("{flag} takes JSON ({e}): write 2, true, '\"opt-a\"' or '{{\"na\": true}}'")))
+}
+
+/// Prints `value` as JSON, or `human` for people.
+fn show(json: bool, value: &impl serde::Serialize, human: impl FnOnce() -> String) {
+    if json {
+        print_json(value);
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn lines<T>(items: &[T], empty: &str, line: impl Fn(&T) -> String) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.iter().map(line).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn written_lines(w: &review::Written) -> String {
+    let ops = if w.ops.is_empty() { "nothing written".to_owned() } else { format!("ops {}", w.ops.join(", ")) };
+    format!("{}\n{ops}", w.correction.line())
+}
+
+fn review_command(dir: &Path, args: ReviewArgs) -> Result<(), Failure> {
+    let state = open(dir)?;
+    let json = args.json;
+    match args.command {
+        ReviewCmd::Visits { region, status, institution } => {
+            let list =
+                state.db().read_blocking(|tx| review::visits(tx, region.as_deref(), status, institution.as_deref()))?;
+            show(json, &serde_json::json!({ "visits": list }), || lines(&list, "no visits", review::VisitView::line));
+        }
+        ReviewCmd::Edits { region, visit } => {
+            let list = state.db().read_blocking(|tx| review::edits(tx, region.as_deref(), visit.as_deref()))?;
+            show(json, &serde_json::json!({ "edits": list }), || {
+                lines(&list, "no edits after submission", review::EditView::line)
+            });
+        }
+        ReviewCmd::Corrections { region, visit } => {
+            let list = state.db().read_blocking(|tx| review::corrections(tx, region.as_deref(), visit.as_deref()))?;
+            show(json, &serde_json::json!({ "corrections": list }), || {
+                lines(&list, "no corrections", review::CorrectionView::line)
+            });
+        }
+        ReviewCmd::Correct { visit, respondent, field, value, reason, by } => {
+            let reviewer = review::Reviewer::local_admin(&by)?;
+            let value = json_arg("--value", &value)?;
+            let instruments = state.instruments();
+            let now = now();
+            let written = state.db().write_blocking(|tx| {
+                let target = review::cli_target(tx, visit, respondent)?;
+                let new = review::NewCorrection { target, field, value, reason };
+                review::correct(tx, &instruments, &reviewer, &new, now)
+            })?;
+            show(json, &written, || written_lines(&written));
+        }
+        ReviewCmd::Withdraw { id, reason, by } => {
+            let reviewer = review::Reviewer::local_admin(&by)?;
+            let instruments = state.instruments();
+            let now = now();
+            let withdrawal = review::Withdrawal { reason };
+            let written =
+                state.db().write_blocking(|tx| review::withdraw(tx, &instruments, &reviewer, &id, &withdrawal, now))?;
+            show(json, &written, || written_lines(&written));
+        }
+        ReviewCmd::Resolve { entity, field, choose, value, reason, by } => {
+            let reviewer = review::Reviewer::local_admin(&by)?;
+            let value = value.map(|v| json_arg("--value", &v)).transpose()?;
+            let instruments = state.instruments();
+            let now = now();
+            let resolution = review::Resolution { entity, field, choose, value, reason };
+            let resolved =
+                state.db().write_blocking(|tx| review::resolve(tx, &instruments, &reviewer, &resolution, now))?;
+            show(json, &resolved, || format!("conflict resolved by\n{}", written_lines(&resolved.correction)));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -90,9 +90,11 @@ fn permit(
     let allowed = match who.role {
         Role::Admin => role == "device" && region.is_some() || role == "server",
         Role::Assessor => role == "device" && assessor == who.assessor && region == who.region,
-        Role::Peer => region.is_some() && region == who.region,
+        // A regional server registers its own origin in its region (the peer token's).
+        Role::Peer => role == "server" || region.is_some() && region == who.region,
         Role::Supervisor => false,
     };
+    let region = if who.role == Role::Peer && role == "server" { who.region.clone() } else { region };
     if !allowed {
         return forbidden(format!(
             "its registration (assessor {}, region {}) does not match this token (assessor {}, region {})",
@@ -148,7 +150,30 @@ pub fn push(
             let head =
                 binding.as_ref().map(|b| ChainHead { seq: b.head_seq, hash: b.head_hash }).unwrap_or(ChainHead::EMPTY);
             let held_hash = if op.seq <= head.seq { ledger::hash_at(tx, origin, op.seq)? } else { None };
-            let (code, message) = match admit(head, held_hash, &op) {
+            let admission = admit(head, held_hash, &op);
+            // Held already beyond the verified head (it came down from the upstream tier
+            // out of order): the same op is a duplicate that lets the head move on.
+            if admission == Admission::Append {
+                if let Some(held) = ledger::hash_at(tx, origin, op.seq)? {
+                    if held == op.hash {
+                        result.duplicates += 1;
+                        let h = ledger::advance_head(tx, origin)?;
+                        if let Some(b) = binding.as_mut() {
+                            b.head_seq = h.seq;
+                            b.head_hash = h.hash;
+                        }
+                        continue;
+                    }
+                    result.rejected.push(RejectedOp {
+                        seq: op.seq,
+                        code: ChainRejectCode::Altered,
+                        message: format!("this server holds a different op #{} of this origin (hash {held})", op.seq),
+                    });
+                    blocked = true;
+                    continue;
+                }
+            }
+            let (code, message) = match admission {
                 Admission::Duplicate => {
                     result.duplicates += 1;
                     continue;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use sidak_core::ids::{OriginId, StoreId};
 
@@ -36,6 +36,7 @@ struct Inner {
     server_origin: OriginId,
     shutting_down: AtomicBool,
     clock: Clock,
+    changed: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl AppState {
@@ -63,6 +64,7 @@ impl AppState {
                 server_origin,
                 shutting_down: AtomicBool::new(false),
                 clock,
+                changed: Arc::new((Mutex::new(false), Condvar::new())),
             }),
         })
     }
@@ -107,6 +109,19 @@ impl AppState {
     /// Marks the server as shutting down (health answers 503).
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Signals that new data arrived (a push, a completed file), so that replication
+    /// to the centre runs now rather than at its next interval.
+    pub fn notify_changed(&self) {
+        let (lock, cv) = &*self.inner.changed;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// What [`AppState::notify_changed`] signals on.
+    pub fn change_signal(&self) -> Arc<(Mutex<bool>, Condvar)> {
+        self.inner.changed.clone()
     }
 
     /// True once shutdown began.

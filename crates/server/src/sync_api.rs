@@ -76,16 +76,19 @@ async fn push_ops(
     }
     let instruments = state.instruments();
     let now = state.now();
-    let response = state
+    let (response, stored) = state
         .db()
         .write(move |tx| {
             let (response, effects) = push(tx, &instruments, &who, request, now)?;
             for institution in &effects.dirty {
                 results::recompute(tx, &instruments, institution)?;
             }
-            Ok::<_, ApiError>(response)
+            Ok::<_, ApiError>((response, effects.stored))
         })
         .await?;
+    if stored > 0 {
+        state.notify_changed();
+    }
     Ok(Json(response))
 }
 
@@ -246,31 +249,31 @@ pub fn build_manifest(
     who: &Principal,
     store: sidak_core::ids::StoreId,
 ) -> Result<Manifest, ApiError> {
+    // Origins of which this tier holds only the part in its scope have no complete
+    // chain to vouch for here; the tier that holds them whole lists them.
     let origins: Vec<String> = tx
-        .prepare("SELECT origin FROM origins WHERE head_seq > 0 ORDER BY origin")?
+        .prepare("SELECT origin FROM origins WHERE origin NOT IN (SELECT origin FROM partial_origins) ORDER BY origin")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
+    let sql = format!("SELECT {OP_COLUMNS} FROM ops WHERE origin = ?1 ORDER BY seq");
     for o in origins {
         let origin: OriginId = o.parse().map_err(ApiError::internal)?;
         let Some(b) = ledger::binding(tx, origin)? else { continue };
         if !sees_origin(who, &b) {
             continue;
         }
-        let (ops, visits, evidence): (i64, i64, i64) = tx.query_row(
-            "SELECT COUNT(*), COUNT(DISTINCT CASE WHEN kind = 'visit' THEN entity END), COUNT(DISTINCT CASE WHEN kind = 'evidence' THEN entity END) FROM ops WHERE origin = ?1",
-            [&o],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        entries.push(ManifestEntry {
-            origin,
-            seq: b.head_seq,
-            head_hash: b.head_hash,
-            ops: ops as u64,
-            quarantined: b.quarantined,
-            visits: visits as u64,
-            evidence: evidence as u64,
-        });
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut ops = Vec::new();
+        for row in stmt.query_map([&o], |r| ledger::row_op(r, 0))? {
+            ops.push(row??);
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        // Every hash recomputed and every link checked: a deleted or altered op shows.
+        let facts = sidak_core::manifest::OriginFacts { region: b.region.clone(), quarantined: b.quarantined };
+        entries.push(sidak_core::manifest::entry_for(origin, &ops, &facts));
     }
     Ok(Manifest { store, origins: entries })
 }
@@ -285,16 +288,21 @@ fn digest_param(sha: &str) -> Result<Sha256Digest, ApiError> {
 }
 
 fn evidence_row(tx: &Transaction<'_>, sha: &Sha256Digest) -> Result<Option<EvidenceStatus>, ApiError> {
+    let regional = crate::db::meta(tx, crate::upstream::UPSTREAM_KEY)?.is_some();
     Ok(tx
-        .query_row("SELECT size, received, complete FROM blobs WHERE sha256 = ?1", [sha.to_hex()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        })
+        .query_row(
+            "SELECT size, received, complete, upstream_complete FROM blobs WHERE sha256 = ?1",
+            [sha.to_hex()],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)),
+        )
         .optional()?
-        .map(|(size, received, complete)| EvidenceStatus {
+        .map(|(size, received, complete, upstream)| EvidenceStatus {
             sha256: *sha,
             size: size as u64,
             received: received as u64,
             complete: complete == 1,
+            // The centre is the top: what it holds complete, the centre holds.
+            centre_complete: Some(if regional { upstream == 1 } else { complete == 1 }),
         }))
 }
 
@@ -339,7 +347,13 @@ async fn evidence_begin(
                 "INSERT INTO blobs (sha256, size, media_type, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![sha.to_hex(), begin.size as i64, begin.media_type, now],
             )?;
-            Ok(EvidenceStatus { sha256: sha, size: begin.size, received: 0, complete: false })
+            Ok(EvidenceStatus {
+                sha256: sha,
+                size: begin.size,
+                received: 0,
+                complete: false,
+                centre_complete: Some(false),
+            })
         })
         .await?;
     if status.size == 0 && !status.complete {
@@ -412,6 +426,9 @@ async fn evidence_chunk(
             Ok(Ok(EvidenceStatus { received, ..held }))
         })
         .await??;
+    if status.complete {
+        state.notify_changed();
+    }
     Ok(Json(status))
 }
 

@@ -1,0 +1,314 @@
+//! Three tiers end to end: two regional servers replicating to a centre over the sync
+//! protocol, devices syncing to their regions, one device later syncing directly to
+//! the centre, a region offline for a week and catching up, acknowledgements flowing
+//! down to the devices (and `prune` freeing only what the centre holds), the centre's
+//! results equal to those computed from the union of every device's ops, and
+//! manifests that find a deleted and a tampered op.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use serde_json::json;
+use sidak_core::op::Op;
+use sidak_e2e::harness::*;
+use sidak_field::sync::SyncOptions;
+use sidak_server::auth::Role;
+
+fn result_documents(server: &Server) -> BTreeMap<String, String> {
+    server.read(|tx| {
+        let mut stmt = tx.prepare("SELECT kind || '/' || entity || '/' || instrument, document FROM results")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<BTreeMap<_, _>, _>>()?)
+    })
+}
+
+fn duplicates(server: &Server) -> i64 {
+    server.read(|tx| {
+        Ok(tx.query_row("SELECT COUNT(*) - COUNT(DISTINCT origin || '#' || seq) FROM ops", [], |r| r.get(0))?)
+    })
+}
+
+fn own_ops(device: &mut Device) -> Vec<Op> {
+    let me = device.field.identity().unwrap().unwrap().origin;
+    device.field.all_ops().unwrap().into_iter().filter(|o| o.origin == me).collect()
+}
+
+fn chain_of(ops: &[Op]) -> Vec<(i64, String)> {
+    ops.iter().map(|o| (o.seq as i64, o.hash.to_hex())).collect()
+}
+
+fn origin_of(device: &mut Device) -> String {
+    device.field.identity().unwrap().unwrap().origin.to_string()
+}
+
+fn evidence_of(device: &mut Device) -> Vec<sidak_field::app::EvidenceView> {
+    let visits = device.field.visits(false).unwrap();
+    visits.into_iter().flat_map(|v| device.field.visit(&v.id.to_string()).unwrap().evidence).collect()
+}
+
+fn server_ops(server: &Server, origin: &str) -> Vec<Op> {
+    server.read(|tx| {
+        let sql = format!("SELECT {} FROM ops WHERE origin = ?1 ORDER BY seq", sidak_server::ledger::OP_COLUMNS);
+        let mut stmt = tx.prepare(&sql)?;
+        let mut out = Vec::new();
+        for row in stmt.query_map([origin], |r| sidak_server::ledger::row_op(r, 0))? {
+            out.push(row??);
+        }
+        Ok(out)
+    })
+}
+
+/// Waits for a condition that a background thread brings about (no fixed sleeps).
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_regions_and_a_centre() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+    let centre = Server::start();
+    centre.import_registry(&registry(&["jateng", "aceh"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    centre.assign("a2", "kota-jateng", "dpmptsp", "penilaian-2023@1");
+    centre.assign("b1", "kota-aceh", "disdukcapil", "penilaian-2023@1");
+    let jateng = Server::start();
+    let aceh = Server::start();
+    let peer_j = centre.token(Role::Peer, Some("jateng"), None);
+    let peer_a = centre.token(Role::Peer, Some("aceh"), None);
+
+    // The regions fetch their part of the season: registry, assignments, instruments.
+    let r = jateng.replicate(&centre.url(), &peer_j).expect("jateng replicates");
+    assert!(r.pulled > 0 && r.caught_up, "{r:?}");
+    aceh.replicate(&centre.url(), &peer_a).expect("aceh replicates");
+    let aceh_units_at_jateng: i64 =
+        jateng.read(|tx| Ok(tx.query_row("SELECT COUNT(*) FROM ops WHERE region = 'aceh'", [], |r| r.get(0))?));
+    assert_eq!(aceh_units_at_jateng, 0, "a region receives its own region only");
+
+    // Devices sync with their regions and see their assignments.
+    let mut a1 = Device::new(&jateng.state, "a1", "jateng");
+    let mut a2 = Device::new(&jateng.state, "a2", "jateng");
+    let mut b1 = Device::new(&aceh.state, "b1", "aceh");
+    for d in [&mut a1, &mut a2, &mut b1] {
+        d.sync(&d_url(d, &jateng, &aceh)).expect("morning sync");
+        assert_eq!(d.field.assignments().unwrap().len(), 1, "{}: its assignment came from the centre", d.assessor);
+    }
+    a1.record_unit("disdukcapil", 3, 30, &mut rng);
+    a2.record_unit("dpmptsp", 2, 0, &mut rng);
+    b1.record_unit("disdukcapil", 1, 30, &mut rng);
+    for d in [&mut a1, &mut a2, &mut b1] {
+        let s = d.sync(&d_url(d, &jateng, &aceh)).expect("evening sync");
+        assert!(s.complete, "{s:?}");
+    }
+    // Before the regions replicate, nothing may be pruned: the centre holds nothing yet.
+    assert_eq!(a1.field.prune().unwrap().freed, 0);
+
+    // The regions replicate: the centre holds every device's chain, unaltered, once.
+    jateng.replicate(&centre.url(), &peer_j).unwrap();
+    aceh.replicate(&centre.url(), &peer_a).unwrap();
+    for d in [&mut a1, &mut a2, &mut b1] {
+        let origin = origin_of(d);
+        assert_eq!(server_chain(&centre, &origin), chain_of(&own_ops(d)), "{} reached the centre", d.assessor);
+    }
+    for e in evidence_of(&mut a1) {
+        let here = std::fs::read(a1.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+        assert_eq!(std::fs::read(centre.state.blob_path(&e.sha256)).expect("the photo reached the centre"), here);
+    }
+
+    // Acknowledgements flow down: the region tells the device what the centre holds.
+    let s = a1.sync(&jateng.url()).unwrap();
+    let head = own_ops(&mut a1).len() as u64;
+    assert_eq!(s.upstream_held, Some(head), "the device learns that the centre holds all of it");
+    let status = a1.field.status().unwrap();
+    assert!(!status.visit_acks.is_empty() && status.visit_acks.iter().all(|v| v.server && v.centre), "{status:?}");
+    // b1's region has not told it yet: its visits are held by the region only.
+    let status = b1.field.status().unwrap();
+    assert!(status.visit_acks.iter().all(|v| v.server && !v.centre), "{status:?}");
+
+    // One device later syncs directly to the centre, with a token the centre issued.
+    a2.record_unit("dpmptsp", 3, 0, &mut rng);
+    let direct = centre.token(Role::Assessor, Some("jateng"), Some("a2"));
+    let s = a2.sync_with(&SyncOptions::new(&centre.url(), &direct)).expect("a direct sync to the centre");
+    assert!(s.complete && s.upstream_held.is_none(), "the centre is the top: {s:?}");
+    let a2_origin = origin_of(&mut a2);
+    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&own_ops(&mut a2)));
+    // The region receives those ops from the centre, and the device's next sync with
+    // its region sends nothing twice.
+    jateng.replicate(&centre.url(), &peer_j).unwrap();
+    assert_eq!(server_chain(&jateng, &a2_origin), chain_of(&own_ops(&mut a2)), "the region holds them too");
+    let s = a2.sync(&jateng.url()).unwrap();
+    assert_eq!((s.pushed, s.unsent_ops), (0, 0), "{s:?}");
+    a2.record_unit("dpmptsp", 1, 0, &mut rng);
+    a2.sync(&jateng.url()).unwrap();
+    jateng.replicate(&centre.url(), &peer_j).unwrap();
+    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&own_ops(&mut a2)));
+    for s in [&centre, &jateng] {
+        assert_eq!(duplicates(s), 0, "an op that came both ways is stored once");
+    }
+
+    // Aceh is offline for a week: b1 keeps working and syncing with the region, the
+    // centre assigns it more work; then aceh comes back and catches up in one go.
+    centre.assign("b1", "kota-aceh", "dinkes", "penilaian-2023@1");
+    for _day in 0..7 {
+        b1.record_unit("disdukcapil", 2, 0, &mut rng);
+        assert!(b1.sync(&aceh.url()).unwrap().complete);
+    }
+    let r = aceh.replicate(&centre.url(), &peer_a).expect("aceh catches up");
+    assert!(r.caught_up && r.pushed > 0 && r.files > 0 && r.pulled > 0, "{r:?}");
+    let b1_origin = origin_of(&mut b1);
+    assert_eq!(server_chain(&centre, &b1_origin), chain_of(&own_ops(&mut b1)));
+    b1.sync(&aceh.url()).unwrap();
+    assert_eq!(b1.field.assignments().unwrap().len(), 2, "the week's new assignment reached the device");
+
+    // The centre's results equal those computed from the union of all device ops (and
+    // the registry and assignments the centre wrote), fed to a fresh server.
+    let fresh = Server::start();
+    let admin = fresh.token(Role::Admin, None, None);
+    let client = reqwest::blocking::Client::new();
+    let centre_origin = centre.state.server_origin().to_string();
+    let mut feeds: Vec<Vec<Op>> = vec![server_ops(&centre, &centre_origin)];
+    for d in [&mut a1, &mut a2, &mut b1] {
+        feeds.push(own_ops(d));
+    }
+    for region in [&jateng, &aceh] {
+        feeds.push(server_ops(region, &region.state.server_origin().to_string()));
+    }
+    for ops in &feeds {
+        for batch in ops.chunks(900) {
+            let r: serde_json::Value = client
+                .post(format!("{}/v1/ops/push", fresh.url()))
+                .bearer_auth(&admin)
+                .json(&json!({ "ops": batch }))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert!(r["origins"].as_array().unwrap().iter().all(|o| o["rejected"].is_null()), "{r}");
+        }
+    }
+    for d in [&mut a1, &mut a2, &mut b1] {
+        for e in evidence_of(d) {
+            if !e.on_device {
+                continue;
+            }
+            let bytes = std::fs::read(d.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+            let url = format!("{}/v1/evidence/{}", fresh.url(), e.sha256);
+            client
+                .post(&url)
+                .bearer_auth(&admin)
+                .json(&json!({"size": bytes.len(), "media_type": e.media_type}))
+                .send()
+                .unwrap();
+            client
+                .put(format!("{url}?offset=0"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .unwrap();
+        }
+    }
+    // The region servers' registration ops are theirs, the rest identical.
+    assert_eq!(result_documents(&fresh), result_documents(&centre), "centre results = results of the union");
+
+    // Manifests: the centre and a region agree, and so do a region and its device.
+    let jateng_admin = jateng.token(Role::Admin, None, None);
+    let out = server_cli(centre.dir(), &["manifest", "compare", "--with", &jateng.url(), "--token", &jateng_admin]);
+    assert!(out.contains("no differences"), "{out}");
+    let device_manifest = a1.dir.join("manifest.json");
+    std::fs::write(&device_manifest, serde_json::to_vec(&a1.field.manifest().unwrap()).unwrap()).unwrap();
+    let out = server_cli(jateng.dir(), &["manifest", "compare", "--file", device_manifest.to_str().unwrap()]);
+    assert!(out.contains("no differences: 1 origin(s)"), "{out}");
+
+    // An op deleted at the centre and an op tampered with at the region are both found.
+    let a1_origin = origin_of(&mut a1);
+    centre
+        .state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("DELETE FROM ops WHERE origin = ?1 AND seq = 25", [&a2_origin])?;
+            Ok::<_, sidak_server::error::ApiError>(())
+        })
+        .unwrap();
+    jateng
+        .state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("UPDATE ops SET value = '\"diubah\"' WHERE origin = ?1 AND seq = 40", [&a1_origin])?;
+            Ok::<_, sidak_server::error::ApiError>(())
+        })
+        .unwrap();
+    let o = std::process::Command::new(binary("sidak-server"))
+        .arg("--data-dir")
+        .arg(centre.dir())
+        .args(["manifest", "compare", "--with", &jateng.url(), "--token", &jateng_admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(6), "differences exit 6: {text}");
+    let a2_head = own_ops(&mut a2).len();
+    let a1_head = own_ops(&mut a1).len();
+    assert!(text.contains(&format!("{a2_origin}: ops 25..{a2_head} held below, missing here")), "{text}");
+    assert!(text.contains(&format!("{a2_origin}: here, op 25 is missing")), "{text}");
+    assert!(text.contains(&format!("{a1_origin}: ops 40..{a1_head} held here, missing below")), "{text}");
+    assert!(text.contains(&format!("{a1_origin}: below, op 40 was altered")), "{text}");
+
+    // Finally the devices free what the centre holds, and only that.
+    let before = std::fs::read_dir(a1.field.dir().join("blobs")).map(|d| d.count()).unwrap_or(0);
+    let freed = a1.field.prune().unwrap();
+    assert!(freed.freed > 0 && freed.kept == 0, "{freed:?} (of {before} directories)");
+    for v in a1.field.visits(false).unwrap() {
+        assert!(a1.field.visit(&v.id.to_string()).unwrap().evidence.iter().all(|e| !e.on_device));
+    }
+}
+
+fn d_url(d: &Device, jateng: &Server, aceh: &Server) -> String {
+    if d.assessor.starts_with('b') {
+        aceh.url()
+    } else {
+        jateng.url()
+    }
+}
+
+#[test]
+fn replication_runs_by_itself_and_catches_up_after_the_centre_was_down() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    let centre_dir = tempfile::tempdir().unwrap();
+    let centre = Server::start_in(centre_dir.path());
+    centre.import_registry(&registry(&["jateng"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let peer = centre.token(Role::Peer, Some("jateng"), None);
+    let region = Server::start();
+    let mut cfg = sidak_server::upstream::UpstreamConfig::new(&centre.url(), &peer);
+    cfg.every = Duration::from_millis(200);
+    cfg.timeout = Duration::from_secs(5);
+    let replicator = sidak_server::upstream::spawn(region.state.clone(), cfg);
+
+    let mut device = Device::new(&region.state, "a1", "jateng");
+    eventually("the assignment reached the region", || {
+        device.sync(&region.url()).is_ok() && !device.field.assignments().unwrap().is_empty()
+    });
+    device.record_unit("disdukcapil", 2, 30, &mut rng);
+    device.sync(&region.url()).unwrap();
+    let origin = origin_of(&mut device);
+    eventually("the centre holds the device's day", || {
+        server_chain(&centre, &origin) == chain_of(&own_ops(&mut device))
+    });
+
+    // The centre goes down; the region keeps accepting the device's work.
+    let addr = centre.addr;
+    drop(centre);
+    device.record_unit("disdukcapil", 1, 0, &mut rng);
+    assert!(device.sync(&region.url()).unwrap().complete);
+    // It comes back where it was: replication catches up without anyone's help.
+    let centre = Server::start_at(centre_dir.path(), addr);
+    eventually("the centre caught up", || server_chain(&centre, &origin) == chain_of(&own_ops(&mut device)));
+    eventually("the device learnt it", || {
+        device.sync(&region.url()).ok().and_then(|s| s.upstream_held) == Some(own_ops(&mut device).len() as u64)
+    });
+    replicator.stop();
+}
