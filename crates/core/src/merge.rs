@@ -2,9 +2,14 @@
 //!
 //! Per field, the op with the greatest `(hlc, origin, seq)` wins (for the few
 //! write-once fields, [`crate::records::write_once`], the least). Any order of
-//! delivery, any duplication and any split across paths gives the same state. Two
-//! ops on the same field with the same `parent` from different origins are a
-//! *conflict*: the winner is shown and every version is listed, never dropped.
+//! delivery, any duplication and any split across paths gives the same state.
+//!
+//! Two writes of a field from different origins *conflict* when neither author had
+//! seen the other's: an op has seen its `parent`, everything its parent had seen, and
+//! every earlier write of the field by its own origin. Every write caught up in such
+//! a pair is listed with the winner, never dropped; the conflict is *open* while more
+//! than one write has not been seen by any later one, and resolved by the one later
+//! write that saw them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,19 +43,82 @@ pub struct ConflictVersion {
     pub value: Value,
 }
 
-/// Concurrent writes of one field from different origins that saw the same version.
+/// Concurrent writes of one field from different origins: writes whose authors had
+/// not seen each other's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Conflict {
     /// The record.
     pub entity: EntityRef,
     /// The field.
     pub field: String,
-    /// The version every side had seen.
+    /// The version every side had seen, when they had all seen the same one.
     pub parent: Option<OpRef>,
-    /// Every version, lowest precedence first; the last one wins among them.
+    /// Every write concurrent with another from a different origin, lowest precedence
+    /// first.
     pub versions: Vec<ConflictVersion>,
-    /// A later op on the field written by someone who had seen one of these versions.
+    /// The writes no later write has seen: more than one while the conflict is open.
+    pub open: Vec<OpRef>,
+    /// The one later write that saw every version, once there is one.
     pub resolved_by: Option<OpRef>,
+}
+
+/// The conflict among the writes of one field, if any (any order, no duplicates).
+pub fn field_conflict(entity: EntityRef, field: &str, writes: &[&Op]) -> Option<Conflict> {
+    let index: BTreeMap<OpRef, usize> = writes.iter().enumerate().map(|(i, o)| (o.op_ref(), i)).collect();
+    let n = writes.len();
+    // seen[i]: the writes op i had seen, as a closure over parent links and each
+    // origin's own earlier writes.
+    let direct: Vec<Vec<usize>> = writes
+        .iter()
+        .map(|o| {
+            let mut d: Vec<usize> = writes
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.origin == o.origin && e.seq < o.seq)
+                .map(|(j, _)| j)
+                .collect();
+            if let Some(j) = o.parent.and_then(|p| index.get(&p)) {
+                d.push(*j);
+            }
+            d
+        })
+        .collect();
+    let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for (i, slot) in seen.iter_mut().enumerate() {
+        let mut stack = direct[i].clone();
+        while let Some(j) = stack.pop() {
+            if slot.insert(j) {
+                stack.extend(direct[j].iter().copied());
+            }
+        }
+    }
+    let concurrent =
+        |i: usize, j: usize| writes[i].origin != writes[j].origin && !seen[i].contains(&j) && !seen[j].contains(&i);
+    let mut involved: Vec<usize> = (0..n).filter(|&i| (0..n).any(|j| concurrent(i, j))).collect();
+    if involved.is_empty() {
+        return None;
+    }
+    involved.sort_by_key(|&i| precedence(writes[i]));
+    let heads: Vec<usize> = (0..n).filter(|&i| !(0..n).any(|j| seen[j].contains(&i))).collect();
+    let resolved_by = match heads.as_slice() {
+        [h] if involved.iter().all(|v| seen[*h].contains(v)) => Some(writes[*h].op_ref()),
+        _ => None,
+    };
+    let parents: BTreeSet<Option<OpRef>> = involved.iter().map(|&i| writes[i].parent).collect();
+    let mut open: Vec<OpRef> =
+        if resolved_by.is_some() { Vec::new() } else { heads.iter().map(|&i| writes[i].op_ref()).collect() };
+    open.sort();
+    Some(Conflict {
+        entity,
+        field: field.to_owned(),
+        parent: if parents.len() == 1 { parents.into_iter().next().flatten() } else { None },
+        versions: involved
+            .iter()
+            .map(|&i| ConflictVersion { op: writes[i].op_ref(), hlc: writes[i].hlc, value: writes[i].value.clone() })
+            .collect(),
+        open,
+        resolved_by,
+    })
 }
 
 /// Materialised state.
@@ -58,7 +126,7 @@ pub struct Conflict {
 pub struct State {
     /// Every record's fields.
     pub entities: BTreeMap<EntityRef, BTreeMap<String, FieldValue>>,
-    /// Every conflict, ordered by record, field and parent.
+    /// Every conflict, ordered by record and field.
     pub conflicts: Vec<Conflict>,
 }
 
@@ -78,8 +146,7 @@ pub fn materialise<'a>(ops: impl IntoIterator<Item = &'a Op>) -> State {
             .or_insert(op);
     }
     let mut state = State::default();
-    let mut groups: BTreeMap<(EntityRef, &str, Option<OpRef>), Vec<&Op>> = BTreeMap::new();
-    let mut parents_seen: BTreeMap<(EntityRef, &str), BTreeMap<OpRef, OpRef>> = BTreeMap::new();
+    let mut writes: BTreeMap<(EntityRef, &str), Vec<&Op>> = BTreeMap::new();
     for op in unique.values() {
         let fields = state.entities.entry(op.entity).or_default();
         let replace = match fields.get(&op.field) {
@@ -96,35 +163,16 @@ pub fn materialise<'a>(ops: impl IntoIterator<Item = &'a Op>) -> State {
         if replace {
             fields.insert(op.field.clone(), FieldValue { value: op.value.clone(), version: op.op_ref(), hlc: op.hlc });
         }
-        groups.entry((op.entity, op.field.as_str(), op.parent)).or_default().push(op);
-        if let Some(parent) = op.parent {
-            // Remember, per field, one op that named each parent (the least, for determinism).
-            let seen = parents_seen.entry((op.entity, op.field.as_str())).or_default();
-            let slot = seen.entry(parent).or_insert(op.op_ref());
-            if op.op_ref() < *slot {
-                *slot = op.op_ref();
-            }
-        }
+        writes.entry((op.entity, op.field.as_str())).or_default().push(op);
     }
-    for ((entity, field, parent), mut ops) in groups {
+    for ((entity, field), ops) in writes {
         let origins: BTreeSet<_> = ops.iter().map(|o| o.origin).collect();
         if origins.len() < 2 {
             continue;
         }
-        ops.sort_by_key(|o| precedence(o));
-        let resolved_by = parents_seen
-            .get(&(entity, field))
-            .and_then(|seen| ops.iter().filter_map(|o| seen.get(&o.op_ref())).min().copied());
-        state.conflicts.push(Conflict {
-            entity,
-            field: field.to_owned(),
-            parent,
-            versions: ops
-                .iter()
-                .map(|o| ConflictVersion { op: o.op_ref(), hlc: o.hlc, value: o.value.clone() })
-                .collect(),
-            resolved_by,
-        });
+        if let Some(c) = field_conflict(entity, field, &ops) {
+            state.conflicts.push(c);
+        }
     }
     state
 }

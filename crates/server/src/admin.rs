@@ -403,15 +403,19 @@ pub struct ConflictView {
     pub kind: String,
     /// The field.
     pub field: String,
-    /// The version every side had seen (`origin#seq`), if any.
+    /// The version every side had seen (`origin#seq`), when it is the same for all.
     pub parent: Option<String>,
-    /// Every version: origin, seq, clock, value.
+    /// Every write concurrent with another from a different origin (origin#seq, clock,
+    /// value), lowest precedence first.
     pub versions: Vec<Value>,
     /// The value shown now.
     pub current: Value,
+    /// The writes no later write has seen (`origin#seq`): more than one while the
+    /// conflict is open; empty once resolved.
+    pub open: Vec<String>,
     /// What resolved the conflict, if anything did: `correction/<id>`, an active
     /// supervisor's correction of the field written after every version (the latest
-    /// one), or else `origin#seq`, a later op that saw one of the versions.
+    /// one), or else `origin#seq`, the one later write that saw every version.
     pub resolved_by: Option<String>,
 }
 
@@ -456,52 +460,44 @@ fn conflict_views(
     on: Option<(&str, &str)>,
 ) -> Result<Vec<ConflictView>, ApiError> {
     let (on_entity, on_field) = on.unzip();
+    // Fields written by more than one origin; whether their writes conflict is the
+    // same pure rule a device or any tier applies (sidak_core::merge::field_conflict).
     let mut stmt = tx.prepare(
-        "SELECT entity, kind, field, parent_origin, parent_seq FROM ops WHERE quarantined = 0 AND (?1 IS NULL OR region = ?1)
+        "SELECT entity, kind, field FROM ops WHERE quarantined = 0 AND (?1 IS NULL OR region = ?1)
          AND (?2 IS NULL OR entity = ?2) AND (?3 IS NULL OR field = ?3)
-         GROUP BY entity, field, parent_origin, parent_seq HAVING COUNT(DISTINCT origin) > 1 ORDER BY entity, field",
+         GROUP BY entity, field HAVING COUNT(DISTINCT origin) > 1 ORDER BY entity, field",
     )?;
-    type Group = (String, String, String, Option<String>, Option<i64>);
-    let groups: Vec<Group> = stmt
-        .query_map(params![region, on_entity, on_field], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
+    let fields: Vec<(String, String, String)> = stmt
+        .query_map(params![region, on_entity, on_field], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
+    let sql = format!("SELECT {} FROM ops WHERE entity = ?1 AND field = ?2 AND quarantined = 0", ledger::OP_COLUMNS);
     let mut out = Vec::new();
-    for (entity, kind, field, p_origin, p_seq) in groups {
-        let mut vstmt = tx.prepare_cached(
-            "SELECT origin, seq, hlc_ms, hlc_c, value FROM ops WHERE entity = ?1 AND field = ?2 AND quarantined = 0
-             AND parent_origin IS ?3 AND parent_seq IS ?4 ORDER BY hlc_ms, hlc_c, origin, seq",
-        )?;
-        let versions: Vec<(String, i64, i64, i64, String)> = vstmt
-            .query_map(params![entity, field, p_origin, p_seq], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let latest = versions.last().map(|(_, _, ms, c, _)| (*ms, *c)).unwrap_or_default();
-        let mut resolved_by = resolving_correction(tx, &entity, &field, latest)?;
-        if resolved_by.is_none() {
-            for (o, s, ..) in &versions {
-                let later: Option<(String, i64)> = tx
-                    .query_row(
-                        "SELECT origin, seq FROM ops WHERE entity = ?1 AND field = ?2 AND parent_origin = ?3 AND parent_seq = ?4 ORDER BY server_seq LIMIT 1",
-                        params![entity, field, o, s],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((lo, ls)) = later {
-                    resolved_by = Some(format!("{lo}#{ls}"));
-                    break;
-                }
-            }
+    for (entity, kind, field) in fields {
+        let mut wstmt = tx.prepare_cached(&sql)?;
+        let mut writes = Vec::new();
+        for row in wstmt.query_map(params![entity, field], |r| ledger::row_op(r, 0))? {
+            writes.push(row??);
         }
+        let Some(first) = writes.first() else { continue };
+        let refs: Vec<&sidak_core::op::Op> = writes.iter().collect();
+        let Some(c) = sidak_core::merge::field_conflict(first.entity, &field, &refs) else { continue };
+        let latest = c.versions.last().map(|v| (v.hlc.ms as i64, v.hlc.c as i64)).unwrap_or_default();
+        let resolved_by = match resolving_correction(tx, &entity, &field, latest)? {
+            Some(correction) => Some(correction),
+            None => c.resolved_by.map(|r| r.to_string()),
+        };
         out.push(ConflictView {
             current: ledger::field(tx, &entity, &field)?.unwrap_or(Value::Null),
             entity,
             kind,
             field,
-            parent: p_origin.zip(p_seq).map(|(o, s)| format!("{o}#{s}")),
-            versions: versions.into_iter().map(|(o, s, ms, c, v)| json!({"op": format!("{o}#{s}"), "hlc": {"ms": ms, "c": c}, "value": serde_json::from_str::<Value>(&v).unwrap_or(Value::Null)})).collect(),
+            parent: c.parent.map(|p| p.to_string()),
+            versions: c
+                .versions
+                .iter()
+                .map(|v| json!({"op": v.op.to_string(), "hlc": {"ms": v.hlc.ms, "c": v.hlc.c}, "value": v.value}))
+                .collect(),
+            open: if resolved_by.is_some() { Vec::new() } else { c.open.iter().map(|o| o.to_string()).collect() },
             resolved_by,
         });
     }
