@@ -312,3 +312,67 @@ fn replication_runs_by_itself_and_catches_up_after_the_centre_was_down() {
     });
     replicator.stop();
 }
+
+#[test]
+fn corrections_flow_from_the_region_to_the_centre_and_back() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let centre = Server::start();
+    centre.import_registry(&registry(&["jateng"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let region = Server::start();
+    let peer = centre.token(Role::Peer, Some("jateng"), None);
+    region.replicate(&centre.url(), &peer).unwrap();
+    let mut device = Device::new(&region.state, "a1", "jateng");
+    device.sync(&region.url()).unwrap();
+    let visits = device.record_unit("disdukcapil", 2, 30, &mut rng);
+    device.field.answer(&visits[0], "proses.persyaratan", "3").unwrap();
+    device.field.answer(&visits[0], "proses.prosedur", "3").unwrap();
+    device.sync(&region.url()).unwrap();
+    region.replicate(&centre.url(), &peer).unwrap();
+    let unit_scores = |s: &Server| -> Vec<(String, Option<String>)> {
+        s.read(|tx| sidak_server::results::rows(tx, "unit", None, -1, None))
+            .into_iter()
+            .filter(|r| r.code == "disdukcapil")
+            .map(|r| (r.id, r.score))
+            .collect()
+    };
+    let original = unit_scores(&centre);
+    assert_eq!(unit_scores(&region), original);
+    let client = reqwest::blocking::Client::new();
+    let correct = |s: &Server, token: &str, field: &str| {
+        let r = client
+            .post(format!("{}/v1/review/corrections", s.url()))
+            .bearer_auth(token)
+            .json(&json!({"target": {"kind": "visit", "id": visits[0]}, "field": field, "value": 0, "reason": "papan persyaratan tidak ada di foto"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    };
+
+    // A regional supervisor corrects; the centre's results follow after replication.
+    let supervisor = region.token(Role::Supervisor, Some("jateng"), None);
+    correct(&region, &supervisor, "answer.proses.persyaratan");
+    let corrected = unit_scores(&region);
+    assert_ne!(corrected, original, "the correction changes the region's result");
+    region.replicate(&centre.url(), &peer).unwrap();
+    assert_eq!(unit_scores(&centre), corrected, "the centre uses the region's correction");
+
+    // The centre corrects another answer; the region's results follow.
+    let admin = centre.token(Role::Admin, None, None);
+    correct(&centre, &admin, "answer.proses.prosedur");
+    let both = unit_scores(&centre);
+    assert_ne!(both, corrected);
+    region.replicate(&centre.url(), &peer).unwrap();
+    assert_eq!(unit_scores(&region), both, "the region uses the centre's correction");
+    // The field values stay as the device wrote them, on both tiers.
+    for s in [&centre, &region] {
+        let v = s.read(|tx| sidak_server::ledger::field(tx, &visits[0], "answer.proses.persyaratan"));
+        assert_eq!(v, Some(json!(3)));
+    }
+    // And the published documents agree to the byte, corrections and field values
+    // side by side.
+    let unit_docs = |s: &Server| -> BTreeMap<String, String> {
+        result_documents(s).into_iter().filter(|(k, _)| k.starts_with("unit/")).collect()
+    };
+    assert_eq!(unit_docs(&region), unit_docs(&centre));
+}
