@@ -186,6 +186,14 @@ fn a_photo_damaged_on_the_device_is_set_aside_and_never_blocks_the_rest() {
     assert_eq!((s.unsent_ops, s.unsent_files), (0, 1), "every record and every other photo arrived: {s:?}");
     assert!(!s.complete, "and the summary does not claim the damaged one did");
     assert!(server.state.blob_path(&photo).metadata().is_err(), "the server holds no damaged copy");
+    // The office sees what the device still holds back (its own report).
+    let origin = device.field.identity().unwrap().unwrap().origin.to_string();
+    let reported: (i64, i64) = server.read(|tx| {
+        Ok(tx.query_row("SELECT pending_ops, pending_files FROM origins WHERE origin = ?1", [&origin], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?)
+    });
+    assert_eq!(reported, (0, 1));
     // The next sync does not try again, and still tells the truth.
     let s = device.sync(&server.url()).unwrap();
     assert_eq!((s.files_uploaded, s.bytes_uploaded, s.unsent_files, s.complete), (0, 0, 1, false), "{s:?}");

@@ -190,6 +190,20 @@ pub struct PulledOp {
 pub struct StatusRequest {
     /// The origins asked about (at most 1000).
     pub origins: Vec<OriginId>,
+    /// A device's own report of what it has not sent yet, for the office's sync-health
+    /// view; only from an assessor asking about exactly its own origin. (Added in v1.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// What a device holds that its server does not yet, as the device counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    /// Ops not acknowledged.
+    pub ops: u64,
+    /// Evidence files not uploaded completely.
+    pub files: u64,
 }
 
 /// What the server holds of each origin, and what its upstream holds.

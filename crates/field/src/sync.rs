@@ -19,7 +19,7 @@ use sidak_core::sync::{
     apply_push_result, backoff_ms, next_chunk, plan_pull_page, plan_push, Held, PullError, PushOutcome,
 };
 use sidak_core::wire::{
-    limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse,
+    limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, Pending, PullResponse,
     PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
@@ -346,8 +346,11 @@ impl Field {
         })?;
 
         // What the server holds of us: the truth to push from (reinstall, restored server).
+        // With it, our own count of what waits, for the office's sync-health view.
+        let pending = self.pending()?;
         let status: StatusResponse = http.send("status", &|c| {
-            c.post(http_url(opts, "/v1/origins/status")).json(&StatusRequest { origins: vec![me.origin] })
+            c.post(http_url(opts, "/v1/origins/status"))
+                .json(&StatusRequest { origins: vec![me.origin], pending: Some(pending) })
         })?;
         if let Some(s) = status.origins.first() {
             self.check_server_head(me.origin, s.held)?;
@@ -437,8 +440,10 @@ impl Field {
         self.pull(&mut http, &mut summary)?;
 
         // What the server and the centre hold now.
+        let pending = self.pending()?;
         let status: StatusResponse = http.send("status", &|c| {
-            c.post(http_url(opts, "/v1/origins/status")).json(&StatusRequest { origins: vec![me.origin] })
+            c.post(http_url(opts, "/v1/origins/status"))
+                .json(&StatusRequest { origins: vec![me.origin], pending: Some(pending) })
         })?;
         if let Some(s) = status.origins.first() {
             self.check_server_head(me.origin, s.held)?;
@@ -458,6 +463,12 @@ impl Field {
 
     /// Refuses to go on when the server holds ops of ours we never wrote, or another
     /// op under our (origin, seq).
+    /// What this device has not sent, as it counts it.
+    fn pending(&mut self) -> Result<Pending, SyncError> {
+        let s = self.status()?;
+        Ok(Pending { ops: s.unsent_ops, files: s.unsent_files })
+    }
+
     fn check_server_head(&mut self, origin: OriginId, held: ChainHead) -> Result<(), SyncError> {
         if held.seq == 0 {
             return Ok(());

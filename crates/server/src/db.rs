@@ -145,6 +145,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE blobs ADD COLUMN upstream_complete INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE partial_origins (origin TEXT PRIMARY KEY REFERENCES origins (origin)) STRICT;
     "#,
+    // 3: what each device last reported it had not sent yet (sync health).
+    r#"
+    ALTER TABLE origins ADD COLUMN pending_ops INTEGER;
+    ALTER TABLE origins ADD COLUMN pending_files INTEGER;
+    ALTER TABLE origins ADD COLUMN pending_at INTEGER;
+    "#,
 ];
 
 /// Why the database failed.

@@ -193,6 +193,26 @@ async fn origin_status(
     if request.origins.len() > 1000 {
         return Err(ApiError::invalid_body(format!("{} origins asked about; at most 1000", request.origins.len())));
     }
+    // A device's report of its backlog: kept (latest wins) for the sync-health view.
+    if let (Some(p), [origin]) = (request.pending, request.origins.as_slice()) {
+        let origin = *origin;
+        let now = state.now();
+        let who = who.clone();
+        state
+            .db()
+            .write(move |tx| {
+                if let Some(b) = ledger::binding(tx, origin)? {
+                    if who.role == Role::Assessor && b.role == "device" && sees_origin(&who, &b) {
+                        tx.execute(
+                            "UPDATE origins SET pending_ops = ?2, pending_files = ?3, pending_at = ?4 WHERE origin = ?1",
+                            params![origin.to_string(), p.ops as i64, p.files as i64, now],
+                        )?;
+                    }
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+    }
     let response = state
         .db()
         .read(move |tx| {

@@ -279,7 +279,7 @@ fn push_ops(
     // What the centre holds of each: the truth to push from.
     let mut held = std::collections::BTreeMap::new();
     for chunk in origins.chunks(1000) {
-        let request = StatusRequest { origins: chunk.iter().map(|(o, _)| *o).collect() };
+        let request = StatusRequest { origins: chunk.iter().map(|(o, _)| *o).collect(), pending: None };
         let status: StatusResponse =
             up.send("origin status", up.client.post(up.url("/v1/origins/status")).json(&request))?;
         for s in status.origins {
