@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod backup;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod ledger;
 pub mod manifests;

@@ -38,6 +38,23 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulate a season on this machine — a registry of three provinces and two
+    /// central agencies, assessors recording visits offline on their own devices and
+    /// syncing, with the troubles of real fieldwork — then serve the dashboard.
+    Demo {
+        /// Where the demo keeps its server store and its devices (replaced on each run).
+        #[arg(long, default_value = "./sidak-demo")]
+        dir: PathBuf,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Seed of the simulated answers (the same seed, the same season).
+        #[arg(long, default_value_t = 2024)]
+        seed: u64,
+        /// Print the summary and exit instead of serving the dashboard.
+        #[arg(long)]
+        no_serve: bool,
+    },
     /// Run the sync server.
     Serve {
         /// Address to listen on.
@@ -217,6 +234,7 @@ fn print_json(v: &impl serde::Serialize) {
 fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.data_dir.clone();
     match cli.command {
+        Command::Demo { dir, listen, seed, no_serve } => demo(&dir, listen, seed, no_serve),
         Command::Serve { listen, log_format, upstream, upstream_token, replicate_every } => {
             let upstream = upstream.map(|url| {
                 let mut cfg =
@@ -407,6 +425,97 @@ fn serve(
             tokio::task::spawn_blocking(move || r.stop()).await.map_err(|e| Failure(1, e.to_string()))?;
         }
         served.map_err(|e| Failure(1, e.to_string()))
+    })
+}
+
+fn demo(dir: &Path, listen: SocketAddr, seed: u64, no_serve: bool) -> Result<(), Failure> {
+    let store = dir.join("server");
+    if store.join(sidak_server::db::DB_FILE).exists() {
+        let earlier = open(&store)?;
+        let is_demo = earlier
+            .db()
+            .read_blocking(|tx| {
+                Ok::<_, ApiError>(
+                    tx.query_row("SELECT value FROM meta WHERE key = 'demo'", [], |r| r.get::<_, String>(0)).ok(),
+                )
+            })?
+            .is_some();
+        drop(earlier);
+        if !is_demo {
+            return Err(Failure(
+                3,
+                format!("{} holds a store that is not a demo's; choose another --dir", dir.display()),
+            ));
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Failure(5, format!("cannot clear {}: {e}", dir.display())))?;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let state = open(&store)?;
+    let admin = sidak_server::demo::prepare(&state).map_err(|e| Failure(1, e.to_string()))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure(1, e.to_string()))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            Failure(1, format!("cannot listen on {listen}: {e} (another program uses it? give --listen 127.0.0.1:0)"))
+        })?;
+        let addr = listener.local_addr().map_err(|e| Failure(1, e.to_string()))?;
+        let url = format!("http://{addr}");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sidak_server::api::serve(listener, state.clone(), async move {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = stopped => {},
+            }
+        }));
+        println!("Sidak demo: a season simulated on this machine (server at {url}, data in {})", dir.display());
+        let (sim_state, sim_url, work) = (state.clone(), url.clone(), dir.to_owned());
+        let summary = tokio::task::spawn_blocking(move || {
+            sidak_server::demo::simulate(&sim_state, &sim_url, &work, seed, &|line| println!("{line}"))
+        })
+        .await
+        .map_err(|e| Failure(1, e.to_string()))?
+        .map_err(|e| Failure(1, e.to_string()))?;
+        println!(
+            "recorded offline and synced: {} visits, {} questionnaires, {} photos ({} KiB), {} records held by the server",
+            summary.visits,
+            summary.questionnaires,
+            summary.photos,
+            summary.photo_bytes / 1024,
+            summary.ops
+        );
+        println!(
+            "field trouble handled: {} sync(s) broke off and resumed, {} conflict(s) listed for a supervisor, a clock days ahead, an edit after submission",
+            summary.interrupted_syncs, summary.conflicts
+        );
+        println!(
+            "results: {} of {} institutions complete; simulation took {:.1} s",
+            summary.complete_institutions, summary.institutions, summary.seconds
+        );
+        let mut rows = state.db().read(|tx| results::rows(tx, "institution", None, -1, None)).await.map_err(Failure::from)?;
+        rows.sort_by(|a, b| (&a.region, &a.code).cmp(&(&b.region, &b.code)));
+        println!("\n{:<10} {:<22} {:<11} {:>7}  {:<5} {:<6}", "region", "institution", "type", "score", "grade", "zone");
+        for r in &rows {
+            let score = r.score.clone().or(r.provisional.clone().map(|p| format!("({p})"))).unwrap_or_default();
+            println!(
+                "{:<10} {:<22} {:<11} {:>7}  {:<5} {:<6}",
+                r.region.clone().unwrap_or_default(),
+                r.code,
+                r.kind,
+                score,
+                r.grade.clone().unwrap_or_else(|| "-".into()),
+                r.zone.clone().unwrap_or_else(|| r.status.clone())
+            );
+        }
+        println!("\nDashboard: {url}/dashboard?token={admin}");
+        println!("Admin token (shown once): {admin}");
+        if no_serve {
+            let _ = stop.send(());
+        } else {
+            println!("Serving until Ctrl-C.");
+        }
+        server.await.map_err(|e| Failure(1, e.to_string()))?.map_err(|e| Failure(1, e.to_string()))
     })
 }
 
