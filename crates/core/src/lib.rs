@@ -20,5 +20,6 @@ pub mod records;
 #[cfg(test)]
 mod records_tests;
 pub mod scoring;
+pub mod sign;
 pub mod sync;
 pub mod wire;

@@ -175,3 +175,30 @@ fn the_builtin_instrument_list_example_names_the_builtins_as_they_are() {
         list.instruments.into_iter().map(|i| (i.id, i.version, i.title, i.digest)).collect();
     assert_eq!(got, expected, "proto/examples/instrument-list.builtin.json is out of date");
 }
+
+#[test]
+fn signed_heads_match_the_golden_vectors() {
+    use sidak_core::chain::ChainHead;
+    use sidak_core::sign::{head_message, KeyPair, PublicKey, Signature, SignedHead};
+    let golden = read_json(&proto().join("golden/signature-vectors.json"));
+    let vectors = golden["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 3);
+    for v in vectors {
+        let name = v["name"].as_str().unwrap();
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(v["seed"].as_str().unwrap(), &mut seed).unwrap();
+        let keys = KeyPair::from_seed(&seed);
+        assert_eq!(keys.public().to_hex(), v["public_key"].as_str().unwrap(), "{name}: public key");
+        let origin: sidak_core::ids::OriginId = v["head"]["origin"].as_str().unwrap().parse().unwrap();
+        let head = ChainHead {
+            seq: v["head"]["seq"].as_u64().unwrap(),
+            hash: v["head"]["hash"].as_str().unwrap().parse().unwrap(),
+        };
+        assert_eq!(hex::encode(head_message(origin, head)), v["message"].as_str().unwrap(), "{name}: message bytes");
+        let signed = SignedHead::sign(&keys, origin, head);
+        assert_eq!(signed.signature.to_hex(), v["signature"].as_str().unwrap(), "{name}: signature");
+        let public: PublicKey = v["public_key"].as_str().unwrap().parse().unwrap();
+        let signature: Signature = v["signature"].as_str().unwrap().parse().unwrap();
+        assert!(public.verify_head(origin, head, &signature).is_ok(), "{name}: verifies");
+    }
+}
