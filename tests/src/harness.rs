@@ -399,3 +399,63 @@ pub fn server_cli(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "sidak-server {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+/// Every chain head a server holds signed for an origin (as devices pushed them), or,
+/// for the server's own origin, a signer with its key.
+pub fn head_signer(server: &Server, origin: sidak_core::ids::OriginId) -> HeadSigner {
+    if origin == server.state.server_origin() {
+        let keys = server.state.db().read_blocking(sidak_server::ledger::signing_keys).expect("server keys");
+        return HeadSigner::Own(keys);
+    }
+    let heads = server
+        .state
+        .db()
+        .read_blocking(|tx| sidak_server::ledger::signed_heads(tx, origin, 0, u64::MAX))
+        .expect("signed heads");
+    HeadSigner::Held(heads)
+}
+
+/// Where the signatures of an origin's pushes come from.
+pub enum HeadSigner {
+    /// A server's own origin: any head can be signed.
+    Own(sidak_core::sign::KeyPair),
+    /// A device's: only the heads it signed when it pushed (none for unsigned origins).
+    Held(Vec<sidak_core::sign::SignedHead>),
+}
+
+/// One push of one origin: its ops and the signed head they end at (if it signs).
+pub type SignedBatch = (Vec<sidak_core::op::Op>, Option<sidak_core::sign::SignedHead>);
+
+/// One origin's ops (in seq order) split into pushes of at most `max` ops that each
+/// end at a head the origin signed, each with that signed head; unsigned origins are
+/// split by size alone.
+pub fn signed_batches(ops: &[sidak_core::op::Op], signer: &HeadSigner, max: usize) -> Vec<SignedBatch> {
+    use sidak_core::chain::ChainHead;
+    use sidak_core::sign::SignedHead;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < ops.len() {
+        let end = match signer {
+            HeadSigner::Own(_) => (at + max).min(ops.len()),
+            HeadSigner::Held(heads) if heads.is_empty() => (at + max).min(ops.len()),
+            HeadSigner::Held(heads) => {
+                let first = ops[at].seq;
+                let signed: Vec<u64> = heads.iter().map(|h| h.seq).filter(|s| *s >= first).collect();
+                let within = signed.iter().rev().find(|s| **s < first + max as u64).or(signed.first());
+                let last = *within.expect("a signed head covers every op a device pushed");
+                at + (last - first) as usize + 1
+            }
+        };
+        let batch = ops[at..end].to_vec();
+        let last = batch.last().expect("a batch");
+        let head = match signer {
+            HeadSigner::Own(keys) => {
+                Some(SignedHead::sign(keys, last.origin, ChainHead { seq: last.seq, hash: last.hash }))
+            }
+            HeadSigner::Held(heads) => heads.iter().find(|h| h.seq == last.seq).cloned(),
+        };
+        out.push((batch, head));
+        at = end;
+    }
+    out
+}

@@ -139,24 +139,20 @@ fn a_day_of_fieldwork_in_three_regions() {
     for op in ops {
         by_origin.entry(op.origin.to_string()).or_default().push(op);
     }
-    let mut batches: Vec<(String, usize)> = Vec::new();
+    // Each origin's ops cut into signed pushes (as its device signed them, or with the
+    // server's key for its own), then interleaved across origins at random.
+    let mut queues: BTreeMap<String, std::collections::VecDeque<SignedBatch>> = BTreeMap::new();
+    for (o, ops) in &by_origin {
+        let signer = head_signer(&server, o.parse().unwrap());
+        let max = rand::Rng::gen_range(&mut rng, 1..200);
+        queues.insert(o.clone(), signed_batches(ops, &signer, max).into());
+    }
     let mut origins: Vec<String> = by_origin.keys().cloned().collect();
     origins.shuffle(&mut rng);
-    let mut cursor: BTreeMap<String, usize> = BTreeMap::new();
-    // Interleave origins batch by batch, each origin's own ops in seq order.
-    while origins.iter().any(|o| cursor.get(o).copied().unwrap_or(0) < by_origin[o].len()) {
+    while queues.values().any(|q| !q.is_empty()) {
         let o = origins.choose(&mut rng).unwrap().clone();
-        let at = cursor.get(&o).copied().unwrap_or(0);
-        if at < by_origin[&o].len() {
-            let n = (by_origin[&o].len() - at).min(rand::Rng::gen_range(&mut rng, 1..200));
-            batches.push((o.clone(), n));
-            cursor.insert(o, at + n);
-        }
-    }
-    let mut sent: BTreeMap<String, usize> = BTreeMap::new();
-    for (origin, n) in batches {
-        let at = sent.get(&origin).copied().unwrap_or(0);
-        let body = json!({"ops": by_origin[&origin][at..at + n]});
+        let Some((batch, head)) = queues.get_mut(&o).unwrap().pop_front() else { continue };
+        let body = json!({"ops": batch, "heads": head.into_iter().collect::<Vec<_>>()});
         let r: Value = client
             .post(format!("{}/v1/ops/push", second.url()))
             .bearer_auth(&admin)
@@ -166,7 +162,9 @@ fn a_day_of_fieldwork_in_three_regions() {
             .json()
             .unwrap();
         assert!(r["origins"][0]["rejected"].is_null(), "{r}");
-        sent.insert(origin, at + n);
+        let unsigned =
+            r["origins"][0]["quarantined"].as_array().is_some_and(|q| q.iter().any(|x| x["code"] == "bad_signature"));
+        assert!(!unsigned, "signed as pushed: {r}");
     }
     // The photos too.
     for entry in walk(&server.dir().join("blobs")) {

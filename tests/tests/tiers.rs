@@ -169,25 +169,34 @@ fn two_regions_and_a_centre() {
     let fresh = Server::start();
     let admin = fresh.token(Role::Admin, None, None);
     let client = reqwest::blocking::Client::new();
-    let centre_origin = centre.state.server_origin().to_string();
-    let mut feeds: Vec<Vec<Op>> = vec![server_ops(&centre, &centre_origin)];
+    // Each origin's chain with the heads it signed: the devices' from the centre (which
+    // kept them), the servers' signed with their own keys.
+    let centre_origin = centre.state.server_origin();
+    let mut feeds: Vec<(Vec<Op>, HeadSigner)> =
+        vec![(server_ops(&centre, &centre_origin.to_string()), head_signer(&centre, centre_origin))];
     for d in [&mut a1, &mut a2, &mut b1] {
-        feeds.push(own_ops(d));
+        let origin = d.field.identity().unwrap().unwrap().origin;
+        feeds.push((own_ops(d), head_signer(&centre, origin)));
     }
     for region in [&jateng, &aceh] {
-        feeds.push(server_ops(region, &region.state.server_origin().to_string()));
+        let origin = region.state.server_origin();
+        feeds.push((server_ops(region, &origin.to_string()), head_signer(region, origin)));
     }
-    for ops in &feeds {
-        for batch in ops.chunks(900) {
+    for (ops, signer) in &feeds {
+        for (batch, head) in signed_batches(ops, signer, 900) {
             let r: serde_json::Value = client
                 .post(format!("{}/v1/ops/push", fresh.url()))
                 .bearer_auth(&admin)
-                .json(&json!({ "ops": batch }))
+                .json(&json!({ "ops": batch, "heads": head.into_iter().collect::<Vec<_>>() }))
                 .send()
                 .unwrap()
                 .json()
                 .unwrap();
-            assert!(r["origins"].as_array().unwrap().iter().all(|o| o["rejected"].is_null()), "{r}");
+            assert!(
+                r["origins"].as_array().unwrap().iter().all(|o| o["rejected"].is_null()
+                    && !o["quarantined"].as_array().is_some_and(|q| q.iter().any(|x| x["code"] == "bad_signature"))),
+                "{r}"
+            );
         }
     }
     for d in [&mut a1, &mut a2, &mut b1] {

@@ -11,7 +11,7 @@ use crate::chain::{verify_chains, ChainFault};
 use crate::hash::Sha256Digest;
 use crate::hlc::{Hlc, HlcClock};
 use crate::ids::{EntityId, OriginId};
-use crate::merge::{materialise, Conflict, State};
+use crate::merge::{materialise, State};
 use crate::op::{precedence, Op, OpRef};
 use crate::records::{write_once, EntityKind, EntityRef};
 

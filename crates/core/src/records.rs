@@ -200,7 +200,7 @@ pub fn write_once(kind: EntityKind, field: &str) -> bool {
     use EntityKind as K;
     matches!(
         (kind, field),
-        (K::Device, "assessor" | "region" | "role")
+        (K::Device, "assessor" | "region" | "role" | "public_key")
             | (K::Institution, "code")
             | (K::Unit, "institution" | "code")
             | (K::Product, "unit" | "code")
@@ -240,6 +240,7 @@ pub fn check_field(
         (K::Device, "assessor" | "region") => once(code(value, field)),
         (K::Device, "role") => once(one_of(value, field, &["device", "server"])),
         (K::Device, "label") => text(value, field, 200),
+        (K::Device, "public_key") => once(public_key(value, field)),
 
         (K::Institution, "code") => once(code(value, field)),
         (K::Institution, "name") => text(value, field, 300),
@@ -392,6 +393,11 @@ fn digest(value: &Value, field: &str) -> Result<(), Rejection> {
     s.parse::<crate::hash::Sha256Digest>()
         .map(|_| ())
         .map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
+}
+
+fn public_key(value: &Value, field: &str) -> Result<(), Rejection> {
+    let s = as_str(value, field, "an Ed25519 public key (64 lowercase hex digits)")?;
+    s.parse::<crate::sign::PublicKey>().map(|_| ()).map_err(|e| reject(RejectCode::BadValue, format!("`{field}`: {e}")))
 }
 
 fn media_type(value: &Value, field: &str) -> Result<(), Rejection> {

@@ -223,7 +223,7 @@ mod tests {
         for tampered in [
             SignedHead { seq: 42, ..signed.clone() },
             SignedHead { hash: Sha256Digest([1u8; 32]), ..signed.clone() },
-            SignedHead { origin: OriginId(uuid::Uuid::from_u128(5)), ..signed.clone() },
+            SignedHead { origin: OriginId(uuid::Uuid::from_u128(5)), ..signed },
         ] {
             assert_eq!(tampered.verify(&keys.public()), Err(SignatureError::Invalid), "{tampered:?}");
         }

@@ -44,6 +44,11 @@ pub mod limits {
 pub struct PushRequest {
     /// Ops, any origins the caller may push for, each origin's in seq order.
     pub ops: Vec<Op>,
+    /// Per origin in `ops`, its chain head after the last of its ops here, signed with
+    /// the origin's key (required for an origin that registered a `public_key`).
+    /// (Added in v1.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<crate::sign::SignedHead>,
 }
 
 /// The answer to a push: per origin, exactly what is durable.

@@ -267,8 +267,23 @@ impl Field {
             append(tx, &me, instruments, now, device, "assessor", json!(assessor))?;
             append(tx, &me, instruments, now, device, "region", json!(region))?;
             append(tx, &me, instruments, now, device, "role", json!("device"))?;
+            // The device's signing key: its public half is registered with the origin,
+            // its secret never leaves this store (proto/sync-v1.md §3.6).
+            let keys = sidak_core::sign::KeyPair::from_seed(&rand::random::<[u8; 32]>());
+            set_meta(tx, "signing_seed", &hex::encode(keys.seed())).map_err(db)?;
+            append(tx, &me, instruments, now, device, "public_key", json!(keys.public().to_hex()))?;
             Ok(me)
         })
+    }
+
+    /// This device's signing keys.
+    pub(crate) fn signing_keys(&mut self) -> Result<sidak_core::sign::KeyPair, FieldError> {
+        let seed = self.store.read(|tx, _| crate::store::meta(tx, "signing_seed").map_err(db))?;
+        let seed = seed.ok_or_else(|| FieldError::Corrupt("this device has no signing key".into()))?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&seed, &mut bytes)
+            .map_err(|_| FieldError::Corrupt("the signing key is damaged".into()))?;
+        Ok(sidak_core::sign::KeyPair::from_seed(&bytes))
     }
 
     /// Stores an instrument on the device (from a file now, from a pull later).

@@ -15,6 +15,7 @@ use serde::Serialize;
 use sidak_core::chain::ChainHead;
 use sidak_core::hash::Sha256Digest;
 use sidak_core::ids::OriginId;
+use sidak_core::sign::SignedHead;
 use sidak_core::sync::{
     apply_push_result, backoff_ms, next_chunk, plan_pull_page, plan_push, Held, PullError, PushOutcome,
 };
@@ -359,6 +360,7 @@ impl Field {
 
         // Push.
         (http.progress)(Progress::Phase("sending records"));
+        let keys = self.signing_keys()?;
         let total = self.store.read(|tx, _| Ok(log::head(tx, me.origin)?.0))?;
         loop {
             let (head, acked_now) =
@@ -366,7 +368,12 @@ impl Field {
             (http.progress)(Progress::Pushed(acked_now, total));
             let Some(plan) = plan_push(head, acked_now, opts.batch.min(limits::MAX_OPS_PER_PUSH)) else { break };
             let ops = self.store.read(|tx, _| log::read_ops(tx, Some(me.origin), plan.from, plan.to))?;
-            let body = gzip_json(&PushRequest { ops });
+            // The head after this batch, signed: it vouches for every op up to it.
+            let heads = match ops.last() {
+                Some(last) => vec![SignedHead::sign(&keys, me.origin, ChainHead { seq: last.seq, hash: last.hash })],
+                None => Vec::new(),
+            };
+            let body = gzip_json(&PushRequest { ops, heads });
             let response: PushResponse = http.send("push", &|c| {
                 c.post(http_url(opts, "/v1/ops/push"))
                     .header("content-type", "application/json")

@@ -166,8 +166,11 @@ struct InstitutionSpec {
     quality: i64,
 }
 
+/// A province: region code, name, its city and its regency (code, name).
+type Province = (&'static str, &'static str, (&'static str, &'static str), (&'static str, &'static str));
+
 fn registry() -> Vec<InstitutionSpec> {
-    let provinces: [(&str, &str, (&str, &str), (&str, &str)); 3] = [
+    let provinces: [Province; 3] = [
         ("aceh", "Aceh", ("kota-banda-aceh", "Kota Banda Aceh"), ("kab-aceh-besar", "Kabupaten Aceh Besar")),
         ("jateng", "Jawa Tengah", ("kota-magelang", "Kota Magelang"), ("kab-kendal", "Kabupaten Kendal")),
         ("sulsel", "Sulawesi Selatan", ("kota-makassar", "Kota Makassar"), ("kab-maros", "Kabupaten Maros")),

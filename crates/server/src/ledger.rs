@@ -514,6 +514,15 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
     if before.region.is_none() && scope.region.is_some() {
         tx.execute("UPDATE ops SET region = ?2 WHERE entity = ?1 AND region IS NULL", params![id, scope.region])?;
     }
+    if op.entity.kind == EntityKind::Visit && before.institution != scope.institution {
+        // A visit learnt where it belongs after its questionnaires, notes or evidence
+        // arrived (out of order through another tier): they belong there too.
+        tx.execute(
+            "UPDATE entities SET institution = ?2, region = COALESCE(region, ?3) WHERE entity IN
+               (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))",
+            params![id, scope.institution, scope.region],
+        )?;
+    }
     Ok(scope.institution)
 }
 
@@ -648,9 +657,20 @@ pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError
     if meta(tx, "server_origin")?.is_none() {
         let origin = OriginId(uuid::Uuid::now_v7());
         set_meta(tx, "server_origin", &origin.to_string())?;
+        tx.execute("DELETE FROM meta WHERE key = 'signing_seed'", [])?;
         bind(tx, origin, "server", None, None)?;
         let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
         author(tx, &BTreeMap::new(), now_ms, &[(device, "role", json!("server"))])?;
+    }
+    // The server's signing key (also for stores made before servers signed).
+    if meta(tx, "signing_seed")?.is_none() {
+        let keys = sidak_core::sign::KeyPair::from_seed(&rand::random::<[u8; 32]>());
+        set_meta(tx, "signing_seed", &hex::encode(keys.seed()))?;
+        let origin: OriginId = meta(tx, "server_origin")?
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::internal("no server origin"))?;
+        let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
+        author(tx, &BTreeMap::new(), now_ms, &[(device, "public_key", json!(keys.public().to_hex()))])?;
     }
     // A new store starts with the built-in instruments published.
     let published: i64 = tx.query_row("SELECT COUNT(*) FROM instruments", [], |r| r.get(0))?;
@@ -668,6 +688,54 @@ pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError
 /// new server origin, so that what the copy writes can never fork the chain of
 /// what the original wrote after the copy was taken.
 pub fn renew_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError> {
-    tx.execute("DELETE FROM meta WHERE key IN ('store_id', 'server_origin')", [])?;
+    tx.execute("DELETE FROM meta WHERE key IN ('store_id', 'server_origin', 'signing_seed')", [])?;
     ensure_identity(tx, now_ms)
+}
+
+/// This server's signing keys.
+pub fn signing_keys(tx: &Transaction<'_>) -> Result<sidak_core::sign::KeyPair, ApiError> {
+    let seed = meta(tx, "signing_seed")?.ok_or_else(|| ApiError::internal("this server has no signing key"))?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(&seed, &mut bytes).map_err(|_| ApiError::internal("the signing key is damaged"))?;
+    Ok(sidak_core::sign::KeyPair::from_seed(&bytes))
+}
+
+/// An origin's registered public key, if it registered one.
+pub fn public_key(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<sidak_core::sign::PublicKey>, ApiError> {
+    Ok(field(tx, &origin.to_string(), "public_key")?.and_then(|v| v.as_str().and_then(|s| s.parse().ok())))
+}
+
+/// Keeps a verified signed head.
+pub fn store_signed_head(tx: &Transaction<'_>, head: &sidak_core::sign::SignedHead) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO signed_heads (origin, seq, hash, signature) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        params![head.origin.to_string(), head.seq as i64, head.hash.to_hex(), head.signature.to_hex()],
+    )?;
+    Ok(())
+}
+
+/// The signed heads held for an origin with `from <= seq <= to`, ascending.
+pub fn signed_heads(
+    tx: &Transaction<'_>,
+    origin: OriginId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<sidak_core::sign::SignedHead>, ApiError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, hash, signature FROM signed_heads WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![origin.to_string(), from as i64, to.min(i64::MAX as u64) as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, hash, signature) = row?;
+        out.push(sidak_core::sign::SignedHead {
+            origin,
+            seq: seq as u64,
+            hash: digest(&hash)?,
+            signature: signature.parse().map_err(ApiError::internal)?,
+        });
+    }
+    Ok(out)
 }

@@ -10,7 +10,8 @@ use sidak_core::chain::{admit, Admission, ChainHead};
 use sidak_core::hlc::DEFAULT_MAX_DRIFT_MS;
 use sidak_core::ids::OriginId;
 use sidak_core::op::Op;
-use sidak_core::records::{check_op, EntityKind, RejectCode};
+use sidak_core::records::{check_op, EntityKind, RejectCode, Rejection};
+use sidak_core::sign::{PublicKey, SignedHead};
 use sidak_core::wire::{ChainRejectCode, OriginPushResult, PushRequest, PushResponse, QuarantinedOp, RejectedOp};
 
 use crate::auth::{Principal, Role};
@@ -127,8 +128,12 @@ pub fn push(
     let mut clock = ledger::clock(tx)?;
     let mut effects = PushEffects::default();
     let mut results = Vec::new();
+    let signed: BTreeMap<OriginId, &SignedHead> = request.heads.iter().map(|h| (h.origin, h)).collect();
     for (origin, ops) in groups {
         let mut binding = ledger::binding(tx, origin)?;
+        // An origin with a registered key must sign the head its ops here end at;
+        // unsigned or badly signed ops are kept, in quarantine, never applied.
+        let signature = check_signature(tx, origin, &ops, signed.get(&origin).copied())?;
         let mut result = OriginPushResult {
             origin,
             held: ChainHead::EMPTY,
@@ -188,7 +193,7 @@ pub fn push(
                         binding = ledger::binding(tx, origin)?;
                     }
                     let b = binding.as_mut().expect("bound above");
-                    store_one(tx, instruments, b, &op, now_ms, &mut effects)?;
+                    store_one(tx, instruments, b, &op, now_ms, signature.as_ref().err(), &mut effects)?;
                     result.stored += 1;
                     if clock.observe(op.hlc, now_ms.max(0) as u64).is_err()
                         || op.wall > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS as i64)
@@ -215,6 +220,11 @@ pub fn push(
             };
             result.rejected.push(RejectedOp { seq: op.seq, code, message });
             blocked = true;
+        }
+        if let Ok(Some(head)) = &signature {
+            if ledger::hash_at(tx, origin, head.seq)? == Some(head.hash) {
+                ledger::store_signed_head(tx, head)?;
+            }
         }
         results.push((origin, result));
     }
@@ -247,9 +257,13 @@ fn store_one(
     author: &mut Binding,
     op: &Op,
     now_ms: i64,
+    refused: Option<&Rejection>,
     effects: &mut PushEffects,
 ) -> Result<(), ApiError> {
-    let verdict = check_op(op, author.author(), &ServerView { tx, instruments });
+    let verdict = match refused {
+        Some(r) => Err(r.clone()),
+        None => check_op(op, author.author(), &ServerView { tx, instruments }),
+    };
     let quarantined = verdict.is_err();
     ledger::store_op(tx, op, author, now_ms, quarantined)?;
     match verdict {
@@ -259,10 +273,14 @@ fn store_one(
             }
         }
         Err(rejection) => {
-            let code = serde_json::to_value(rejection.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let code = if refused.is_some() {
+                BAD_SIGNATURE.to_owned()
+            } else {
+                serde_json::to_value(rejection.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            };
             ledger::quarantine(tx, op, &code, &rejection.message, now_ms)?;
         }
     }
@@ -270,6 +288,46 @@ fn store_one(
     author.head_hash = op.hash;
     effects.stored += 1;
     Ok(())
+}
+
+/// The quarantine code of ops whose chain head is not signed by their origin's key.
+pub const BAD_SIGNATURE: &str = "bad_signature";
+
+/// Checks the signed head an origin's ops in a push end at, when the origin registered
+/// a key (held, or registered by these very ops). `Ok(Some(head))`: verified, to keep;
+/// `Ok(None)`: the origin signs nothing; `Err`: why its new ops go to quarantine.
+fn check_signature(
+    tx: &Transaction<'_>,
+    origin: OriginId,
+    ops: &[Op],
+    head: Option<&SignedHead>,
+) -> Result<Result<Option<SignedHead>, Rejection>, ApiError> {
+    let registered = ops
+        .iter()
+        .find(|o| o.entity.kind == EntityKind::Device && o.entity.id.0 == origin.0 && o.field == "public_key")
+        .and_then(|o| o.value.as_str().and_then(|s| s.parse::<PublicKey>().ok()));
+    let key = match ledger::public_key(tx, origin)? {
+        Some(k) => k,
+        None => match registered {
+            Some(k) => k,
+            None => return Ok(Ok(None)),
+        },
+    };
+    let refuse = |why: String| Ok(Err(Rejection { code: RejectCode::Unknown, message: why }));
+    let Some(last) = ops.last() else { return Ok(Ok(None)) };
+    let Some(head) = head else {
+        return refuse(format!("origin {origin} signs its chain, but this push carries no signed head"));
+    };
+    if (head.seq, head.hash) != (last.seq, last.hash) {
+        return refuse(format!(
+            "the signed head ({}, {}) is not the last op of this push ({}, {})",
+            head.seq, head.hash, last.seq, last.hash
+        ));
+    }
+    match head.verify(&key) {
+        Ok(()) => Ok(Ok(Some(head.clone()))),
+        Err(e) => refuse(format!("the chain head of origin {origin} at {}: {e}", head.seq)),
+    }
 }
 
 /// Re-checks ops that waited for a record (`missing_dependency`) until nothing more

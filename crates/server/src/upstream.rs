@@ -28,6 +28,7 @@ use sidak_core::hash::Sha256Digest;
 use sidak_core::ids::{OriginId, StoreId};
 use sidak_core::instrument::InstrumentRef;
 use sidak_core::op::Op;
+use sidak_core::sign::SignedHead;
 use sidak_core::wire::{
     limits, Cursor, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse, PushRequest, PushResponse,
     StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
@@ -294,27 +295,61 @@ fn push_ops(
             (head.seq > acked).then_some((*o, acked + 1, head.seq))
         })
         .collect();
+    let own = state.server_origin();
+    let keys = state.db().read_blocking(ledger::signing_keys)?;
     while !queue.is_empty() {
-        // One request: up to the op limit, origin by origin, each in seq order.
+        // One request: up to the op limit, origin by origin, each in seq order, each
+        // ending at a head its origin signed (this server signs its own on the spot;
+        // a device's heads are the ones it signed when it pushed here).
         let mut ops: Vec<Op> = Vec::new();
+        let mut heads: Vec<SignedHead> = Vec::new();
         let mut sent: Vec<(OriginId, u64)> = Vec::new();
+        let mut unforwardable: Vec<OriginId> = Vec::new();
         for (origin, from, to) in queue.iter_mut() {
-            let room = limits::MAX_OPS_PER_PUSH.min(500) - ops.len();
+            let room = (limits::MAX_OPS_PER_PUSH - ops.len()) as u64;
             if room == 0 {
                 break;
             }
-            let last = (*to).min(*from + room as u64 - 1);
-            let (o, f) = (*origin, *from);
+            let (o, f, t) = (*origin, *from, *to);
+            let plan = state.db().read_blocking(move |tx| -> Result<Option<(u64, Option<SignedHead>)>, ApiError> {
+                if o == own || ledger::public_key(tx, o)?.is_none() {
+                    return Ok(Some((t.min(f + room - 1), None)));
+                }
+                let signed = ledger::signed_heads(tx, o, f, t)?;
+                let within = signed.iter().rev().find(|h| h.seq < f + room).cloned();
+                Ok(within.map(|h| (h.seq, Some(h))))
+            })?;
+            let Some((last, head)) = plan else {
+                if ops.is_empty() {
+                    // Nothing this server holds signs the next stretch: it cannot vouch
+                    // for those ops; the device will push them itself.
+                    unforwardable.push(o);
+                }
+                break;
+            };
             let batch = state.db().read_blocking(move |tx| ledger::ops_of(tx, o, f, last))?;
+            match (head, batch.last()) {
+                (Some(h), _) => heads.push(h),
+                (None, Some(l)) if o == own => {
+                    heads.push(SignedHead::sign(&keys, o, ChainHead { seq: l.seq, hash: l.hash }))
+                }
+                _ => {}
+            }
             sent.push((o, last));
             ops.extend(batch);
             *from = last + 1;
         }
-        queue.retain(|(_, from, to)| from <= to);
-        if ops.is_empty() {
-            break;
+        for o in &unforwardable {
+            tracing::warn!(origin = %o, "no signed head covers the next ops of this origin; the centre gets them from the device");
         }
-        let body = gzip_json(&PushRequest { ops });
+        queue.retain(|(o, from, to)| from <= to && !unforwardable.contains(o));
+        if ops.is_empty() {
+            if unforwardable.is_empty() {
+                break;
+            }
+            continue;
+        }
+        let body = gzip_json(&PushRequest { ops, heads });
         let response: PushResponse = up.send(
             "push",
             up.client
