@@ -2,7 +2,9 @@
 //! numbered migrations, and `read`/`write` that run off the async threads
 //! (`spawn_blocking`) so SQLite never blocks the runtime.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -151,6 +153,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE origins ADD COLUMN pending_files INTEGER;
     ALTER TABLE origins ADD COLUMN pending_at INTEGER;
     "#,
+    // 4: how complete each result is: indicator answers required and present, and the
+    //    entries of the document's `missing` list. NULL until computed: rows written
+    //    before this migration are filled in from their documents when the store opens.
+    r#"
+    ALTER TABLE results ADD COLUMN required INTEGER;
+    ALTER TABLE results ADD COLUMN answered INTEGER;
+    ALTER TABLE results ADD COLUMN missing INTEGER;
+    "#,
+    // 5: chain heads signed by their origin's key, as pushed: what vouches for every op
+    //    up to them, and what a regional server forwards to the centre.
+    r#"
+    CREATE TABLE signed_heads (
+        origin TEXT NOT NULL REFERENCES origins (origin),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Why the database failed.
@@ -174,7 +195,13 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    queued_writers: std::sync::atomic::AtomicUsize,
+    queued_writers: AtomicUsize,
+    on_async_threads: AtomicUsize,
+}
+
+thread_local! {
+    /// Set while [`Db::read`] or [`Db::write`] runs its work on a blocking thread.
+    static IN_STORE_TASK: Cell<bool> = const { Cell::new(false) };
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -201,13 +228,30 @@ impl Db {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 queued_writers: Default::default(),
+                on_async_threads: Default::default(),
             }),
         })
     }
 
     /// Writes waiting for the writer connection (a measure of write pressure).
     pub fn queued_writers(&self) -> usize {
-        self.inner.queued_writers.load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.queued_writers.load(Ordering::SeqCst)
+    }
+
+    /// How many times the store was used on a thread of an async runtime instead of
+    /// through [`Db::read`] / [`Db::write`]: 0 in a correct server (the router tests
+    /// check it for every endpoint). Threads of their own (the CLI, replication) do
+    /// not count: they have no runtime.
+    pub fn calls_on_async_threads(&self) -> usize {
+        self.inner.on_async_threads.load(Ordering::SeqCst)
+    }
+
+    /// Counts and logs a blocking store call made on an async runtime's thread.
+    fn check_thread(&self) {
+        if !IN_STORE_TASK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.on_async_threads.fetch_add(1, Ordering::SeqCst);
+            tracing::warn!("SQLite used on an async thread: use Db::read or Db::write");
+        }
     }
 
     /// The database file.
@@ -222,7 +266,7 @@ impl Db {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let err = |source| DbError { path: self.inner.path.clone(), source };
-        use std::sync::atomic::Ordering;
+        self.check_thread();
         self.inner.queued_writers.fetch_add(1, Ordering::SeqCst);
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.inner.queued_writers.fetch_sub(1, Ordering::SeqCst);
@@ -235,6 +279,7 @@ impl Db {
     /// Runs `f` in a read transaction on the current thread.
     pub fn read_blocking<T, E: From<DbError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
         let err = |source| DbError { path: self.inner.path.clone(), source };
+        self.check_thread();
         let pooled = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,
@@ -270,7 +315,9 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.write_blocking(f)).await.expect("database task panicked")
+        tokio::task::spawn_blocking(move || in_store_task(|| db.write_blocking(f)))
+            .await
+            .expect("database task panicked")
     }
 
     /// [`Db::read_blocking`] on a blocking thread.
@@ -280,8 +327,18 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.read_blocking(f)).await.expect("database task panicked")
+        tokio::task::spawn_blocking(move || in_store_task(|| db.read_blocking(f)))
+            .await
+            .expect("database task panicked")
     }
+}
+
+/// Runs `f` marked as store work on a blocking thread.
+fn in_store_task<T>(f: impl FnOnce() -> T) -> T {
+    IN_STORE_TASK.with(|flag| flag.set(true));
+    let out = f();
+    IN_STORE_TASK.with(|flag| flag.set(false));
+    out
 }
 
 /// Applies pending migrations, each with its version bump in one transaction.

@@ -492,7 +492,9 @@ fn file_digest(path: &std::path::Path) -> Result<Sha256Digest, ApiError> {
 fn citing_institutions(tx: &Transaction<'_>, hex: &str) -> Result<Vec<String>, ApiError> {
     Ok(tx
         .prepare(
-            "SELECT DISTINCT e.institution FROM fields f JOIN entities e ON e.entity = f.entity
+            "SELECT DISTINCT e.institution FROM fields f
+             JOIN fields v ON v.entity = f.entity AND v.field = 'visit'
+             JOIN entities e ON e.entity = json_extract(v.value, '$')
              WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL",
         )?
         .query_map([hex], |r| r.get(0))?
@@ -543,8 +545,11 @@ async fn evidence_status(
         .read(move |tx| {
             let status =
                 evidence_row(tx, &sha)?.ok_or_else(|| ApiError::not_found(format!("no upload of {sha} here")))?;
-            let uploader = matches!(who.role, Role::Assessor | Role::Peer | Role::Admin);
-            if !uploader && !cited_in_scope(tx, &who, &sha.to_hex())? {
+            // An uploader resumes an upload it has not finished; once a file is
+            // complete, only callers whose scope cites it may read its status (a
+            // device pushes the ops citing its files before it uploads them).
+            let resuming = !status.complete && matches!(who.role, Role::Assessor | Role::Peer);
+            if !resuming && !cited_in_scope(tx, &who, &sha.to_hex())? {
                 return Err(ApiError::scope_forbidden("no record in this token's scope cites that file"));
             }
             Ok(status)
