@@ -165,6 +165,12 @@ pub enum RejectCode {
     BadAnswer,
     /// This kind of origin may not write this kind of record.
     NotPermitted,
+    /// The origin signs its chain, and this op's push carried no head signed with its
+    /// key (a stolen token, a replay, a damaged client).
+    BadSignature,
+    /// (Regional servers) the centre holds the op in quarantine: released here when the
+    /// centre releases it.
+    HeldUpstream,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
     Unknown,

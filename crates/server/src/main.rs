@@ -88,6 +88,17 @@ enum Command {
     Assignment(AssignmentCmd),
     /// Recompute every result from scratch.
     Recompute,
+    /// Prove where every answer behind an institution's result came from: the device
+    /// and assessor that recorded it and its signed, unaltered chain (exit 6 when any
+    /// proof fails).
+    Provenance {
+        /// The institution's code (or record id).
+        #[arg(long)]
+        institution: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// This server's end-of-day manifest, or a comparison with the tier below.
     Manifest {
         /// Only this region's origins.
@@ -314,6 +325,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let instruments = state.instruments();
             let n = state.db().write_blocking(|tx| results::recompute_all(tx, &instruments))?;
             println!("recomputed {n} institution(s)");
+            Ok(())
+        }
+        Command::Provenance { institution, json } => {
+            let state = open(&dir)?;
+            let rows = state.db().read_blocking(|tx| sidak_server::provenance::of_institution(tx, &institution))?;
+            use sidak_server::provenance::Proof;
+            let broken = rows.iter().filter(|r| matches!(r.proof, Proof::Broken { .. })).count();
+            if json {
+                print_json(&serde_json::json!({ "answers": rows }));
+            } else {
+                for r in &rows {
+                    let proof = match &r.proof {
+                        Proof::Verified { head } => format!("verified (signed head {head})"),
+                        Proof::Unsigned => "unsigned origin".into(),
+                        Proof::NotCovered => "no signed head yet".into(),
+                        Proof::Broken { reason } => format!("BROKEN: {reason}"),
+                    };
+                    println!("{}  {:<36} {:<10} {:<18} {}", r.record, r.field, r.value, r.recorded_by, proof);
+                }
+                let verified = rows.iter().filter(|r| matches!(r.proof, Proof::Verified { .. })).count();
+                println!("{} answer(s): {verified} verified, {broken} broken", rows.len());
+            }
+            if broken > 0 {
+                return Err(Failure(6, format!("{broken} answer(s) cannot be proven")));
+            }
             Ok(())
         }
         Command::Manifest { region, action: None } => {
