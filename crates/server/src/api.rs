@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{principal_for, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin_api, results_api, review_api, sync_api};
+use crate::{admin_api, dashboard, reports_api, results_api, review_api, sync_api};
 
 /// The router being built, and every (method, path) added to it.
 pub struct Routes {
@@ -49,6 +49,8 @@ pub fn app(state: AppState) -> (Router, Vec<(Method, &'static str)>) {
     let routes = results_api::routes(routes);
     let routes = admin_api::routes(routes);
     let routes = review_api::routes(routes);
+    let routes = reports_api::routes(routes);
+    let routes = dashboard::routes(routes);
     let list = routes.list;
     let router = routes
         .router

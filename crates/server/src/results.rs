@@ -14,6 +14,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::Value;
 use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, RespondentKind};
+use sidak_core::num::{Exact, Published};
 use sidak_core::records::ANSWER_PREFIX;
 use sidak_core::scoring::{
     score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, ProductInput, RespondentInput,
@@ -422,12 +423,14 @@ fn store_results(
         let next: i64 = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
         set_meta(tx, "results_seq", &next.to_string())?;
         let status = serde_json::to_value(outcome.status)?.as_str().unwrap_or_default().to_owned();
+        let counts = Counts::of(&serde_json::from_str(&document)?);
         tx.execute(
-            "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+            "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed, required, answered, missing)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT (kind, entity, instrument) DO UPDATE SET code = excluded.code, name = excluded.name, type = excluded.type, region = excluded.region,
                  status = excluded.status, score = excluded.score, provisional = excluded.provisional, grade = excluded.grade, zone = excluded.zone,
-                 document = excluded.document, changed = excluded.changed",
+                 document = excluded.document, changed = excluded.changed, required = excluded.required, answered = excluded.answered,
+                 missing = excluded.missing",
             params![
                 kind,
                 entity,
@@ -443,7 +446,10 @@ fn store_results(
                 outcome.grading.as_ref().map(|g| g.grade.clone()),
                 outcome.grading.as_ref().and_then(|g| g.zone).map(|z| z.name().to_owned()),
                 document,
-                next
+                next,
+                counts.required,
+                counts.answered,
+                counts.missing
             ],
         )?;
         changed += 1;
@@ -526,6 +532,91 @@ pub struct ResultRow {
     pub zone: Option<String>,
     /// The results cursor at which it last changed.
     pub changed: i64,
+    /// Indicator answers the result needs (not-applicable ones left out); an
+    /// institution counts those of all its units.
+    pub required: u32,
+    /// Of which present (with the evidence and questionnaires they need).
+    pub answered: u32,
+    /// `answered ÷ required`, two decimals, as a region's `completeness` (`1.00` for a
+    /// complete result; `0.00` for an incomplete one with nothing to count yet; `null`
+    /// when nothing applies).
+    pub completeness: Option<Published>,
+    /// How many entries the result document's `missing` list has (what they are:
+    /// `GET /v1/results/units/{id}` or `/institutions/{id}`).
+    pub missing: u32,
+}
+
+/// The completeness figures of one result document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Indicator answers needed.
+    pub required: u32,
+    /// Of which present.
+    pub answered: u32,
+    /// Entries in `missing`.
+    pub missing: u32,
+}
+
+impl Counts {
+    /// Counts a unit or institution result document: its indicators (the leaves of
+    /// each unit's dimensions → variables → indicators tree) that are complete or
+    /// incomplete, and its `missing` list.
+    pub fn of(document: &Value) -> Counts {
+        fn leaves(node: &Value, out: &mut Counts) {
+            match node.get("children").and_then(Value::as_array) {
+                Some(children) => children.iter().for_each(|c| leaves(c, out)),
+                None => match node.get("status").and_then(Value::as_str) {
+                    Some("complete") => {
+                        out.required += 1;
+                        out.answered += 1;
+                    }
+                    Some("incomplete") => out.required += 1,
+                    _ => {}
+                },
+            }
+        }
+        let mut out = Counts::default();
+        // An institution's own tree stops at variables: its units hold the indicators.
+        let units = match document.get("units").and_then(Value::as_array) {
+            Some(units) => units.iter().collect(),
+            None => vec![document],
+        };
+        for unit in units {
+            for d in unit.get("dimensions").and_then(Value::as_array).into_iter().flatten() {
+                leaves(d, &mut out);
+            }
+        }
+        out.missing = document.get("missing").and_then(Value::as_array).map_or(0, |m| m.len() as u32);
+        out
+    }
+
+    /// `answered ÷ required` for a result of `status`.
+    fn completeness(self, status: &str) -> Option<Published> {
+        match (status, self.required) {
+            ("not_applicable", _) => None,
+            (_, 0) => Some(Exact::zero().publish()),
+            (_, n) => Some(Exact::ratio(i64::from(self.answered), i64::from(n)).publish()),
+        }
+    }
+}
+
+/// Fills in the completeness of rows stored before it was kept (migration 4).
+pub fn backfill_counts(tx: &Transaction<'_>) -> Result<usize, ApiError> {
+    let mut stmt = tx.prepare(
+        "SELECT kind, entity, instrument, document FROM results
+         WHERE required IS NULL OR answered IS NULL OR missing IS NULL",
+    )?;
+    let rows: Vec<(String, String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+    drop(stmt);
+    for (kind, entity, instrument, document) in &rows {
+        let counts = Counts::of(&serde_json::from_str(document)?);
+        tx.execute(
+            "UPDATE results SET required = ?4, answered = ?5, missing = ?6 WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+            params![kind, entity, instrument, counts.required, counts.answered, counts.missing],
+        )?;
+    }
+    Ok(rows.len())
 }
 
 /// Result rows of one kind visible to `region` (None: all), changed after `since`.
@@ -537,10 +628,13 @@ pub fn rows(
     institution: Option<&str>,
 ) -> Result<Vec<ResultRow>, ApiError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT entity, institution, code, name, type, region, instrument, status, score, provisional, grade, zone, changed FROM results
+        "SELECT entity, institution, code, name, type, region, instrument, status, score, provisional, grade, zone, changed,
+                COALESCE(required, 0), COALESCE(answered, 0), COALESCE(missing, 0) FROM results
          WHERE kind = ?1 AND changed > ?2 AND (?3 IS NULL OR region = ?3) AND (?4 IS NULL OR institution = ?4) ORDER BY region, type, code, instrument",
     )?;
     let rows = stmt.query_map(params![kind, since, region, institution], |r| {
+        let status: String = r.get(7)?;
+        let counts = Counts { required: r.get(13)?, answered: r.get(14)?, missing: r.get(15)? };
         Ok(ResultRow {
             id: r.get(0)?,
             institution: r.get(1)?,
@@ -549,7 +643,11 @@ pub fn rows(
             kind: r.get(4)?,
             region: r.get(5)?,
             instrument: r.get(6)?,
-            status: r.get(7)?,
+            completeness: counts.completeness(&status),
+            required: counts.required,
+            answered: counts.answered,
+            missing: counts.missing,
+            status,
             score: r.get(8)?,
             provisional: r.get(9)?,
             grade: r.get(10)?,
@@ -570,8 +668,15 @@ pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(R
     // The newest instrument version wins (compared as id, then version number).
     let mut stmt =
         tx.prepare_cached("SELECT entity, instrument FROM results WHERE kind = ?1 AND (entity = ?2 OR code = ?2)")?;
-    let found: Vec<(String, String)> =
+    let mut found: Vec<(String, String)> =
         stmt.query_map(params![kind, key], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    // A record id names one record; a code may be shared (unit codes repeat across
+    // institutions), and then it names none: the caller asks by record id.
+    if found.iter().any(|(entity, _)| entity == key) {
+        found.retain(|(entity, _)| entity == key);
+    } else if found.iter().any(|(entity, _)| *entity != found[0].0) {
+        return Ok(None);
+    }
     let version_key =
         |i: &str| i.split_once('@').map(|(id, v)| (id.to_owned(), v.parse::<u32>().unwrap_or(0))).unwrap_or_default();
     let Some((entity, instrument)) = found.into_iter().max_by_key(|(_, i)| version_key(i)) else { return Ok(None) };
@@ -582,4 +687,14 @@ pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(R
         |r| r.get(0),
     )?;
     Ok(row.map(|r| (r, serde_json::from_str(&doc).unwrap_or(Value::Null))))
+}
+
+/// The active corrections of these records' fields, by (record id, field): the values
+/// results score instead of the fields' own (the latest by its `value` op's clock
+/// stamp wins). For the report card and the exports, which show both.
+pub fn active_corrections(
+    tx: &Transaction<'_>,
+    targets: &BTreeSet<String>,
+) -> Result<BTreeMap<(String, String), Value>, ApiError> {
+    corrections(tx, targets)
 }
