@@ -226,30 +226,195 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite
 mod tests {
     use super::*;
 
-    fn schema(conn: &Connection) -> Vec<(String, String)> {
-        let mut stmt =
-            conn.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    /// Schema version 1 exactly as the first release created it. Frozen here, not read
+    /// from `MIGRATIONS[0]`: a released migration edited in place would leave stores
+    /// made by that release behind, and this test would then see the difference.
+    const RELEASE_1: &str = r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE ops (
+        origin TEXT NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq > 0),
+        hlc_ms INTEGER NOT NULL,
+        hlc_c INTEGER NOT NULL,
+        wall INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        parent_origin TEXT,
+        parent_seq INTEGER,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE fields (
+        entity TEXT NOT NULL,
+        field TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        v_origin TEXT NOT NULL,
+        v_seq INTEGER NOT NULL,
+        hlc_ms INTEGER NOT NULL,
+        hlc_c INTEGER NOT NULL,
+        PRIMARY KEY (entity, field),
+        FOREIGN KEY (v_origin, v_seq) REFERENCES ops (origin, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE instruments (
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (id, version)
+    ) STRICT;
+    CREATE TABLE registry (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('institution', 'unit', 'product')),
+        code TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT,
+        region TEXT
+    ) STRICT;
+    CREATE TABLE assignments (id TEXT PRIMARY KEY, document TEXT NOT NULL) STRICT;
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        added_at INTEGER NOT NULL
+    ) STRICT;
+    "#;
+
+    /// SQL with its layout taken out: runs of white space become one space, and none
+    /// is kept next to brackets and commas (an `ALTER TABLE … ADD COLUMN` writes the
+    /// new column on the table's last line).
+    fn normalised(sql: &str) -> String {
+        let words = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut out = String::new();
+        for c in words.chars() {
+            if c == ' ' && out.ends_with(['(', ',']) {
+                continue;
+            }
+            if matches!(c, ')' | ',' | '(') && out.ends_with(' ') {
+                out.pop();
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// One schema object: type, name, table and normalised SQL.
+    type SchemaObject = (String, String, String, Option<String>);
+
+    /// Every schema object and the schema version.
+    fn schema(conn: &Connection) -> (Vec<SchemaObject>, i64) {
+        let mut stmt = conn.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").unwrap();
+        let objects = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<String>>(3)?.as_deref().map(normalised)))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (objects, conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap())
+    }
+
+    #[test]
+    fn normalising_ignores_layout_only() {
+        assert_eq!(
+            normalised("CREATE TABLE t (\n  a INTEGER ,\n  b TEXT\n    , c TEXT)"),
+            "CREATE TABLE t(a INTEGER,b TEXT,c TEXT)"
+        );
+        assert_ne!(normalised("CREATE TABLE t (a INTEGER)"), normalised("CREATE TABLE t (a TEXT)"));
     }
 
     #[test]
     fn migrating_an_old_store_gives_the_fresh_schema() {
+        use serde_json::json;
+        use sidak_core::hash::Sha256Digest;
+        use sidak_core::hlc::Hlc;
+        use sidak_core::ids::{EntityId, OriginId};
+        use sidak_core::op::Op;
+        use sidak_core::records::{EntityKind, EntityRef};
+
         let dir = tempfile::tempdir().unwrap();
-        // A store as the first release left it: only migration 1, with data in it.
-        {
-            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute("INSERT INTO meta (key, value) VALUES ('origin', 'kept')", []).unwrap();
+        // A store as the first release left it, with a device identity, ops and their
+        // fields, and a photo waiting to be sent.
+        let origin = OriginId(uuid::Uuid::from_bytes([7; 16]));
+        let me = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
+        let visit = EntityRef { kind: EntityKind::Visit, id: EntityId(uuid::Uuid::from_bytes([8; 16])) };
+        let mut ops: Vec<Op> = Vec::new();
+        for (entity, field, value) in [
+            (me, "assessor", json!("a1")),
+            (me, "region", json!("jateng")),
+            (visit, "mode", json!("covert")),
+            (visit, "answer.proses.moto", json!(2)),
+            (visit, "answer.proses.moto", json!(3)),
+        ] {
+            let seq = ops.len() as u64 + 1;
+            let prev = ops.last().map_or(Sha256Digest::ZERO, |o| o.hash);
+            let parent = ops.iter().rev().find(|o| o.entity == entity && o.field == field).map(Op::op_ref);
+            let ms = 1_790_000_000_000 + seq * 1000;
+            ops.push(Op::new(origin, seq, Hlc { ms, c: 0 }, ms as i64, entity, field, value, parent, prev));
         }
-        let migrated = Store::open(dir.path()).unwrap();
+        let digest = "ab".repeat(32);
+        {
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(RELEASE_1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let tx = conn.transaction().unwrap();
+            for (key, value) in [("origin", origin.to_string()), ("assessor", "a1".into()), ("region", "jateng".into())]
+            {
+                set_meta(&tx, key, &value).unwrap();
+            }
+            for op in &ops {
+                crate::log::insert(&tx, op).unwrap();
+                crate::log::apply(&tx, op).unwrap();
+            }
+            tx.execute(
+                "INSERT INTO blobs (sha256, size, media_type, added_at) VALUES (?1, 5, 'image/jpeg', 1)",
+                [&digest],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+
+        let mut migrated = Store::open(dir.path()).unwrap();
         let fresh_dir = tempfile::tempdir().unwrap();
         let fresh = Store::open(fresh_dir.path()).unwrap();
-        assert_eq!(schema(&migrated.conn), schema(&fresh.conn));
+        assert_eq!(schema(&migrated.conn), schema(&fresh.conn), "migrated and fresh schemas differ");
+        assert_eq!(schema(&migrated.conn).1, MIGRATIONS.len() as i64);
         assert_eq!(migrated.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        let kept: String =
-            migrated.conn.query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| r.get(0)).unwrap();
-        assert_eq!(kept, "kept", "migration keeps data");
+
+        // The data survived, and the new tables work with it.
+        let (identity, held, moto, blob) = migrated
+            .write(|tx, _| {
+                let identity = crate::log::require_identity(tx)?;
+                let held = crate::log::read_ops(tx, Some(origin), 1, u64::MAX)?;
+                let moto: String = tx
+                    .query_row(
+                        "SELECT value FROM fields WHERE entity = ?1 AND field = 'answer.proses.moto'",
+                        [visit.id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .map_err(crate::error::db)?;
+                tx.execute("INSERT INTO uploads (sha256) VALUES (?1)", [&digest]).map_err(crate::error::db)?;
+                let blob: (i64, String, i64, i64, i64, Option<String>, i64) = tx
+                    .query_row(
+                        "SELECT b.size, b.media_type, u.received, u.complete, u.pruned, u.failed, u.centre_complete
+                         FROM blobs b JOIN uploads u ON u.sha256 = b.sha256",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                    )
+                    .map_err(crate::error::db)?;
+                Ok((identity, held, moto, blob))
+            })
+            .unwrap();
+        assert_eq!((identity.origin, identity.assessor.as_str(), identity.region.as_str()), (origin, "a1", "jateng"));
+        assert_eq!(held, ops, "every op, byte for byte");
+        assert_eq!(moto, "3", "the materialised fields");
+        assert_eq!(blob, (5, "image/jpeg".to_owned(), 0, 0, 0, None, 0));
+        let head = migrated.read(|tx, _| crate::log::head(tx, origin)).unwrap();
+        assert_eq!(head, (5, ops[4].hash));
+
         // Opening again changes nothing.
         drop(migrated);
         let again = Store::open(dir.path()).unwrap();

@@ -73,8 +73,16 @@ async fn publish(
     let now = state.now();
     let reference = instrument.reference.clone();
     let digest = instrument.digest.clone();
-    let added = state.db().write(move |tx| admin::publish_instrument(tx, &instrument, now)).await?;
-    state.reload_instruments()?;
+    // The instruments are re-read in the same store task, off the async threads: the
+    // write transaction sees what it just published.
+    let (added, fresh) = state
+        .db()
+        .write(move |tx| {
+            let added = admin::publish_instrument(tx, &instrument, now)?;
+            Ok::<_, ApiError>((added, admin::load_instruments(tx)?))
+        })
+        .await?;
+    state.adopt_instruments(fresh);
     Ok(Json(json!({"instrument": reference, "digest": digest, "added": added})))
 }
 

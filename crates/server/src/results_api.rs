@@ -136,8 +136,9 @@ async fn institutions_csv(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let listing = listing(&state, who, raw, "institution").await?;
-    let mut out = String::from("code,name,type,region,instrument,status,score,provisional,grade,zone\n");
+    let mut out = String::from("code,name,type,region,instrument,status,score,provisional,grade,zone,completeness\n");
     for r in &listing.results {
+        let completeness = r.completeness.map(|c| c.to_string()).unwrap_or_default();
         let cells = [
             &r.code,
             &r.name,
@@ -149,6 +150,7 @@ async fn institutions_csv(
             r.provisional.as_deref().unwrap_or(""),
             r.grade.as_deref().unwrap_or(""),
             r.zone.as_deref().unwrap_or(""),
+            &completeness,
         ];
         out.push_str(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
         out.push('\n');

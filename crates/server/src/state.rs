@@ -1,11 +1,13 @@
 //! What every request handler shares: the store, the instruments, the evidence files,
 //! the server's identity, and whether it is shutting down.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use sidak_core::ids::{OriginId, StoreId};
+use sidak_core::instrument::{Instrument, InstrumentRef};
 
 use crate::admin::load_instruments;
 use crate::db::{meta, Db};
@@ -51,6 +53,10 @@ impl AppState {
             let origin: OriginId = meta(tx, "server_origin")?
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| ApiError::internal("no server origin"))?;
+            let backfilled = crate::results::backfill_counts(tx)?;
+            if backfilled > 0 {
+                tracing::info!(rows = backfilled, "filled in the completeness of results stored before it was kept");
+            }
             Ok::<_, ApiError>((store, origin, load_instruments(tx)?))
         })?;
         std::fs::create_dir_all(data_dir.join("blobs")).map_err(ApiError::internal)?;
@@ -84,11 +90,26 @@ impl AppState {
         self.inner.instruments.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Re-reads the instruments after a publish.
+    /// Re-reads the instruments after a publish. It reads the store on the calling
+    /// thread: for blocking code (replication, the CLI). A handler loads them inside
+    /// its store task instead and hands them to [`AppState::adopt_instruments`].
     pub fn reload_instruments(&self) -> Result<(), ApiError> {
         let fresh = self.db().read_blocking(load_instruments)?;
-        *self.inner.instruments.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        self.adopt_instruments(fresh);
         Ok(())
+    }
+
+    /// Takes in instruments read from the store. Published instruments are never
+    /// changed or removed, so the snapshot becomes the union: two publishes finishing
+    /// in either order leave both in it.
+    pub fn adopt_instruments(&self, fresh: BTreeMap<InstrumentRef, Instrument>) {
+        let mut held = self.inner.instruments.write().unwrap_or_else(|p| p.into_inner());
+        if fresh.keys().all(|k| held.contains_key(k)) {
+            return;
+        }
+        let mut all = (**held).clone();
+        all.extend(fresh);
+        *held = Arc::new(all);
     }
 
     /// The store id (cursors name it).

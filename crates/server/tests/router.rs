@@ -642,7 +642,7 @@ async fn results_are_scoped_exported_and_recompute_identically() {
         String::from_utf8(http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec())
             .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "code,name,type,region,instrument,status,score,provisional,grade,zone");
+    assert_eq!(lines[0], "code,name,type,region,instrument,status,score,provisional,grade,zone,completeness");
     assert_eq!(lines.len(), 3);
 
     // From scratch, byte for byte.
@@ -789,155 +789,764 @@ async fn every_route_is_described_and_every_described_route_exists() {
     assert_eq!((s, served), (StatusCode::OK, spec));
 }
 
-/// Every role against every endpoint: a role that may not use an endpoint gets 403
-/// with a code, and the request changes nothing.
+/// A body for a matrix request: none, JSON, or raw bytes of a media type.
+#[derive(Clone)]
+enum Payload {
+    Empty,
+    Json(Value),
+    Raw(&'static str, Vec<u8>),
+}
+
+/// One request of the matrix as `who` (a token, or none) sends it.
+async fn matrix_call(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    payload: &Payload,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match payload {
+        Payload::Empty => req.body(Body::empty()).unwrap(),
+        Payload::Json(v) => req.header("content-type", "application/json").body(Body::from(v.to_string())).unwrap(),
+        Payload::Raw(media, bytes) => req.header("content-type", *media).body(Body::from(bytes.clone())).unwrap(),
+    };
+    h.send(req).await
+}
+
+/// "200", or "403 scope_forbidden": the status, and the error code of a refusal (from
+/// a JSON error body or a dashboard page's `data-code`).
+fn outcome(status: StatusCode, body: &Value) -> String {
+    if status.is_success() || status.is_redirection() {
+        return status.as_u16().to_string();
+    }
+    let code = match body {
+        Value::String(page) => page
+            .split_once("data-code=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_default(),
+        json => json["code"].as_str().unwrap_or_default().to_owned(),
+    };
+    format!("{} {code}", status.as_u16())
+}
+
+/// Every role against every endpoint of the router: the exact status and code each
+/// caller gets, refusals change nothing, and no handler touches SQLite on an async
+/// thread. The list of routes is the router's own, so a new route without a row here
+/// fails the test.
 #[tokio::test]
 async fn every_role_against_every_endpoint() {
     let h = Harness::new();
+    let other_peer = h
+        .state
+        .db()
+        .write_blocking(|tx| {
+            sidak_server::auth::create_token(
+                tx,
+                &sidak_server::auth::NewToken {
+                    role: sidak_server::auth::Role::Peer,
+                    region: Some("sulbar".into()),
+                    assessor: None,
+                    label: None,
+                },
+                T0,
+            )
+        })
+        .unwrap()
+        .1;
+    // a1's visit in jateng citing a photo, uploaded; two conflicts on it; two
+    // corrections to withdraw.
+    let photo = b"a photo of the service standard".to_vec();
+    let digest = sha(&photo);
     let mut dev = Device::new(70, "a1", "jateng");
     let visit = dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    let ev = EntityRef { kind: EntityKind::Evidence, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(ev, "visit", json!(visit.id.to_string()), None);
+    dev.write(ev, "indicator", json!("proses.moto"), None);
+    dev.write(ev, "sha256", json!(digest), None);
+    assert_eq!(push(&h, &h.assessor, dev.batch(0)).await.0, StatusCode::OK);
+    let announce = json!({"size": photo.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce.clone())).await;
+    assert_eq!(put_chunk(&h, &h.assessor, &digest, 0, &photo).await.1["complete"], true);
+    let mut twin = Device::new(71, "a1", "jateng");
+    for field in ["answer.proses.moto", "answer.proses.visi-misi"] {
+        let seen = dev.ops.iter().rev().find(|o| o.field == field).unwrap().op_ref();
+        dev.write(visit, field, json!(1), Some(seen));
+        twin.write(visit, field, json!(2), Some(seen));
+    }
     push(&h, &h.assessor, dev.batch(0)).await;
-    let correction = json!({"target": {"kind": "visit", "id": visit.id}, "field": "answer.proses.moto", "value": 2, "reason": "the photo"});
-    let (s, made) = h.call("POST", "/v1/review/corrections", Some(&h.admin), Some(correction.clone())).await;
-    assert_eq!(s, StatusCode::CREATED, "{made}");
-    let withdraw = format!("/v1/review/corrections/{}/withdraw", made["id"].as_str().unwrap());
-    let photo = b"a photo".to_vec();
-    let digest = sha(&photo);
-    h.call(
-        "POST",
-        &format!("/v1/evidence/{digest}"),
-        Some(&h.assessor),
-        Some(json!({"size": photo.len(), "media_type": "image/jpeg"})),
-    )
-    .await;
+    push(&h, &h.assessor, twin.batch(0)).await;
+    let mut corrections = Vec::new();
+    for field in ["answer.proses.prosedur", "answer.proses.produk"] {
+        let body =
+            json!({"target": {"kind": "visit", "id": visit.id}, "field": field, "value": 2, "reason": "the photo"});
+        let (s, made) = h.call("POST", "/v1/review/corrections", Some(&h.admin), Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{made}");
+        corrections.push(made["id"].as_str().unwrap().to_owned());
+    }
+    let institution = h.id_of("institution", "kota-sukamaju");
+    let unit = unit_id(&h, &institution, "disdukcapil");
+    let mut ikm: Value = serde_json::from_str(sidak_core::instrument::builtin_text("ikm-2017").unwrap()).unwrap();
+    ikm["version"] = json!(2);
 
-    const ALL: &[&str] = &["assessor", "supervisor", "admin", "peer"];
-    let uploaders: &[&str] = &["assessor", "peer", "admin"];
-    let results: &[&str] = &["supervisor", "admin", "peer"];
-    let admin: &[&str] = &["admin"];
-    let review: &[&str] = &["supervisor", "admin"];
-    // A fresh device of each token's own for pushes that are in scope.
-    let endpoints: Vec<(&str, String, Option<Value>, &[&str])> = vec![
-        ("GET", "/v1/whoami".into(), None, ALL),
-        ("POST", "/v1/ops/push".into(), Some(json!({"ops": []})), uploaders),
-        ("GET", "/v1/ops/pull".into(), None, ALL),
-        ("POST", "/v1/origins/status".into(), Some(json!({"origins": []})), ALL),
-        ("GET", "/v1/manifest".into(), None, ALL),
+    // The callers, in the order of the columns below.
+    let callers: [(&str, Option<String>); 9] = [
+        ("no token", None),
+        ("assessor a1", Some(h.assessor.clone())),
+        ("assessor a2 (same region)", Some(h.other_assessor.clone())),
+        ("assessor b1 (sulbar)", Some(h.other_region_assessor.clone())),
+        ("supervisor", Some(h.supervisor.clone())),
+        ("supervisor (sulbar)", Some(h.other_supervisor.clone())),
+        ("peer", Some(h.peer.clone())),
+        ("peer (sulbar)", Some(other_peer.clone())),
+        ("admin", Some(h.admin.clone())),
+    ];
+    const OK: &str = "200";
+    const NEW: &str = "201";
+    const MOVED: &str = "303";
+    const AUTH: &str = "401 unauthorized";
+    const ROLE: &str = "403 role_forbidden";
+    const SCOPE: &str = "403 scope_forbidden";
+    const ORIGIN: &str = "403 origin_forbidden";
+    let all = [OK; 9];
+    let any_token = [AUTH, OK, OK, OK, OK, OK, OK, OK, OK];
+    let uploaders = [AUTH, OK, OK, OK, ROLE, ROLE, OK, OK, OK];
+    // Reading what a jateng record of a1 cites: a1, jateng's supervisor and peer, admin.
+    let a1s_file = [AUTH, OK, SCOPE, SCOPE, OK, SCOPE, OK, SCOPE, OK];
+    let results = [AUTH, ROLE, ROLE, ROLE, OK, OK, OK, OK, OK];
+    let jateng_result = [AUTH, ROLE, ROLE, ROLE, OK, SCOPE, OK, SCOPE, OK];
+    let review = [AUTH, ROLE, ROLE, ROLE, OK, OK, ROLE, ROLE, OK];
+    let jateng_review = [AUTH, ROLE, ROLE, ROLE, OK, SCOPE, ROLE, ROLE, OK];
+    let jateng_write = [AUTH, ROLE, ROLE, ROLE, NEW, SCOPE, ROLE, ROLE, NEW];
+    let admin_only = [AUTH, ROLE, ROLE, ROLE, ROLE, ROLE, ROLE, ROLE, OK];
+    let pages = [MOVED, ROLE, ROLE, ROLE, OK, OK, ROLE, ROLE, OK];
+    let jateng_pages = [MOVED, ROLE, ROLE, ROLE, OK, SCOPE, ROLE, ROLE, OK];
+
+    type MakeRequest = Box<dyn Fn(usize, Option<&str>) -> (String, Payload)>;
+    let same =
+        |path: String, payload: Payload| -> MakeRequest { Box::new(move |_, _| (path.clone(), payload.clone())) };
+    let get = |path: &str| same(path.to_owned(), Payload::Empty);
+    let json = |path: &str, body: Value| same(path.to_owned(), Payload::Json(body));
+    let inst_page = format!("/dashboard/institutions/{institution}");
+    let unit_page = format!("{inst_page}/units/disdukcapil");
+    let (c_supervisor, c_admin) = (corrections[0].clone(), corrections[1].clone());
+    let cases: Vec<(&str, &str, MakeRequest, [&str; 9])> = vec![
+        ("GET", "/v1/health", get("/v1/health"), all),
+        ("GET", "/v1/whoami", get("/v1/whoami"), any_token),
         (
             "POST",
-            format!("/v1/evidence/{digest}"),
-            Some(json!({"size": photo.len(), "media_type": "image/jpeg"})),
+            "/v1/ops/push",
+            json("/v1/ops/push", dev.batch(0)),
+            [AUTH, OK, ORIGIN, ORIGIN, ROLE, ROLE, OK, ORIGIN, OK],
+        ),
+        ("GET", "/v1/ops/pull", get("/v1/ops/pull"), any_token),
+        (
+            "POST",
+            "/v1/origins/status",
+            json("/v1/origins/status", json!({"origins": [dev.origin]})),
+            [AUTH, OK, SCOPE, SCOPE, OK, SCOPE, OK, SCOPE, OK],
+        ),
+        ("GET", "/v1/manifest", get("/v1/manifest"), any_token),
+        ("POST", "/v1/evidence/{sha256}", json(&format!("/v1/evidence/{digest}"), announce.clone()), uploaders),
+        (
+            "PUT",
+            "/v1/evidence/{sha256}",
+            same(format!("/v1/evidence/{digest}?offset=0"), Payload::Raw("application/octet-stream", photo.clone())),
             uploaders,
         ),
-        ("GET", format!("/v1/evidence/{digest}/status"), None, ALL),
-        ("GET", "/v1/instruments".into(), None, ALL),
-        ("GET", "/v1/instruments/penilaian-2023/1".into(), None, ALL),
-        ("GET", "/v1/assignments".into(), None, ALL),
-        ("GET", "/v1/results/institutions".into(), None, results),
-        ("GET", "/v1/results/institutions.csv".into(), None, results),
-        ("GET", "/v1/results/institutions/kota-sukamaju".into(), None, results),
-        ("GET", "/v1/results/units".into(), None, results),
-        ("GET", "/v1/results/regions".into(), None, results),
+        ("GET", "/v1/evidence/{sha256}", get(&format!("/v1/evidence/{digest}")), a1s_file),
+        ("GET", "/v1/evidence/{sha256}/status", get(&format!("/v1/evidence/{digest}/status")), a1s_file),
+        ("GET", "/v1/instruments", get("/v1/instruments"), any_token),
+        ("GET", "/v1/instruments/{id}/{version}", get("/v1/instruments/penilaian-2023/1"), any_token),
+        ("GET", "/v1/assignments", get("/v1/assignments"), any_token),
+        ("GET", "/v1/results/institutions", get("/v1/results/institutions"), results),
+        ("GET", "/v1/results/institutions.csv", get("/v1/results/institutions.csv"), results),
+        ("GET", "/v1/results/institutions/{id}", get("/v1/results/institutions/kota-sukamaju"), jateng_result),
+        ("GET", "/v1/results/units", get("/v1/results/units"), results),
+        ("GET", "/v1/results/units/{id}", get(&format!("/v1/results/units/{unit}")), jateng_result),
+        ("GET", "/v1/results/regions", get("/v1/results/regions"), results),
+        (
+            "GET",
+            "/v1/results/institutions/{id}/rapor",
+            get("/v1/results/institutions/kota-sukamaju/rapor"),
+            jateng_review,
+        ),
+        (
+            "GET",
+            "/v1/results/institutions/{id}/rapor.html",
+            get("/v1/results/institutions/kota-sukamaju/rapor.html"),
+            jateng_review,
+        ),
+        ("GET", "/v1/results/units.csv", get("/v1/results/units.csv"), review),
+        ("GET", "/v1/exports/answers.csv", get("/v1/exports/answers.csv"), review),
+        ("POST", "/v1/admin/instruments", json("/v1/admin/instruments", ikm), admin_only),
         (
             "POST",
-            "/v1/admin/assignments".into(),
-            Some(
+            "/v1/admin/registry",
+            same("/v1/admin/registry".into(), Payload::Raw("text/csv", REGISTRY.as_bytes().to_vec())),
+            admin_only,
+        ),
+        (
+            "POST",
+            "/v1/admin/assignments",
+            json(
+                "/v1/admin/assignments",
                 json!({"assessor": "a9", "institution": "kota-sukamaju", "unit": "dpmptsp", "instrument": "penilaian-2023@1", "mode": "covert"}),
             ),
-            admin,
+            admin_only,
+        ),
+        ("GET", "/v1/admin/conflicts", get("/v1/admin/conflicts"), review),
+        ("GET", "/v1/admin/quarantine", get("/v1/admin/quarantine"), review),
+        ("POST", "/v1/admin/recompute", same("/v1/admin/recompute".into(), Payload::Empty), admin_only),
+        ("GET", "/v1/openapi.json", get("/v1/openapi.json"), all),
+        ("GET", "/v1/schemas/{file}", get("/v1/schemas/op.schema.json"), all),
+        ("GET", "/v1/review/visits", get("/v1/review/visits"), review),
+        ("GET", "/v1/review/edits", get("/v1/review/edits"), review),
+        ("GET", "/v1/review/corrections", get("/v1/review/corrections"), review),
+        (
+            "POST",
+            "/v1/review/corrections",
+            json(
+                "/v1/review/corrections",
+                json!({"target": {"kind": "visit", "id": visit.id}, "field": "answer.proses.moto", "value": 2, "reason": "the photo"}),
+            ),
+            jateng_write,
         ),
         (
             "POST",
-            "/v1/admin/instruments".into(),
-            Some(serde_json::from_str(sidak_core::instrument::builtin_text("ikm-2017").unwrap()).unwrap()),
-            admin,
+            "/v1/review/corrections/{id}/withdraw",
+            // The supervisor and the admin each withdraw a correction of their own.
+            Box::new(move |column, _| {
+                let id = if column == 8 { &c_admin } else { &c_supervisor };
+                (format!("/v1/review/corrections/{id}/withdraw"), Payload::Json(json!({"reason": "checked again"})))
+            }),
+            [AUTH, ROLE, ROLE, ROLE, OK, SCOPE, ROLE, ROLE, OK],
         ),
-        ("GET", "/v1/admin/conflicts".into(), None, review),
-        ("GET", "/v1/admin/quarantine".into(), None, review),
-        ("POST", "/v1/admin/recompute".into(), None, admin),
-        ("GET", "/v1/review/visits".into(), None, review),
-        ("GET", "/v1/review/edits".into(), None, review),
-        ("GET", "/v1/review/corrections".into(), None, review),
-        ("POST", "/v1/review/corrections".into(), Some(correction), review),
-        ("POST", withdraw, Some(json!({"reason": "checked again"})), review),
         (
             "POST",
-            "/v1/review/conflicts/resolve".into(),
-            Some(json!({"entity": visit.id, "field": "answer.proses.moto", "value": 2, "reason": "checked"})),
-            review,
+            "/v1/review/conflicts/resolve",
+            // The supervisor and the admin each resolve one of the two conflicts.
+            Box::new(move |column, _| {
+                let field = if column == 8 { "answer.proses.visi-misi" } else { "answer.proses.moto" };
+                let body = json!({"entity": visit.id, "field": field, "value": 2, "reason": "checked"});
+                ("/v1/review/conflicts/resolve".to_owned(), Payload::Json(body))
+            }),
+            jateng_write,
         ),
+        ("GET", "/dashboard", get("/dashboard"), pages),
+        ("GET", "/dashboard/login", get("/dashboard/login"), all),
+        (
+            "POST",
+            "/dashboard/login",
+            // Each caller logs in with its own token (none: an empty one).
+            Box::new(|_, token| {
+                let form = format!("token={}&next=%2Fdashboard", token.unwrap_or(""));
+                ("/dashboard/login".to_owned(), Payload::Raw("application/x-www-form-urlencoded", form.into_bytes()))
+            }),
+            [AUTH, ROLE, ROLE, ROLE, MOVED, MOVED, ROLE, ROLE, MOVED],
+        ),
+        ("POST", "/dashboard/logout", same("/dashboard/logout".into(), Payload::Empty), [MOVED; 9]),
+        ("GET", "/dashboard/rankings", get("/dashboard/rankings"), pages),
+        ("GET", "/dashboard/sync", get("/dashboard/sync"), pages),
+        ("GET", "/dashboard/regions/{region}", get("/dashboard/regions/jateng"), jateng_pages),
+        ("GET", "/dashboard/institutions/{id}", get(&inst_page), jateng_pages),
+        ("GET", "/dashboard/institutions/{id}/rapor", get(&format!("{inst_page}/rapor")), jateng_pages),
+        ("GET", "/dashboard/institutions/{id}/units/{unit}", get(&unit_page), jateng_pages),
+        (
+            "GET",
+            "/dashboard/institutions/{id}/units/{unit}/indicators/{indicator}",
+            get(&format!("{unit_page}/indicators/proses.moto")),
+            jateng_pages,
+        ),
+        (
+            "GET",
+            "/dashboard/institutions/{id}/units/{unit}/products/{product}",
+            get(&format!("{unit_page}/products/ktp-el")),
+            jateng_pages,
+        ),
+        (
+            "GET",
+            "/dashboard/institutions/{id}/units/{unit}/products/{product}/indicators/{indicator}",
+            get(&format!("{unit_page}/products/ktp-el/indicators/proses.moto")),
+            jateng_pages,
+        ),
+        ("GET", "/dashboard/evidence/{sha256}", get(&format!("/dashboard/evidence/{digest}")), jateng_pages),
+        ("GET", "/dashboard/evidence/{sha256}/file", get(&format!("/dashboard/evidence/{digest}/file")), jateng_pages),
     ];
-    let tokens = [
-        ("assessor", h.assessor.clone()),
-        ("supervisor", h.supervisor.clone()),
-        ("admin", h.admin.clone()),
-        ("peer", h.peer.clone()),
-    ];
-    let mut checked = 0;
-    for (method, path, body, allowed) in &endpoints {
-        for (role, token) in &tokens {
-            let before = h.fingerprint();
-            let (s, e) = h.call(method, path, Some(token), body.clone()).await;
-            if allowed.contains(role) {
-                assert!(
-                    s != StatusCode::UNAUTHORIZED && e["code"] != "role_forbidden",
-                    "{role} {method} {path}: {s} {e}"
-                );
-            } else {
-                assert_eq!(
-                    (s, e["code"].as_str()),
-                    (StatusCode::FORBIDDEN, Some("role_forbidden")),
-                    "{role} {method} {path}"
-                );
-                assert_eq!(h.fingerprint(), before, "{role} {method} {path} changed something");
+
+    // Every route of the router has exactly one row, and every row is a route.
+    let mut routed: Vec<(String, String)> = h.routes.iter().map(|(m, p)| (m.to_string(), (*p).to_owned())).collect();
+    let mut covered: Vec<(String, String)> =
+        cases.iter().map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+    routed.sort();
+    covered.sort();
+    let missing: Vec<_> = routed.iter().filter(|r| !covered.contains(r)).collect();
+    let extra: Vec<_> = covered.iter().filter(|c| !routed.contains(c)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "routes without a case: {missing:?}; cases without a route: {extra:?}"
+    );
+    assert_eq!(covered.len(), routed.len(), "one case per route");
+
+    let mut wrong = Vec::new();
+    for (method, route, request, expected) in &cases {
+        for (column, (who, token)) in callers.iter().enumerate() {
+            let (path, payload) = request(column, token.as_deref());
+            let (before, on_async) = (h.fingerprint(), h.state.db().calls_on_async_threads());
+            let (status, body) = matrix_call(&h, method, &path, token.as_deref(), &payload).await;
+            assert_eq!(
+                h.state.db().calls_on_async_threads(),
+                on_async,
+                "{who} {method} {route}: the handler used SQLite on an async thread"
+            );
+            let got = outcome(status, &body);
+            if got != expected[column] {
+                let body: String = body.to_string().chars().take(300).collect();
+                wrong.push(format!("{who} {method} {path}: expected {}, got {got}: {body}", expected[column]));
             }
-            checked += 1;
+            if !(status.is_success() || status.is_redirection()) {
+                assert_eq!(h.fingerprint(), before, "{who} {method} {path} was refused ({got}) but changed the store");
+            }
         }
-        // And without a token.
-        assert_eq!(
-            h.call(method, path, None, body.clone()).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{method} {path} without a token"
+    }
+    assert!(wrong.is_empty(), "{} unexpected answers:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// The indicators of `ipp-2017`: unit-level, each needing evidence, no questionnaires.
+const IPP: [&str; 14] = [
+    "kebijakan.standar-pelayanan",
+    "kebijakan.maklumat",
+    "kebijakan.skm",
+    "sdm.kode-etik",
+    "sdm.budaya-pelayanan",
+    "sdm.kompetensi",
+    "sarpras.fasilitas",
+    "sarpras.kelompok-rentan",
+    "sipp.elektronik",
+    "sipp.non-elektronik",
+    "konsultasi-pengaduan.sarana",
+    "konsultasi-pengaduan.pengelolaan",
+    "inovasi.inovasi-pelayanan",
+    "inovasi.keberlanjutan",
+];
+
+/// A submitted `ipp-2017` visit answering every indicator with `value`.
+fn ipp_visit(dev: &mut Device, h: &Harness, institution: &str, unit: &str, product: &str, value: i64) -> EntityRef {
+    let visit = EntityRef { kind: EntityKind::Visit, id: EntityId(uuid::Uuid::now_v7()) };
+    let inst = h.id_of("institution", institution);
+    let unit_id = unit_id(h, &inst, unit);
+    dev.write(visit, "instrument", json!({"id": "ipp-2017", "version": 1}), None);
+    dev.write(visit, "institution", json!(inst), None);
+    dev.write(visit, "unit", json!(unit_id), None);
+    dev.write(visit, "product", json!(product_id(h, &unit_id, product)), None);
+    dev.write(visit, "mode", json!("announced"), None);
+    dev.write(visit, "location", json!("own_office"), None);
+    for ind in IPP {
+        dev.write(visit, &format!("answer.{ind}"), json!(value), None);
+    }
+    dev.write(visit, "finished_at", json!(dev.ms), None);
+    dev.write(visit, "status", json!("submitted"), None);
+    visit
+}
+
+/// An evidence record of `visit` citing `digest` for `indicator`.
+fn cite(dev: &mut Device, visit: EntityRef, indicator: &str, digest: &str) {
+    let ev = EntityRef { kind: EntityKind::Evidence, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(ev, "visit", json!(visit.id.to_string()), None);
+    dev.write(ev, "indicator", json!(indicator), None);
+    dev.write(ev, "sha256", json!(digest), None);
+}
+
+async fn upload(h: &Harness, token: &str, bytes: &[u8]) -> Value {
+    let digest = sha(bytes);
+    let announce = json!({"size": bytes.len(), "media_type": "image/jpeg"});
+    let (s, st) = h.call("POST", &format!("/v1/evidence/{digest}"), Some(token), Some(announce)).await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    if st["complete"] == true {
+        return st;
+    }
+    let (s, st) = put_chunk(h, token, &digest, 0, bytes).await;
+    assert_eq!((s, &st["complete"]), (StatusCode::OK, &json!(true)), "{st}");
+    st
+}
+
+/// The row of `kind` results for `code` and `instrument`, as the admin lists it.
+async fn result_row(h: &Harness, kind: &str, code: &str, instrument: &str) -> Value {
+    let (s, list) = h.call("GET", &format!("/v1/results/{kind}"), Some(&h.admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    list["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == code && r["instrument"] == instrument)
+        .unwrap_or_else(|| panic!("no {kind} row for {code} {instrument}: {list}"))
+        .clone()
+}
+
+fn completeness_of(row: &Value) -> (String, u64, u64, Value, u64) {
+    (
+        row["status"].as_str().unwrap().to_owned(),
+        row["required"].as_u64().unwrap(),
+        row["answered"].as_u64().unwrap(),
+        row["completeness"].clone(),
+        row["missing"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn result_rows_say_how_complete_they_are() {
+    let h = Harness::new();
+    let photo = b"the unit's service standard, signed".to_vec();
+    let digest = sha(&photo);
+    let mut dev = Device::new(80, "a1", "jateng");
+    let visit = ipp_visit(&mut dev, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 4);
+    for ind in &IPP[..7] {
+        cite(&mut dev, visit, ind, &digest);
+    }
+    let (s, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert_eq!((s, r["origins"][0]["quarantined"].as_array().map_or(0, Vec::len)), (StatusCode::OK, 0), "{r}");
+
+    // Answered but no file yet: nothing counts.
+    let row = result_row(&h, "units", "disdukcapil", "ipp-2017@1").await;
+    assert_eq!(completeness_of(&row), ("incomplete".into(), 14, 0, json!("0.00"), 14));
+    // The file arrives: the seven indicators it is cited for count, seven are missing.
+    upload(&h, &h.assessor, &photo).await;
+    let row = result_row(&h, "units", "disdukcapil", "ipp-2017@1").await;
+    assert_eq!(completeness_of(&row), ("incomplete".into(), 14, 7, json!("0.50"), 7));
+    assert!(row["score"].is_null() && row["provisional"].is_string(), "{row}");
+    let document: String = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT document FROM results WHERE kind = 'unit' AND instrument = 'ipp-2017@1'", [], |r| {
+                r.get(0)
+            })
+            .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    let document: Value = serde_json::from_str(&document).unwrap();
+    let missing: Vec<&str> = document["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let expected: Vec<String> =
+        IPP[7..].iter().map(|ind| format!("unit `disdukcapil`: `{ind}` needs evidence")).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(missing, expected_sorted, "the row's count is the document's list");
+    let inst = result_row(&h, "institutions", "kota-sukamaju", "ipp-2017@1").await;
+    assert_eq!(completeness_of(&inst), ("incomplete".into(), 14, 7, json!("0.50"), 7));
+
+    // The rest is cited: complete, 100%.
+    for ind in &IPP[7..] {
+        cite(&mut dev, visit, ind, &digest);
+    }
+    let from = dev.ops.len() - 21;
+    assert_eq!(push(&h, &h.assessor, dev.batch(from)).await.0, StatusCode::OK);
+    let row = result_row(&h, "units", "disdukcapil", "ipp-2017@1").await;
+    assert_eq!(completeness_of(&row), ("complete".into(), 14, 14, json!("1.00"), 0));
+    assert_eq!(row["score"], "4.00");
+    let inst = result_row(&h, "institutions", "kota-sukamaju", "ipp-2017@1").await;
+    assert_eq!(completeness_of(&inst), ("complete".into(), 14, 14, json!("1.00"), 0));
+
+    // The penilaian-2023 unit (assigned, never visited) and its document agree.
+    let unit = result_row(&h, "units", "disdukcapil", "penilaian-2023@1").await;
+    let (s, doc) =
+        h.call("GET", &format!("/v1/results/units/{}", unit["id"].as_str().unwrap()), Some(&h.supervisor), None).await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!(doc["row"], unit, "the document's row is the listing's");
+    let listed = doc["result"]["missing"].as_array().unwrap().len() as u64;
+    assert!(listed > 0 && unit["missing"] == listed, "{unit}");
+    assert_eq!((unit["status"].as_str(), unit["answered"].as_u64()), (Some("incomplete"), Some(0)));
+
+    // The CSV export carries it as its last column.
+    let req = Request::builder()
+        .uri("/v1/results/institutions.csv")
+        .header("authorization", format!("Bearer {}", h.admin))
+        .body(Body::empty())
+        .unwrap();
+    let (s, csv) = h.send(req).await;
+    let csv = csv.as_str().unwrap().to_owned();
+    assert_eq!(s, StatusCode::OK);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "code,name,type,region,instrument,status,score,provisional,grade,zone,completeness");
+    let ipp_line = lines.iter().find(|l| l.contains("ipp-2017@1")).unwrap();
+    let tail = format!(",complete,4.00,,{},,1.00", inst["grade"].as_str().unwrap());
+    assert!(ipp_line.starts_with("kota-sukamaju,") && ipp_line.ends_with(&tail), "{ipp_line}");
+    let penilaian = lines.iter().find(|l| l.contains("penilaian-2023@1")).unwrap();
+    assert!(penilaian.ends_with(",0.00"), "{penilaian}");
+
+    // Rows stored before completeness was kept are filled in when the store opens.
+    let before = result_row(&h, "units", "disdukcapil", "ipp-2017@1").await;
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute_batch("UPDATE results SET required = NULL, answered = NULL, missing = NULL")
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    let reopened = sidak_server::state::AppState::open(h._dir.path(), sidak_server::state::system_clock()).unwrap();
+    let rows = reopened.db().read_blocking(|tx| sidak_server::results::rows(tx, "unit", None, -1, None)).unwrap();
+    let again = rows.iter().find(|r| r.code == "disdukcapil" && r.instrument == "ipp-2017@1").unwrap();
+    assert_eq!(serde_json::to_value(again).unwrap(), before);
+}
+
+#[tokio::test]
+async fn unit_results_by_id_and_code_are_scoped() {
+    let h = Harness::new();
+    let mut a1 = Device::new(81, "a1", "jateng");
+    a1.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    let mut b1 = Device::new(82, "b1", "sulbar");
+    b1.visit(&h, "kab-mamuju", "disdukcapil", "ktp-el", 2);
+    push(&h, &h.other_region_assessor, b1.batch(0)).await;
+    let jateng = unit_id(&h, &h.id_of("institution", "kota-sukamaju"), "disdukcapil");
+    let path = format!("/v1/results/units/{jateng}");
+
+    let (s, doc) = h.call("GET", &path, Some(&h.supervisor), None).await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!((doc["row"]["id"].as_str(), doc["row"]["code"].as_str()), (Some(jateng.as_str()), Some("disdukcapil")));
+    let products: Vec<&str> =
+        doc["result"]["products"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!((doc["result"]["id"].as_str(), products), (Some("disdukcapil"), vec!["akta-lahir", "ktp-el"]));
+    assert_eq!(h.call("GET", &path, Some(&h.peer), None).await.0, StatusCode::OK);
+    assert_eq!(h.call("GET", &path, Some(&h.admin), None).await.1, doc);
+    // A unique code names its unit (dpmptsp is assigned only in kota-sukamaju).
+    let (s, by_code) = h.call("GET", "/v1/results/units/dpmptsp", Some(&h.supervisor), None).await;
+    assert_eq!((s, by_code["row"]["code"].as_str()), (StatusCode::OK, Some("dpmptsp")));
+    // A code two institutions share names neither.
+    let (s, e) = h.call("GET", "/v1/results/units/disdukcapil", Some(&h.admin), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    for unknown in [uuid::Uuid::now_v7().to_string(), "no-such-unit".to_owned()] {
+        let (s, e) = h.call("GET", &format!("/v1/results/units/{unknown}"), Some(&h.admin), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{unknown}");
+    }
+    // Another region's supervisor and peer: 403; assessors: not a results role.
+    let before = h.fingerprint();
+    for token in [&h.other_supervisor, &h.assessor] {
+        let (s, e) = h.call("GET", &path, Some(token), None).await;
+        let expected = if token == &h.assessor { "role_forbidden" } else { "scope_forbidden" };
+        assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some(expected)));
+    }
+    let sulbar = unit_id(&h, &h.id_of("institution", "kab-mamuju"), "disdukcapil");
+    let (s, e) = h.call("GET", &format!("/v1/results/units/{sulbar}"), Some(&h.supervisor), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    let (s, theirs) = h.call("GET", &format!("/v1/results/units/{sulbar}"), Some(&h.other_supervisor), None).await;
+    assert_eq!((s, theirs["row"]["region"].as_str()), (StatusCode::OK, Some("sulbar")));
+    assert_eq!(h.fingerprint(), before);
+}
+
+#[tokio::test]
+async fn every_schema_is_served_without_a_token() {
+    let h = Harness::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/schemas");
+    let mut served = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (s, body) = h.call("GET", &format!("/v1/schemas/{name}"), None, None).await;
+        assert_eq!((s, body), (StatusCode::OK, file), "{name}");
+        served += 1;
+    }
+    assert!(served >= 14, "{served} schemas");
+    // Every schema the description refers to is one of them.
+    let spec = sidak_server::admin_api::OPENAPI;
+    for reference in spec.split("\"$ref\": \"schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(dir.join(name).is_file(), "openapi.json refers to a missing schemas/{name}");
+        assert_eq!(h.call("GET", &format!("/v1/schemas/{name}"), None, None).await.0, StatusCode::OK);
+    }
+    for unknown in ["nothing.schema.json", "..%2Fopenapi.json", "op.schema", "OP.SCHEMA.JSON"] {
+        let (s, e) = h.call("GET", &format!("/v1/schemas/{unknown}"), Some(&h.admin), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{unknown}");
+    }
+}
+
+#[tokio::test]
+async fn one_file_cited_by_two_visits_is_stored_and_uploaded_once() {
+    let h = Harness::new();
+    let photo: Vec<u8> = (0..150_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let digest = sha(&photo);
+    let mut a1 = Device::new(83, "a1", "jateng");
+    let v1 = ipp_visit(&mut a1, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    cite(&mut a1, v1, "kebijakan.maklumat", &digest);
+    let mut a2 = Device::new(84, "a2", "jateng");
+    let v2 = ipp_visit(&mut a2, &h, "kota-sukamaju", "dpmptsp", "pbg", 5);
+    cite(&mut a2, v2, "sdm.kode-etik", &digest);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    push(&h, &h.other_assessor, a2.batch(0)).await;
+
+    // a1 uploads it, in two chunks.
+    let announce = json!({"size": photo.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce.clone())).await;
+    put_chunk(&h, &h.assessor, &digest, 0, &photo[..100_000]).await;
+    let (_, st) = put_chunk(&h, &h.assessor, &digest, 100_000, &photo[100_000..]).await;
+    assert_eq!(st["complete"], true);
+    // a2 announces the same file: it is held already; nothing is sent again.
+    let (s, st) = h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.other_assessor), Some(announce)).await;
+    assert_eq!((s, &st["complete"], st["received"].as_u64()), (StatusCode::OK, &json!(true), Some(photo.len() as u64)));
+    let (s, st) = put_chunk(&h, &h.other_assessor, &digest, 0, &photo[..10]).await;
+    assert_eq!((s, &st["complete"]), (StatusCode::OK, &json!(true)), "a stray chunk is a replay");
+
+    let rows: i64 = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get(0)).map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    assert_eq!(rows, 1, "one row for the file");
+    let files: Vec<std::path::PathBuf> = walk(&h.state.data_dir().join("blobs"));
+    assert_eq!(files, vec![h.state.blob_path(&digest)], "one stored copy");
+    assert_eq!(std::fs::read(&files[0]).unwrap(), photo);
+    assert!(walk(&h.state.data_dir().join("uploads")).is_empty(), "no partial upload left");
+    // Both citations count.
+    for (unit, indicator) in [("disdukcapil", "kebijakan.maklumat"), ("dpmptsp", "sdm.kode-etik")] {
+        let row = result_row(&h, "units", unit, "ipp-2017@1").await;
+        assert_eq!(row["answered"], 1, "{unit}: {row}");
+        let id = row["id"].as_str().unwrap().to_owned();
+        let document: String = h
+            .state
+            .db()
+            .read_blocking(move |tx| {
+                tx.query_row(
+                    "SELECT document FROM results WHERE kind = 'unit' AND entity = ?1 AND instrument = 'ipp-2017@1'",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap();
+        assert!(!document.contains(&format!("`{indicator}` needs evidence")), "{unit}");
+    }
+    // Its status: both citing assessors, their supervisor; not another region's.
+    let status = format!("/v1/evidence/{digest}/status");
+    for token in [&h.assessor, &h.other_assessor, &h.supervisor, &h.peer, &h.admin] {
+        assert_eq!(h.call("GET", &status, Some(token), None).await.0, StatusCode::OK);
+    }
+    for token in [&h.other_region_assessor, &h.other_supervisor] {
+        let (s, e) = h.call("GET", &status, Some(token), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    }
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn an_upload_stays_resumable_and_a_finished_file_is_private() {
+    let h = Harness::new();
+    let photo: Vec<u8> = (0..120_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let digest = sha(&photo);
+    // As the field client does: the ops citing the file first, then the file.
+    let mut a1 = Device::new(85, "a1", "jateng");
+    let visit = ipp_visit(&mut a1, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    cite(&mut a1, visit, "kebijakan.skm", &digest);
+    push(&h, &h.assessor, a1.batch(0)).await;
+    let announce = json!({"size": photo.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce)).await;
+    put_chunk(&h, &h.assessor, &digest, 0, &photo[..50_000]).await;
+    // Interrupted: the status says where to resume, for any uploader (the server does
+    // not record who announced a file).
+    let status = format!("/v1/evidence/{digest}/status");
+    for token in [&h.assessor, &h.other_region_assessor, &h.peer] {
+        let (s, st) = h.call("GET", &status, Some(token), None).await;
+        assert_eq!((s, st["received"].as_u64(), &st["complete"]), (StatusCode::OK, Some(50_000), &json!(false)));
+    }
+    let (s, e) = h.call("GET", &status, Some(&h.other_supervisor), None).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")), "supervisors do not upload");
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 50_000, &photo[50_000..]).await;
+    assert_eq!((s, &st["complete"]), (StatusCode::OK, &json!(true)));
+    // Complete: the uploader still reads it (its record cites it); another region's
+    // assessor and peer learn nothing.
+    let (s, st) = h.call("GET", &status, Some(&h.assessor), None).await;
+    assert_eq!((s, &st["complete"], &st["centre_complete"]), (StatusCode::OK, &json!(true), &json!(true)));
+    let other_peer = h
+        .state
+        .db()
+        .write_blocking(|tx| {
+            sidak_server::auth::create_token(
+                tx,
+                &sidak_server::auth::NewToken {
+                    role: sidak_server::auth::Role::Peer,
+                    region: Some("sulbar".into()),
+                    assessor: None,
+                    label: None,
+                },
+                T0,
+            )
+        })
+        .unwrap()
+        .1;
+    let before = h.fingerprint();
+    for token in [&h.other_region_assessor, &other_peer, &h.other_assessor] {
+        let (s, e) = h.call("GET", &status, Some(token), None).await;
+        assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
+    }
+    assert_eq!(h.fingerprint(), before);
+}
+
+#[tokio::test]
+async fn tokens_are_stored_only_as_their_hash() {
+    let h = Harness::new();
+    let secrets = [
+        &h.admin,
+        &h.supervisor,
+        &h.peer,
+        &h.assessor,
+        &h.other_assessor,
+        &h.other_supervisor,
+        &h.other_region_assessor,
+    ];
+    let stored: Vec<Vec<Option<String>>> = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, hash, role, region, assessor, label, CAST(created_at AS TEXT) FROM tokens ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| (0..7).map(|i| r.get::<_, Option<String>>(i)).collect())?;
+            Ok::<_, sidak_server::error::ApiError>(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap();
+    assert_eq!(stored.len(), secrets.len());
+    for secret in secrets {
+        assert!(secret.starts_with("sdk_") && secret.len() > 40);
+        let hash = sidak_server::auth::token_hash(secret);
+        assert_eq!(hash, sidak_core::hash::sha256_hex(secret.as_bytes()));
+        assert_eq!(stored.iter().filter(|row| row[1].as_deref() == Some(hash.as_str())).count(), 1);
+        assert!(
+            stored
+                .iter()
+                .flatten()
+                .flatten()
+                .all(|cell| !cell.contains(secret.as_str()) && !cell.contains(&secret[4..])),
+            "a stored cell holds a secret"
         );
     }
-    // The two raw-body admin and evidence endpoints.
-    for (role, token) in &tokens {
-        let before = h.fingerprint();
-        let req = Request::builder()
-            .method("POST")
-            .uri("/v1/admin/registry")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "text/csv")
-            .body(Body::from(REGISTRY))
-            .unwrap();
-        let (s, _) = h.send(req).await;
-        assert_eq!(s == StatusCode::OK, *role == "admin", "{role} registry import");
-        if *role != "admin" {
-            assert_eq!(h.fingerprint(), before);
+    // Nor anywhere in the store's files.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(h._dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path).unwrap());
         }
-        let (s, _) = put_chunk(&h, token, &digest, 0, &photo).await;
-        assert_eq!(s == StatusCode::FORBIDDEN, !uploaders.contains(role), "{role} evidence chunk");
-        checked += 2;
     }
-    assert!(checked >= 80);
-
-    // Cross-scope, for the roles allowed the endpoint: a1's origin, jateng's results
-    // and a file cited only in jateng, asked for by tokens of other scopes.
-    let outsiders = [
-        ("other assessor", h.other_assessor.clone()),
-        ("other region's supervisor", h.other_supervisor.clone()),
-        ("other region's assessor", h.other_region_assessor.clone()),
-    ];
-    for (who, token) in &outsiders {
-        let before = h.fingerprint();
-        let (s, e) = h.call("POST", "/v1/origins/status", Some(token), Some(json!({"origins": [dev.origin]}))).await;
-        assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")), "{who} status");
-        let (s, _) = push(&h, token, dev.batch(0)).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{who} push under a1's origin");
-        assert_eq!(h.fingerprint(), before, "{who} changed something");
+    for secret in secrets {
+        assert!(!bytes.windows(secret.len() - 4).any(|w| w == &secret.as_bytes()[4..]), "a secret is on disk");
     }
-    let (s, e) = h.call("GET", "/v1/results/institutions/kota-sukamaju", Some(&h.other_supervisor), None).await;
-    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
-    let (s, e) = h.call("GET", "/v1/results/regions?region=jateng", Some(&h.other_supervisor), None).await;
-    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("scope_forbidden")));
 }

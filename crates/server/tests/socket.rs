@@ -31,8 +31,7 @@ async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
     let list: serde_json::Value = response.json().await.unwrap();
     assert_eq!(list["instruments"].as_array().unwrap().len(), 4);
 
-    // Hold the store's writer so the push below waits inside the server, then ask the
-    // server to stop while it is in flight.
+    // Hold the store's writer so the push below waits inside the server.
     let mut dev = Device::new(90, "a1", "jateng");
     dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
     let (locked, release) = (std::sync::mpsc::channel::<()>(), std::sync::mpsc::channel::<()>());
@@ -50,21 +49,67 @@ async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
     let push = tokio::spawn({
         let client = client.clone();
         let token = h.assessor.clone();
+        let base = base.clone();
         async move { client.post(format!("{base}/v1/ops/push")).bearer_auth(token).json(&body).send().await }
     });
+    // A hang guard, not a timing assertion: each wait below ends as soon as its
+    // condition holds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let wait = |what: &str| assert!(std::time::Instant::now() < deadline, "{what} never happened");
     // The push is in flight once its handler waits for the (held) writer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while h.state.db().queued_writers() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the push never reached the store");
+        wait("the push reaching the store");
         tokio::task::yield_now().await;
     }
+
+    // Shutdown begins while the push is in flight...
     stop.send(()).unwrap();
+    while !h.state.shutting_down() {
+        wait("the start of shutdown");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ... the server takes no new connection ...
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        wait("the listener closing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!push.is_finished(), "the push is still waiting for the store");
+    assert!(!server.is_finished(), "the server waits for the push");
+    let stored = |h: &Harness| {
+        let origin = dev.origin.to_string();
+        h.state
+            .db()
+            .read_blocking(move |tx| {
+                tx.query_row("SELECT COUNT(*) FROM ops WHERE origin = ?1", [origin], |r| r.get::<_, i64>(0))
+                    .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap()
+    };
+    assert_eq!(stored(&h), 0, "nothing of the push is stored yet");
+
+    // ... and when the store is free again, the push completes and is answered.
     release.0.send(()).unwrap();
     holder.join().unwrap();
     let response = push.await.unwrap().expect("the in-flight push is answered");
     assert_eq!(response.status(), 200);
     let r: serde_json::Value = response.json().await.unwrap();
     assert_eq!(r["origins"][0]["held"]["seq"].as_u64(), Some(dev.seq));
+    assert_eq!(r["origins"][0]["stored"].as_u64(), Some(dev.seq));
     server.await.unwrap().unwrap();
-    assert!(h.state.shutting_down());
+    assert_eq!(stored(&h), dev.seq as i64, "what was acknowledged is in the store");
+    // Durable: a store opened afresh from the files holds it too.
+    drop(client);
+    let reopened = sidak_server::state::AppState::open(h._dir.path(), sidak_server::state::system_clock()).unwrap();
+    let held = reopened
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT head_seq FROM origins WHERE origin = ?1", [dev.origin.to_string()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    assert_eq!(held, dev.seq as i64);
+    let refused = reqwest::Client::new().get(format!("http://{addr}/v1/health")).send().await;
+    assert!(refused.is_err_and(|e| e.is_connect()), "a stopped server takes no connection");
 }
