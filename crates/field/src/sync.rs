@@ -575,7 +575,13 @@ impl Field {
         })?;
         for sha in waiting {
             let status: EvidenceStatus =
-                http.send("evidence status", &|c| c.get(http_url(opts, &format!("/v1/evidence/{sha}/status"))))?;
+                match http.send("evidence status", &|c| c.get(http_url(opts, &format!("/v1/evidence/{sha}/status")))) {
+                    Ok(s) => s,
+                    // The server will not say (the record citing it is held back for
+                    // review, say): the file stays, nothing else is affected.
+                    Err(SyncError::Refused(_)) => continue,
+                    Err(e) => return Err(e),
+                };
             if status.centre_complete == Some(true) {
                 self.store.write(|tx, _| {
                     tx.execute("UPDATE uploads SET centre_complete = 1 WHERE sha256 = ?1", [&sha]).map_err(db)?;
