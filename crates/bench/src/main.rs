@@ -1,17 +1,11 @@
-//! `sidak-bench`: Sidak's benchmarks. Each one measures Sidak and a raw baseline in the
-//! same run on the same machine and reports the ratio, so figures from different
-//! machines can be compared. Results and the commands that reproduce them are in
+//! `sidak-bench`: Sidak's benchmarks, each next to a raw baseline measured in the same
+//! run, with the ratio. Results and the commands that reproduce them are in
 //! docs/benchmarks.md. Run with `--release`.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use serde_json::json;
-use sidak_core::instrument::{builtin, Location, RespondentKind};
-use sidak_field::app::StartVisit;
-use sidak_field::Field;
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use sidak_bench::report::{self, Row};
+use sidak_bench::{day, field, ingest, national, pull};
 
 #[derive(Parser)]
 #[command(name = "sidak-bench")]
@@ -20,145 +14,125 @@ struct Cli {
     bench: Bench,
 }
 
+#[derive(Args, Clone, Copy)]
+struct FieldArgs {
+    /// Answers to record.
+    #[arg(long, default_value_t = 2000)]
+    answers: usize,
+    /// Complete visits to record for the size measurement.
+    #[arg(long, default_value_t = 50)]
+    visits: usize,
+}
+
+#[derive(Args, Clone, Copy)]
+struct IngestArgs {
+    /// Ops pushed in each run (split among the devices).
+    #[arg(long, default_value_t = 40_000)]
+    ops: usize,
+}
+
+#[derive(Args, Clone, Copy)]
+struct PullArgs {
+    /// Ops on the server (pushed by 16 devices first).
+    #[arg(long, default_value_t = 20_000)]
+    ops: usize,
+    /// Concurrent clients in the second run.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+}
+
+#[derive(Args, Clone, Copy)]
+struct DayArgs {
+    /// Visits.
+    #[arg(long, default_value_t = 20)]
+    visits: usize,
+    /// Answers written per visit.
+    #[arg(long, default_value_t = 60)]
+    answers: usize,
+    /// Service-user questionnaires.
+    #[arg(long, default_value_t = 30)]
+    respondents: usize,
+    /// Photos.
+    #[arg(long, default_value_t = 40)]
+    photos: usize,
+    /// Megabytes per photo.
+    #[arg(long, default_value_t = 2.0)]
+    photo_mb: f64,
+    /// Evidence chunk size in KiB (the field client's default is 256; the protocol allows 1024).
+    #[arg(long, default_value_t = 256)]
+    chunk_kib: usize,
+}
+
+#[derive(Args, Clone, Copy)]
+struct SeasonArgs {
+    /// Fraction of the national season (1.0: 587 institutions, ~1M answers).
+    #[arg(long, default_value_t = 0.05)]
+    scale: f64,
+    /// Devices pushing at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Answer recording on the field store with durable commits, and store size per visit.
-    FieldAnswers {
-        /// Answers to record.
-        #[arg(long, default_value_t = 2000)]
-        answers: usize,
-        /// Complete visits to record for the size measurement.
-        #[arg(long, default_value_t = 50)]
-        visits: usize,
+    FieldAnswers(FieldArgs),
+    /// Server ingest over HTTP with 1 and 16 devices vs a raw batched UPSERT.
+    Ingest(IngestArgs),
+    /// Pull to 1 and to many clients vs serde_json serialisation of the same ops.
+    Pull(PullArgs),
+    /// A device's day synced over loopback, with and without gzip, vs raw loopback.
+    Day(DayArgs),
+    /// A national season: ingest, full recompute vs scan-and-fold, incremental recompute.
+    Season(SeasonArgs),
+    /// Everything, at a season scale; one table.
+    All {
+        /// Fraction of the national season.
+        #[arg(long, default_value_t = 0.05)]
+        scale: f64,
+        /// Ops per ingest run (the pull benchmark serves the 16-device run's ops).
+        #[arg(long, default_value_t = 40_000)]
+        ops: usize,
     },
 }
 
+fn day_of(a: DayArgs) -> day::Day {
+    day::Day {
+        visits: a.visits,
+        answers: a.answers,
+        respondents: a.respondents,
+        photos: a.photos,
+        photo_bytes: (a.photo_mb * 1_000_000.0) as usize,
+        chunk: a.chunk_kib * 1024,
+    }
+}
+
 fn main() -> Result<()> {
-    match Cli::parse().bench {
-        Bench::FieldAnswers { answers, visits } => field_answers(answers, visits),
-    }
-}
-
-struct Stats {
-    median: Duration,
-    p99: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Stats { median: at(0.5), p99: at(0.99) }
-}
-
-/// Writes a fixture assignment list for one assessor.
-fn setup(dir: &Path) -> Result<Field> {
-    let mut field = Field::open(dir)?;
-    field.init("bench-assessor", "bench-region")?;
-    field.load_instrument(&builtin("penilaian-2023").context("built-in")?)?;
-    let list = json!({"assignments": [{
-        "id": "0190a000-0000-7000-8000-00000000a001", "assessor": "bench-assessor",
-        "institution": {"id": "0190a000-0000-7000-8000-000000000010", "code": "kota-bench", "name": "Kota Bench", "type": "kota", "region": "bench-region"},
-        "unit": {"id": "0190a000-0000-7000-8000-000000000011", "code": "bench-disdukcapil", "name": "Disdukcapil", "type": "disdukcapil"},
-        "products": [{"id": "0190a000-0000-7000-8000-000000000012", "code": "ktp-el", "name": "KTP-el"}],
-        "instrument": {"id": "penilaian-2023", "version": 1}, "mode": "covert", "status": "active"}]});
-    field.load_assignments(&serde_json::from_value(list)?)?;
-    Ok(field)
-}
-
-fn start(field: &mut Field) -> Result<String> {
-    let id = field.start_visit(&StartVisit {
-        assignment: "0190a000-0000-7000-8000-00000000a001".into(),
-        product: None,
-        mode: None,
-        location: Location::Mpp,
-    })?;
-    Ok(id.to_string())
-}
-
-fn field_answers(n: usize, visits: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut field = setup(&tmp.path().join("field"))?;
-    let visit = start(&mut field)?;
-    let indicators = ["proses.persyaratan", "proses.prosedur", "proses.jangka-waktu", "proses.produk"];
-
-    // Sidak: one durable transaction per answer (record-model check, op, chain, state).
-    let mut ours = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        field.answer(&visit, indicators[i % indicators.len()], &(i % 4).to_string())?;
-        ours.push(t.elapsed());
-    }
-
-    // Baseline: the same SQLite settings, one INSERT of a similar row per transaction.
-    let conn = rusqlite::Connection::open(tmp.path().join("raw.sqlite"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch("CREATE TABLE raw (id INTEGER PRIMARY KEY, entity TEXT, field TEXT, value TEXT, hash TEXT)")?;
-    let mut raw = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        let tx = conn.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO raw (entity, field, value, hash) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![visit, indicators[i % 4], (i % 4).to_string(), "0".repeat(64)],
-        )?;
-        tx.commit()?;
-        raw.push(t.elapsed());
-    }
-    let (o, r) = (stats(ours), stats(raw));
-    println!("answer recording, {n} durable commits (WAL, synchronous=FULL):");
-    println!("  sidak-field answer   median {:>9.3?}  p99 {:>9.3?}", o.median, o.p99);
-    println!("  raw SQLite insert    median {:>9.3?}  p99 {:>9.3?}", r.median, r.p99);
-    println!(
-        "  ratio (median)       {:.2}×   (p99) {:.2}×",
-        o.median.as_secs_f64() / r.median.as_secs_f64(),
-        o.p99.as_secs_f64() / r.p99.as_secs_f64()
-    );
-
-    // Store size per complete visit: 13 product/unit answers, 4 officials × 15 answers,
-    // 2 complaint officers × 3, two notes, 13 evidence records (files not counted).
-    let size_dir = tmp.path().join("size");
-    let mut field = setup(&size_dir)?;
-    let photo = tmp.path().join("photo.jpg");
-    std::fs::write(&photo, vec![1u8; 1024])?;
-    let instrument = builtin("penilaian-2023").context("built-in")?;
-    let before = db_bytes(&size_dir)?;
-    for _ in 0..visits {
-        let v = start(&mut field)?;
-        for ind in instrument.indicators().filter(|i| i.source.respondent_kind().is_none()) {
-            field.answer(&v, &ind.id, "2")?;
-            field.attach(&v, &photo, Some(&ind.id), None)?;
+    let (title, rows): (&str, Vec<Row>) = match Cli::parse().bench {
+        Bench::FieldAnswers(a) => ("field", field::run(a.answers, a.visits)?),
+        Bench::Ingest(a) => ("server ingest", ingest::run(tmp.path(), a.ops)?.0),
+        Bench::Pull(a) => {
+            let (server, w) = ingest::prepare(&tmp.path().join("pull"), 16, 16, a.ops)?;
+            let total = w.len();
+            ingest::push_all(&server.url(), w.loads(&server)?, 16)?;
+            ("pull", pull::run(&server, total, a.clients)?)
         }
-        for (kind, count) in [(RespondentKind::Official, 4), (RespondentKind::ComplaintOfficer, 2)] {
-            for _ in 0..count {
-                let r = field.add_respondent(&v, kind, None)?.to_string();
-                for ind in instrument.indicators().filter(|i| i.source.respondent_kind() == Some(kind)) {
-                    field.answer_respondent(&r, &ind.id, "2")?;
-                }
-            }
+        Bench::Day(a) => ("a device's day", day::run(tmp.path(), &day_of(a))?),
+        Bench::Season(a) => ("national season", national::run(tmp.path(), a.scale, a.concurrency)?),
+        Bench::All { scale, ops } => {
+            let mut rows = Vec::new();
+            let (ingest_rows, server, total) = ingest::run(tmp.path(), ops)?;
+            rows.extend(ingest_rows);
+            rows.extend(pull::run(&server, total, 64)?);
+            drop(server);
+            let d = DayArgs { visits: 20, answers: 60, respondents: 30, photos: 40, photo_mb: 2.0, chunk_kib: 256 };
+            rows.extend(day::run(tmp.path(), &day_of(d))?);
+            rows.extend(national::run(tmp.path(), scale, 16)?);
+            rows.extend(field::run(2000, 50)?);
+            ("all benchmarks", rows)
         }
-        field.note(&v, "Antrean panjang; papan informasi biaya tidak terlihat dari ruang tunggu.", None)?;
-        field.note(&v, "Petugas ramah, tetapi formulir pengaduan tidak tersedia.", Some("pengaduan.kanal-aktif"))?;
-        field.finish(&v)?;
-    }
-    let ops = field.all_ops()?.len();
-    drop(field);
-    let after = db_bytes(&size_dir)?;
-    let per_visit = (after - before) as f64 / visits as f64;
-    println!("store size: {visits} complete visits, {ops} ops: {:.1} KiB per visit (database only; photos are stored once each, by content)", per_visit / 1024.0);
+    };
+    report::print(title, &rows);
     Ok(())
-}
-
-/// The database's size after a checkpoint (main file + WAL).
-fn db_bytes(dir: &Path) -> Result<u64> {
-    let conn = rusqlite::Connection::open(dir.join(sidak_field::store::DB_FILE))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    drop(conn);
-    let mut total = 0;
-    for name in [sidak_field::store::DB_FILE.to_owned(), format!("{}-wal", sidak_field::store::DB_FILE)] {
-        if let Ok(m) = std::fs::metadata(dir.join(name)) {
-            total += m.len();
-        }
-    }
-    Ok(total)
 }

@@ -1,0 +1,205 @@
+//! A device's day over loopback: visits recorded offline through `sidak_field::Field`,
+//! then one `Field::sync` through a counting proxy to an in-process server, with the
+//! field client's gzip and with gzip taken out; against the time to send the same
+//! bytes raw over loopback.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sidak_core::instrument::{Level, Location, RespondentKind};
+use sidak_field::app::StartVisit;
+use sidak_field::sync::SyncOptions;
+use sidak_field::Field;
+use sidak_server::admin::{NewAssignment, REGISTRY_HEADER};
+use sidak_server::auth::Role;
+
+use crate::proxy::{raw_loopback, CountingProxy};
+use crate::report::{bytes, ratio, time, Row};
+use crate::server::BenchServer;
+
+/// The shape of the day.
+#[derive(Clone, Copy, Debug)]
+pub struct Day {
+    /// Visits (each to one product; 4 products of each unit).
+    pub visits: usize,
+    /// Answers written per visit (the observations, revisited in turn).
+    pub answers: usize,
+    /// Service-user questionnaires (5 answers each).
+    pub respondents: usize,
+    /// Photos, spread over the visits.
+    pub photos: usize,
+    /// Bytes per photo.
+    pub photo_bytes: usize,
+    /// Evidence chunk size the client uses (the field client's default: 256 KiB).
+    pub chunk: usize,
+}
+
+const ASSESSOR: &str = "asesor-harian";
+const REGION: &str = "jateng";
+const PRODUCTS_PER_UNIT: usize = 4;
+
+fn registry(units: usize) -> (String, Vec<NewAssignment>) {
+    let types = ["disdukcapil", "dpmptsp", "dinkes", "puskesmas", "disdik", "dinsos"];
+    let mut csv = REGISTRY_HEADER.to_owned() + "\n";
+    let mut assignments = Vec::new();
+    for u in 0..units {
+        let t = types[u % types.len()];
+        let code = format!("{t}-{}", u + 1);
+        for p in 1..=PRODUCTS_PER_UNIT {
+            csv.push_str(&format!(
+                "kota-harian,Pemerintah Kota Harian,kota,{REGION},{code},{t} {},{t},layanan-{p},Layanan {p}\n",
+                u + 1
+            ));
+        }
+        assignments.push(NewAssignment {
+            assessor: ASSESSOR.into(),
+            institution: "kota-harian".into(),
+            unit: code,
+            products: vec![],
+            instrument: "penilaian-2023@1".into(),
+            mode: "covert".into(),
+            due: None,
+        });
+    }
+    (csv, assignments)
+}
+
+/// Records the day on a fresh device; returns its ops count and photo bytes.
+fn record(field: &mut Field, day: &Day, camera: &Path, seed: u64) -> Result<(usize, u64)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let assignments = field.assignments()?;
+    let instrument = field
+        .instruments()
+        .into_iter()
+        .find(|i| i.reference.id == "penilaian-2023")
+        .ok_or_else(|| anyhow!("the device did not receive penilaian-2023"))?
+        .clone();
+    let observations: Vec<(String, bool)> = instrument
+        .indicators()
+        .filter(|i| i.source.respondent_kind().is_none() && i.level != Level::Institution)
+        .map(|i| (i.id.clone(), i.evidence_required))
+        .collect();
+    let users: Vec<String> = instrument
+        .indicators()
+        .filter(|i| i.source.respondent_kind() == Some(RespondentKind::ServiceUser))
+        .map(|i| i.id.clone())
+        .collect();
+    std::fs::create_dir_all(camera)?;
+    let mut photo_bytes = 0;
+    let mut photos_left = day.photos;
+    for v in 0..day.visits {
+        let assignment = &assignments[(v / PRODUCTS_PER_UNIT) % assignments.len()];
+        let product = &assignment.products[v % assignment.products.len()];
+        let visit = field
+            .start_visit(&StartVisit {
+                assignment: assignment.id.to_string(),
+                product: Some(product.code.clone()),
+                mode: None,
+                location: if v % 2 == 0 { Location::Mpp } else { Location::OwnOffice },
+            })?
+            .to_string();
+        for a in 0..day.answers {
+            let (id, _) = &observations[a % observations.len()];
+            field.answer(&visit, id, &rng.gen_range(0..=3).to_string())?;
+        }
+        // Photos: spread evenly, each cited by an observation that needs evidence.
+        let here = photos_left.div_ceil(day.visits - v);
+        photos_left -= here;
+        for (k, (id, _)) in observations.iter().filter(|o| o.1).cycle().take(here).enumerate() {
+            let path = camera.join(format!("v{v}-{k}.jpg"));
+            // Random bytes: a JPEG does not compress either.
+            let data: Vec<u8> = (0..day.photo_bytes).map(|_| rng.gen()).collect();
+            std::fs::write(&path, &data)?;
+            photo_bytes += data.len() as u64;
+            field.attach(&visit, &path, Some(id), Some("image/jpeg"))?;
+        }
+        if v == 0 {
+            for _ in 0..day.respondents {
+                let r = field.add_respondent(&visit, RespondentKind::ServiceUser, None)?.to_string();
+                for id in &users {
+                    field.answer_respondent(&r, id, &rng.gen_range(0..=3).to_string())?;
+                }
+            }
+        }
+        field.finish(&visit)?;
+    }
+    Ok((field.all_ops()?.len(), photo_bytes))
+}
+
+/// One day, synced with or without gzip; returns (wall, bytes up, bytes down, ops).
+fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
+    let dir = tmp.join(if identity { "day-identity" } else { "day-gzip" });
+    let server = BenchServer::start(&dir.join("server"))?;
+    let (csv, assignments) = registry(day.visits.div_ceil(PRODUCTS_PER_UNIT));
+    server.set_up(&csv, &assignments)?;
+    let token = server.token(Role::Assessor, Some(REGION), Some(ASSESSOR))?;
+    let mut field = Field::open(&dir.join("field"))?;
+    field.init(ASSESSOR, REGION)?;
+    // The morning sync: instruments and assignments onto the device (not measured).
+    field.sync(&SyncOptions::new(&server.url(), &token), &mut |_| {}).map_err(|e| anyhow!("first sync: {e}"))?;
+    let (ops, photo_bytes) = record(&mut field, day, &dir.join("camera"), 7)?;
+    let t = Instant::now();
+    field.status()?;
+    println!("  Field::status() after the day's recording: {}", time(t.elapsed()));
+    let proxy = CountingProxy::start(server.addr, identity)?;
+    let mut opts = SyncOptions::new(&proxy.url(), &token);
+    opts.chunk = day.chunk;
+    let started = Instant::now();
+    let mut phases: Vec<(&'static str, Instant)> = Vec::new();
+    let summary = field
+        .sync(&opts, &mut |p| {
+            if let sidak_field::sync::Progress::Phase(name) = p {
+                phases.push((name, Instant::now()));
+            }
+        })
+        .map_err(|e| anyhow!("evening sync: {e}"))?;
+    let took = started.elapsed();
+    if !summary.complete || summary.files_uploaded as usize != day.photos {
+        bail!("the sync did not finish: {summary:?}");
+    }
+    let (up, down) = proxy.counts();
+    let end = Instant::now();
+    let spans: Vec<String> = phases
+        .iter()
+        .enumerate()
+        .map(|(k, (name, at))| {
+            let next = phases.get(k + 1).map(|p| p.1).unwrap_or(end);
+            format!("{name} {}", time(next - *at))
+        })
+        .collect();
+    println!("  sync phases ({}): {}", if identity { "without gzip" } else { "gzip" }, spans.join(", "));
+    Ok((took, up, down, ops, photo_bytes))
+}
+
+/// The day with gzip (as the field client sends) and without.
+pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for identity in [false, true] {
+        let (took, up, down, ops, photo_bytes) = one(tmp, day, identity)?;
+        let raw = raw_loopback(up, down)?;
+        let how = if identity { "without gzip" } else { "gzip" };
+        println!(
+            "device's day ({how}): {ops} ops, {} photos ({}), synced in {} — {} up, {} down; raw loopback for the same bytes {}",
+            day.photos,
+            bytes(photo_bytes),
+            time(took),
+            bytes(up),
+            bytes(down),
+            time(raw)
+        );
+        let x = took.as_secs_f64() / raw.as_secs_f64();
+        rows.push(
+            Row::info(
+                format!("device's day, {how}: {} up + {} down", bytes(up), bytes(down)),
+                time(took),
+                time(raw),
+                ratio(x),
+            )
+            .target("< 2× raw send", x < 2.0),
+        );
+    }
+    Ok(rows)
+}

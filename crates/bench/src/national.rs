@@ -1,0 +1,206 @@
+//! A national season: the registry and assignments set up as an office does, every
+//! assessor's device pushing its season over HTTP, then the full recompute from the
+//! store against a scan-and-fold lower bound over the same answer rows, and the
+//! incremental recompute of one institution after one more visit.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use sidak_server::error::ApiError;
+use sidak_server::results::{recompute, recompute_all};
+
+use crate::ingest::{instrument, push_all, workload, DeviceLoad, BATCH};
+use crate::report::{per_sec, percentiles, rate, ratio, time, Row};
+use crate::season::{answers_in, DeviceOps, Season};
+use crate::server::{now_ms, BenchServer};
+
+/// Reads every answer row and folds it: per record, the sum and count of its answers.
+/// Returns (answers, records, wall time).
+pub fn scan_and_fold(server: &BenchServer) -> Result<(usize, usize, Duration)> {
+    let started = Instant::now();
+    let (answers, records) = server
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT entity, value FROM fields WHERE kind IN ('visit', 'respondent') AND field >= 'answer.' AND field < 'answer/'",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut folded: HashMap<String, (i64, u32)> = HashMap::new();
+            let mut n = 0usize;
+            while let Some(r) = rows.next()? {
+                let entity = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                let value: i64 = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?.parse().unwrap_or(0);
+                match folded.get_mut(entity) {
+                    Some(e) => {
+                        e.0 += value;
+                        e.1 += 1;
+                    }
+                    None => {
+                        folded.insert(entity.to_owned(), (value, 1));
+                    }
+                }
+                n += 1;
+            }
+            Ok::<_, ApiError>((n, folded.len()))
+        })
+        .map_err(|e| anyhow!("scan: {e}"))?;
+    Ok((answers, records, started.elapsed()))
+}
+
+/// Where the full recompute's time goes, per institution and summed, through the
+/// public steps `results::recompute` takes: building the scoring input from the store
+/// (`results::institution_input`), scoring (`sidak_core::scoring::score_institution`)
+/// and serialising the result documents it stores.
+fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instruments) -> Result<()> {
+    let reference: sidak_core::instrument::InstrumentRef =
+        sidak_core::instrument::InstrumentRef { id: "penilaian-2023".into(), version: 1 };
+    let instrument = instruments.get(&reference).ok_or_else(|| anyhow!("penilaian-2023@1 is not published"))?;
+    let (input, score, json, n) = server
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let institutions: Vec<String> = tx
+                .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let (mut a, mut b, mut c) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+            for i in &institutions {
+                let t = Instant::now();
+                let Some(built) = sidak_server::results::institution_input(tx, i, instrument)? else { continue };
+                a += t.elapsed();
+                let t = Instant::now();
+                let scored = sidak_core::scoring::score_institution(instrument, &built);
+                b += t.elapsed();
+                let result = match scored {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("institution {i} does not score: {e:?}");
+                        continue;
+                    }
+                };
+                let t = Instant::now();
+                let mut doc = serde_json::to_string(&result)?.len();
+                for u in &result.units {
+                    doc += serde_json::to_string(u)?.len();
+                }
+                std::hint::black_box(doc);
+                c += t.elapsed();
+            }
+            Ok::<_, ApiError>((a, b, c, institutions.len()))
+        })
+        .map_err(|e| anyhow!("breakdown: {e}"))?;
+    println!(
+        "recompute breakdown over {n} institutions: institution_input (SQL + maps) {}, score_institution (exact rationals) {}, result documents to JSON {}",
+        time(input),
+        time(score),
+        time(json)
+    );
+    Ok(())
+}
+
+/// The season at `scale`.
+pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
+    let season = Season::national(scale, 4, 2024);
+    let (institutions, units, products, users) = season.counts();
+    let server = BenchServer::start(&tmp.join(format!("season-{scale}")))?;
+    let setup = server.set_up(&season.registry_csv(), &season.assignments())?;
+    println!(
+        "season at scale {scale}: {institutions} institutions, {units} units, {products} products, {users} service users; registry and {units} assignments set up in {}",
+        time(setup)
+    );
+    let w = workload(&server, &season, usize::MAX)?;
+    let (total, answers) = (w.len(), w.devices.iter().map(|d| answers_in(&d.2)).sum::<usize>());
+    let loads: Vec<DeviceLoad> = w.loads(&server)?;
+    drop(w);
+    let devices = loads.len();
+    let (stored, took) = push_all(&server.url(), loads, concurrency)?;
+    if stored != total {
+        bail!("the server stored {stored} of {total} ops");
+    }
+    let ingest = per_sec(total, took);
+    println!(
+        "season ingest: {devices} devices ({concurrency} at a time) pushed {total} ops ({answers} answers) in {} = {}",
+        time(took),
+        rate(ingest)
+    );
+
+    let instruments = server.state.instruments();
+    let started = Instant::now();
+    let n = server
+        .state
+        .db()
+        .write_blocking(|tx| recompute_all(tx, &instruments))
+        .map_err(|e| anyhow!("recompute_all: {e}"))?;
+    let full = started.elapsed();
+    let (scanned, records, bound) = scan_and_fold(&server)?;
+    if scanned != answers {
+        bail!("the store holds {scanned} answers, {answers} were pushed");
+    }
+    println!(
+        "full recompute of {n} institutions: {}; scan-and-fold of {scanned} answer rows over {records} records: {}",
+        time(full),
+        time(bound)
+    );
+
+    breakdown(&server, &instruments)?;
+
+    // One more visit to the first institution, by a second device of its assessor.
+    let ids = server.registry_ids()?;
+    // The largest institution (a city: seven units): the dearest recompute.
+    let first = season
+        .institutions
+        .iter()
+        .max_by_key(|i| i.units.iter().map(|u| u.products.len()).sum::<usize>())
+        .ok_or_else(|| anyhow!("an empty season"))?;
+    let (mut device, mut ops) = DeviceOps::new(&first.assessor, &first.region, now_ms() as u64 - 60_000, 99);
+    let unit = &first.units[0];
+    device.visit(&instrument()?, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
+    let visit_ops = ops.len();
+    let token = server.token(sidak_server::auth::Role::Assessor, Some(&first.region), Some(&first.assessor))?;
+    let load = DeviceLoad { token, bodies: ops.chunks(BATCH).map(crate::ingest::gzip_push).collect(), ops: visit_ops };
+    let (_, push_took) = push_all(&server.url(), vec![load], 1)?;
+    let inst_id = ids.institutions[&first.code].clone();
+    let mut samples = Vec::new();
+    for _ in 0..21 {
+        let took = server
+            .state
+            .db()
+            .write_blocking(|tx| {
+                let started = Instant::now();
+                recompute(tx, &instruments, &inst_id)?;
+                Ok::<_, ApiError>(started.elapsed())
+            })
+            .map_err(|e| anyhow!("recompute: {e}"))?;
+        samples.push(took);
+    }
+    let (incremental, worst) = percentiles(samples);
+    println!(
+        "one visit ({visit_ops} ops) pushed, durable and recomputed in {}; recompute of its institution ({} units): median {}, p99 {}",
+        time(push_took),
+        first.units.len(),
+        time(incremental),
+        time(worst)
+    );
+
+    let x = full.as_secs_f64() / bound.as_secs_f64();
+    Ok(vec![
+        Row::info(
+            format!("season ingest, {devices} devices ({concurrency} at a time), {total} ops"),
+            rate(ingest),
+            String::new(),
+            String::new(),
+        ),
+        Row::info(format!("full recompute, {n} institutions, {scanned} answers"), time(full), time(bound), ratio(x))
+            .target("< 1 s and ≤ 2× scan-and-fold", full.as_secs_f64() < 1.0 && x <= 2.0),
+        Row::info(
+            format!("incremental recompute, one institution ({} units) after one visit", first.units.len()),
+            time(incremental),
+            String::new(),
+            String::new(),
+        )
+        .target("< 1 ms", incremental < Duration::from_millis(1)),
+    ])
+}

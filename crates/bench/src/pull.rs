@@ -1,0 +1,165 @@
+//! Pull: ops served over the real HTTP API (pages of 1000, a regional peer's scope) to
+//! one client and to 64 at once, against plain serde_json serialisation of the same
+//! pages.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use sidak_core::wire::{PullResponse, PROTOCOL_HEADER};
+use sidak_server::auth::Role;
+
+use crate::report::{per_sec, rate, ratio, Row};
+use crate::server::BenchServer;
+
+/// Ops per page (the protocol's most).
+pub const PAGE: usize = 1000;
+
+/// What a client reads of a page: the ops left unparsed, the cursor and whether more wait.
+#[derive(serde::Deserialize)]
+struct Page {
+    ops: Vec<serde::de::IgnoredAny>,
+    cursor: String,
+    more: bool,
+}
+
+/// One client pulling everything from the start; returns the ops received.
+async fn pull_everything(client: &reqwest::Client, url: &str, token: &str) -> Result<usize> {
+    let mut cursor: Option<String> = None;
+    let mut n = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{url}/v1/ops/pull?cursor={c}&limit={PAGE}"),
+            None => format!("{url}/v1/ops/pull?limit={PAGE}"),
+        };
+        let response = client.get(path).bearer_auth(token).header(PROTOCOL_HEADER, "1").send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            bail!("pull answered {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        let page: Page = serde_json::from_slice(&bytes)?;
+        n += page.ops.len();
+        if !page.more {
+            return Ok(n);
+        }
+        cursor = Some(page.cursor);
+    }
+}
+
+/// `clients` clients each pulling everything at once; returns ops served and wall time.
+pub fn pull_clients(url: &str, token: &str, clients: usize, gzip: bool) -> Result<(usize, Duration)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let client = reqwest::Client::builder().gzip(gzip).pool_max_idle_per_host(clients).build()?;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+            tasks.push(tokio::spawn(async move { pull_everything(&client, &url, &token).await }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await??;
+        }
+        Ok((n, started.elapsed()))
+    })
+}
+
+/// Every page, parsed (for the baseline).
+fn all_pages(url: &str, token: &str) -> Result<Vec<PullResponse>> {
+    let client = reqwest::blocking::Client::builder().gzip(false).build()?;
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{url}/v1/ops/pull?cursor={c}&limit={PAGE}"),
+            None => format!("{url}/v1/ops/pull?limit={PAGE}"),
+        };
+        let page: PullResponse =
+            client.get(path).bearer_auth(token).header(PROTOCOL_HEADER, "1").send()?.error_for_status()?.json()?;
+        let more = page.more;
+        cursor = Some(page.cursor.to_string());
+        pages.push(page);
+        if !more {
+            return Ok(pages);
+        }
+    }
+}
+
+/// The pull benchmark on a server that holds `expected` ops of region `jateng`.
+pub fn run(server: &BenchServer, expected: usize, many: usize) -> Result<Vec<Row>> {
+    let token = server.token(Role::Peer, Some("jateng"), None)?;
+    let url = server.url();
+    let pages = all_pages(&url, &token)?;
+    let ops: usize = pages.iter().map(|p| p.ops.len()).sum();
+    if ops < expected {
+        bail!("the peer pulled {ops} ops, fewer than the {expected} pushed");
+    }
+    // Baseline: serialising the same pages, best of three.
+    let mut best = Duration::MAX;
+    let mut bytes = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        bytes = 0;
+        for p in &pages {
+            bytes += serde_json::to_vec(p)?.len();
+        }
+        best = best.min(started.elapsed());
+    }
+    let baseline = per_sec(ops, best);
+    println!(
+        "pull: {ops} ops in {} pages ({bytes} bytes of JSON); serde_json serialises them at {}",
+        pages.len(),
+        rate(baseline)
+    );
+    // Where a page's time goes: the handler's query and row decoding, in-process.
+    let started = Instant::now();
+    let read = server
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let sql = format!("SELECT server_seq, received_at, quarantined, {} FROM ops WHERE server_seq > ?1 AND region = ?2 ORDER BY server_seq", sidak_server::ledger::OP_COLUMNS);
+            let mut stmt = tx.prepare(&sql)?;
+            let mut n = 0usize;
+            for row in stmt.query_map(rusqlite::params![0i64, "jateng"], |r| sidak_server::ledger::row_op(r, 3))? {
+                row??;
+                n += 1;
+            }
+            Ok::<_, sidak_server::error::ApiError>(n)
+        })
+        .map_err(|e| anyhow::anyhow!("read: {e}"))?;
+    let decode = started.elapsed();
+    let (mut gz, mut gz1, mut zipped, mut zipped1) = (Duration::ZERO, Duration::ZERO, 0, 0);
+    for p in &pages {
+        use std::io::Write as _;
+        let json = serde_json::to_vec(p)?;
+        for (level, took, size) in [(6, &mut gz, &mut zipped), (1, &mut gz1, &mut zipped1)] {
+            let t = Instant::now();
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            enc.write_all(&json)?;
+            *size += enc.finish()?.len();
+            *took += t.elapsed();
+        }
+    }
+    println!(
+        "pull breakdown, in-process: SELECT + ledger::row_op of {read} ops {} ({:.2} µs/op); serde_json {:.2} µs/op; gzip level 6 (tower-http's default) {:.2} µs/op ({:.1}× smaller), level 1 {:.2} µs/op ({:.1}× smaller)",
+        crate::report::time(decode),
+        decode.as_secs_f64() * 1e6 / read as f64,
+        best.as_secs_f64() * 1e6 / ops as f64,
+        gz.as_secs_f64() * 1e6 / ops as f64,
+        bytes as f64 / zipped as f64,
+        gz1.as_secs_f64() * 1e6 / ops as f64,
+        bytes as f64 / zipped1 as f64,
+    );
+    let mut rows = Vec::new();
+    for (clients, gzip) in [(1usize, false), (1, true), (many, true)] {
+        let (n, took) = pull_clients(&url, &token, clients, gzip)?;
+        let ours = per_sec(n, took);
+        let how = if gzip { "gzip" } else { "identity" };
+        println!("pull, {clients} client(s), {how}: {n} ops in {:.2} s = {}", took.as_secs_f64(), rate(ours));
+        let row =
+            Row::info(format!("pull, {clients} client(s), {how}"), rate(ours), rate(baseline), ratio(ours / baseline));
+        rows.push(if clients == 1 { row.target("≥ 0.5× serde_json", ours >= baseline / 2.0) } else { row });
+    }
+    Ok(rows)
+}
