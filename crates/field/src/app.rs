@@ -924,6 +924,21 @@ pub(crate) fn find_entity(tx: &Transaction<'_>, kind: EntityKind, name: &str) ->
     if part.len() < 4 || !part.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Err(FieldError::NotFound { what: kind.name(), name: name.to_owned() });
     }
+    // A whole id (what apps and scripts pass): one lookup by key, not a scan.
+    if let Ok(id) = part.parse::<EntityId>() {
+        let found: Option<String> = tx
+            .query_row(
+                "SELECT entity FROM fields WHERE entity = ?1 AND kind = ?2 LIMIT 1",
+                params![id.to_string(), kind.name()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        return match found {
+            Some(_) => Ok(id),
+            None => Err(FieldError::NotFound { what: kind.name(), name: name.to_owned() }),
+        };
+    }
     let mut stmt = tx
         .prepare_cached("SELECT DISTINCT entity FROM fields WHERE kind = ?1 AND (substr(entity, 1, length(?2)) = ?2 OR substr(entity, -length(?2)) = ?2) LIMIT 2")
         .map_err(db)?;
@@ -1131,17 +1146,42 @@ fn visit_acks(
     server: u64,
     upstream: Option<u64>,
 ) -> Result<Vec<VisitAck>, FieldError> {
-    // The highest seq of this origin that touches each visit or a record citing it.
-    let mut stmt = tx
-        .prepare(
-            "SELECT v.entity, MAX(o.seq) FROM fields v
-             JOIN ops o ON o.origin = ?1 AND (o.entity = v.entity OR o.entity IN
-                 (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(v.entity)))
-             WHERE v.kind = 'visit' AND v.field = 'instrument' GROUP BY v.entity ORDER BY v.entity",
-        )
-        .map_err(db)?;
-    let rows =
-        stmt.query_map([origin.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db)?;
+    // The highest seq of this origin that touches each visit or a record citing it:
+    // one pass over this origin's ops and one over the records that cite a visit.
+    let mut by_entity: BTreeMap<String, i64> = BTreeMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT entity, MAX(seq) FROM ops WHERE origin = ?1 GROUP BY entity").map_err(db)?;
+        let rows =
+            stmt.query_map([origin.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db)?;
+        for row in rows {
+            let (entity, seq) = row.map_err(db)?;
+            by_entity.insert(entity, seq);
+        }
+    }
+    let mut per_visit: BTreeMap<String, i64> = BTreeMap::new();
+    {
+        let mut stmt =
+            tx.prepare("SELECT entity FROM fields WHERE kind = 'visit' AND field = 'instrument'").map_err(db)?;
+        for row in stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)? {
+            let v = row.map_err(db)?;
+            if let Some(seq) = by_entity.get(&v) {
+                per_visit.insert(v, *seq);
+            }
+        }
+        let mut stmt = tx
+            .prepare(
+                "SELECT entity, json_extract(value, '$') FROM fields
+                 WHERE field = 'visit' AND kind IN ('respondent', 'note', 'evidence')",
+            )
+            .map_err(db)?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(db)? {
+            let (child, visit) = row.map_err(db)?;
+            if let (Some(seq), Some(max)) = (by_entity.get(&child), per_visit.get_mut(&visit)) {
+                *max = (*max).max(*seq);
+            }
+        }
+    }
+    let rows = per_visit.into_iter().map(Ok::<_, rusqlite::Error>);
     let mut out = Vec::new();
     for row in rows {
         let (id, max_seq) = row.map_err(db)?;

@@ -101,6 +101,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE uploads ADD COLUMN centre_complete INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: records by what they point at (a visit's questionnaires, notes, evidence; a
+    //    file's evidence records), as the server indexes them.
+    r#"
+    CREATE INDEX fields_by_value ON fields (kind, field, value);
+    "#,
 ];
 
 /// The open store.

@@ -54,7 +54,7 @@ impl SyncOptions {
             server: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             batch: 500,
-            chunk: 256 * 1024,
+            chunk: 1024 * 1024,
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
             retry_base: Duration::from_millis(250),
@@ -472,8 +472,13 @@ impl Field {
     /// op under our (origin, seq).
     /// What this device has not sent, as it counts it.
     fn pending(&mut self) -> Result<Pending, SyncError> {
-        let s = self.status()?;
-        Ok(Pending { ops: s.unsent_ops, files: s.unsent_files })
+        let me = self.store.read(|tx, _| require_identity(tx))?;
+        let (head, acked, files) = self.store.read(|tx, _| {
+            let files: i64 =
+                tx.query_row("SELECT COUNT(*) FROM uploads WHERE complete = 0", [], |r| r.get(0)).map_err(db)?;
+            Ok((log::head(tx, me.origin)?.0, acked(tx, me.origin)?, files as u64))
+        })?;
+        Ok(Pending { ops: head.saturating_sub(acked), files })
     }
 
     fn check_server_head(&mut self, origin: OriginId, held: ChainHead) -> Result<(), SyncError> {

@@ -57,7 +57,7 @@ pub fn app(state: AppState) -> (Router, Vec<(Method, &'static str)>) {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(true))
-        .layer(CompressionLayer::new().gzip(true))
+        .layer(CompressionLayer::new().gzip(true).quality(tower_http::CompressionLevel::Fastest))
         .layer(middleware::from_fn(protocol))
         .layer(TraceLayer::new_for_http())
         .with_state(state);

@@ -207,6 +207,8 @@ thread_local! {
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // The push path runs a few dozen distinct statements per op: keep them all compiled.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: an acknowledged push survives a power cut, not only a crash.
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -60,11 +60,10 @@ fn digest(text: &str) -> Result<Sha256Digest, ApiError> {
 pub fn binding(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<Binding>, ApiError> {
     type Row = (String, Option<String>, Option<String>, i64, String, i64);
     let row: Option<Row> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT role, assessor, region, head_seq, head_hash, quarantined FROM origins WHERE origin = ?1",
-            [origin.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )
+        )?
+        .query_row([origin.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
     row.map(|(role, assessor, region, head_seq, head_hash, quarantined)| {
         Ok(Binding {
@@ -88,9 +87,7 @@ pub fn bind(
     assessor: Option<&str>,
     region: Option<&str>,
 ) -> Result<(), ApiError> {
-    tx.execute(
-        "INSERT INTO origins (origin, role, assessor, region, head_seq, head_hash) VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT DO NOTHING",
-        params![origin.to_string(), role, assessor, region, Sha256Digest::ZERO.to_hex()],
+    tx.prepare_cached("INSERT INTO origins (origin, role, assessor, region, head_seq, head_hash) VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT DO NOTHING")?.execute(params![origin.to_string(), role, assessor, region, Sha256Digest::ZERO.to_hex()],
     )?;
     Ok(())
 }
@@ -98,11 +95,8 @@ pub fn bind(
 /// The hash of the held op at (origin, seq).
 pub fn hash_at(tx: &Transaction<'_>, origin: OriginId, seq: u64) -> Result<Option<Sha256Digest>, ApiError> {
     let h: Option<String> = tx
-        .query_row(
-            "SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2",
-            params![origin.to_string(), seq as i64],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![origin.to_string(), seq as i64], |r| r.get(0))
         .optional()?;
     h.map(|h| digest(&h)).transpose()
 }
@@ -133,11 +127,9 @@ impl RecordView for ServerView<'_, '_> {
     fn field(&self, entity: &EntityRef, field: &str) -> Option<Value> {
         let text: Option<String> = self
             .tx
-            .query_row(
-                "SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3",
-                params![entity.id.to_string(), field, entity.kind.name()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3")
+            .ok()?
+            .query_row(params![entity.id.to_string(), field, entity.kind.name()], |r| r.get(0))
             .optional()
             .ok()?;
         text.and_then(|t| serde_json::from_str(&t).ok())
@@ -151,7 +143,8 @@ impl RecordView for ServerView<'_, '_> {
 /// A field's current value.
 pub fn field(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<Value>, ApiError> {
     let text: Option<String> = tx
-        .query_row("SELECT value FROM fields WHERE entity = ?1 AND field = ?2", params![entity, field], |r| r.get(0))
+        .prepare_cached("SELECT value FROM fields WHERE entity = ?1 AND field = ?2")?
+        .query_row(params![entity, field], |r| r.get(0))
         .optional()?;
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
@@ -174,9 +167,8 @@ pub struct Scope {
 /// A record's stored scope.
 pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiError> {
     let row = tx
-        .query_row("SELECT region, assessor, institution FROM entities WHERE entity = ?1", [entity], |r| {
-            Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? })
-        })
+        .prepare_cached("SELECT region, assessor, institution FROM entities WHERE entity = ?1")?
+        .query_row([entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
         .optional()?;
     Ok(row.unwrap_or_default())
 }
@@ -249,10 +241,8 @@ pub fn store_op(
     quarantined: bool,
 ) -> Result<i64, ApiError> {
     let server_seq = store_row(tx, op, author, received_at, quarantined)?;
-    tx.execute(
-        "UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1",
-        params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at],
-    )?;
+    tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1")?
+        .execute(params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at])?;
     Ok(server_seq)
 }
 
@@ -271,10 +261,8 @@ fn store_row(
         "origin" => author.assessor.clone().or(scope.assessor.clone()),
         _ => scope.assessor.clone(),
     };
-    tx.execute(
-        "INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-        params![
+    tx.prepare_cached("INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?.execute(params![
             op.origin.to_string(),
             op.seq as i64,
             op.hlc.ms as i64,
@@ -297,7 +285,8 @@ fn store_row(
     )?;
     let server_seq = tx.last_insert_rowid();
     if quarantined {
-        tx.execute("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1", [op.origin.to_string()])?;
+        tx.prepare_cached("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1")?
+            .execute([op.origin.to_string()])?;
     }
     Ok(server_seq)
 }
@@ -309,11 +298,8 @@ pub fn advance_head(tx: &Transaction<'_>, origin: OriginId) -> Result<ChainHead,
     let mut head = ChainHead { seq: b.head_seq, hash: b.head_hash };
     loop {
         let next: Option<(String, String)> = tx
-            .query_row(
-                "SELECT prev, hash FROM ops WHERE origin = ?1 AND seq = ?2",
-                params![origin.to_string(), head.seq as i64 + 1],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT prev, hash FROM ops WHERE origin = ?1 AND seq = ?2")?
+            .query_row(params![origin.to_string(), head.seq as i64 + 1], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match next {
             Some((prev, hash)) if digest(&prev)? == head.hash => {
@@ -323,10 +309,11 @@ pub fn advance_head(tx: &Transaction<'_>, origin: OriginId) -> Result<ChainHead,
         }
     }
     if head.seq != b.head_seq {
-        tx.execute(
-            "UPDATE origins SET head_seq = ?2, head_hash = ?3 WHERE origin = ?1",
-            params![origin.to_string(), head.seq as i64, head.hash.to_hex()],
-        )?;
+        tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3 WHERE origin = ?1")?.execute(params![
+            origin.to_string(),
+            head.seq as i64,
+            head.hash.to_hex()
+        ])?;
     }
     Ok(head)
 }
@@ -346,11 +333,8 @@ fn release_if_released_upstream(
         return Ok(());
     }
     let code: Option<String> = tx
-        .query_row(
-            "SELECT code FROM quarantine WHERE origin = ?1 AND seq = ?2",
-            params![op.origin.to_string(), op.seq as i64],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT code FROM quarantine WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![op.origin.to_string(), op.seq as i64], |r| r.get(0))
         .optional()?;
     if code.as_deref() != Some("held_upstream") {
         return Ok(());
@@ -358,11 +342,10 @@ fn release_if_released_upstream(
     let author = binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("a held op of an unbound origin"))?;
     match check_op(op, author.author(), &ServerView { tx, instruments }) {
         Ok(()) => {
-            tx.execute(
-                "DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2",
-                params![op.origin.to_string(), op.seq as i64],
-            )?;
-            tx.execute("UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1", [op.origin.to_string()])?;
+            tx.prepare_cached("DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2")?
+                .execute(params![op.origin.to_string(), op.seq as i64])?;
+            tx.prepare_cached("UPDATE origins SET quarantined = quarantined - 1 WHERE origin = ?1")?
+                .execute([op.origin.to_string()])?;
             release(tx, op)?;
             if let Some(inst) = apply(tx, op, &author)? {
                 dirty.insert(inst);
@@ -402,9 +385,7 @@ pub fn absorb(
     dirty: &mut BTreeSet<String>,
 ) -> Result<Absorbed, ApiError> {
     let refuse = |code: &str, message: String| -> Result<(), ApiError> {
-        tx.execute(
-            "INSERT INTO rejections (origin, seq, code, message, hash, token, at) VALUES (?1, ?2, ?3, ?4, ?5, 'upstream', ?6)",
-            params![op.origin.to_string(), op.seq as i64, code, message, op.hash.to_hex(), now_ms],
+        tx.prepare_cached("INSERT INTO rejections (origin, seq, code, message, hash, token, at) VALUES (?1, ?2, ?3, ?4, ?5, 'upstream', ?6)")?.execute(params![op.origin.to_string(), op.seq as i64, code, message, op.hash.to_hex(), now_ms],
         )?;
         Ok(())
     };
@@ -431,10 +412,8 @@ pub fn absorb(
                     // centre's own): this tier holds only the part of its chain that
                     // concerns it.
                     bind(tx, op.origin, "server", None, None)?;
-                    tx.execute(
-                        "INSERT INTO partial_origins (origin) VALUES (?1) ON CONFLICT DO NOTHING",
-                        [op.origin.to_string()],
-                    )?;
+                    tx.prepare_cached("INSERT INTO partial_origins (origin) VALUES (?1) ON CONFLICT DO NOTHING")?
+                        .execute([op.origin.to_string()])?;
                 }
             }
             binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("an origin vanished after binding"))?
@@ -494,33 +473,29 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
     let id = op.entity.id.to_string();
     let scope = derive_scope(tx, &op.entity, author)?;
     let before = entity_scope(tx, &id)?;
-    tx.execute(
-        "INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution",
-        params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
+    tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
     )?;
     if op.entity.kind == EntityKind::Institution && before.region != scope.region {
         // Records under an institution take its region.
-        tx.execute("UPDATE entities SET region = ?2 WHERE institution = ?1", params![id, scope.region])?;
-        tx.execute("UPDATE ops SET region = ?2 WHERE region IS NULL AND entity IN (SELECT entity FROM entities WHERE institution = ?1)", params![id, scope.region])?;
+        tx.prepare_cached("UPDATE entities SET region = ?2 WHERE institution = ?1")?
+            .execute(params![id, scope.region])?;
+        tx.prepare_cached("UPDATE ops SET region = ?2 WHERE region IS NULL AND entity IN (SELECT entity FROM entities WHERE institution = ?1)")?.execute(params![id, scope.region])?;
     }
     if op.entity.kind == EntityKind::Assignment && before.assessor != scope.assessor {
         // Whoever the assignment is for pulls all of it.
-        tx.execute(
-            "UPDATE ops SET assessor = ?2 WHERE entity = ?1 AND class = 'assignment'",
-            params![id, scope.assessor],
-        )?;
+        tx.prepare_cached("UPDATE ops SET assessor = ?2 WHERE entity = ?1 AND class = 'assignment'")?
+            .execute(params![id, scope.assessor])?;
     }
     if before.region.is_none() && scope.region.is_some() {
-        tx.execute("UPDATE ops SET region = ?2 WHERE entity = ?1 AND region IS NULL", params![id, scope.region])?;
+        tx.prepare_cached("UPDATE ops SET region = ?2 WHERE entity = ?1 AND region IS NULL")?
+            .execute(params![id, scope.region])?;
     }
     if op.entity.kind == EntityKind::Visit && before.institution != scope.institution {
         // A visit learnt where it belongs after its questionnaires, notes or evidence
         // arrived (out of order through another tier): they belong there too.
-        tx.execute(
-            "UPDATE entities SET institution = ?2, region = COALESCE(region, ?3) WHERE entity IN
-               (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))",
-            params![id, scope.institution, scope.region],
+        tx.prepare_cached("UPDATE entities SET institution = ?2, region = COALESCE(region, ?3) WHERE entity IN
+               (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))")?.execute(params![id, scope.institution, scope.region],
         )?;
     }
     Ok(scope.institution)
@@ -528,11 +503,11 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
 
 /// Records a quarantined op's reason.
 pub fn quarantine(tx: &Transaction<'_>, op: &Op, code: &str, message: &str, now_ms: i64) -> Result<(), ApiError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO quarantine (origin, seq, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (origin, seq) DO UPDATE SET code = excluded.code, message = excluded.message",
-        params![op.origin.to_string(), op.seq as i64, code, message, now_ms],
-    )?;
+    )?
+    .execute(params![op.origin.to_string(), op.seq as i64, code, message, now_ms])?;
     Ok(())
 }
 
@@ -540,12 +515,11 @@ pub fn quarantine(tx: &Transaction<'_>, op: &Op, code: &str, message: &str, now_
 /// `server_seq`), so that a tier which pulled it while it was held back sees it again,
 /// unflagged, and applies it too.
 pub fn release(tx: &Transaction<'_>, op: &Op) -> Result<(), ApiError> {
-    tx.execute(
-        "UPDATE ops SET quarantined = 0, server_seq = (SELECT MAX(server_seq) + 1 FROM ops) WHERE origin = ?1 AND seq = ?2",
-        params![op.origin.to_string(), op.seq as i64],
+    tx.prepare_cached("UPDATE ops SET quarantined = 0, server_seq = (SELECT MAX(server_seq) + 1 FROM ops) WHERE origin = ?1 AND seq = ?2")?.execute(params![op.origin.to_string(), op.seq as i64],
     )?;
     // AUTOINCREMENT must never hand out that number again.
-    tx.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(server_seq) FROM ops) WHERE name = 'ops'", [])?;
+    tx.prepare_cached("UPDATE sqlite_sequence SET seq = (SELECT MAX(server_seq) FROM ops) WHERE name = 'ops'")?
+        .execute([])?;
     Ok(())
 }
 
@@ -624,11 +598,8 @@ pub fn author(
     let mut ops = Vec::new();
     for (entity, name, value) in changes {
         let parent: Option<OpRef> = tx
-            .query_row(
-                "SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2",
-                params![entity.id.to_string(), name],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            )
+            .prepare_cached("SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2")?
+            .query_row(params![entity.id.to_string(), name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .optional()?
             .and_then(|(o, s)| o.parse().ok().map(|origin| OpRef { origin, seq: s as u64 }));
         let hlc = clock.tick(now_ms.max(0) as u64);
@@ -657,7 +628,7 @@ pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError
     if meta(tx, "server_origin")?.is_none() {
         let origin = OriginId(uuid::Uuid::now_v7());
         set_meta(tx, "server_origin", &origin.to_string())?;
-        tx.execute("DELETE FROM meta WHERE key = 'signing_seed'", [])?;
+        tx.prepare_cached("DELETE FROM meta WHERE key = 'signing_seed'")?.execute([])?;
         bind(tx, origin, "server", None, None)?;
         let device = EntityRef { kind: EntityKind::Device, id: EntityId(origin.0) };
         author(tx, &BTreeMap::new(), now_ms, &[(device, "role", json!("server"))])?;
@@ -673,7 +644,7 @@ pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError
         author(tx, &BTreeMap::new(), now_ms, &[(device, "public_key", json!(keys.public().to_hex()))])?;
     }
     // A new store starts with the built-in instruments published.
-    let published: i64 = tx.query_row("SELECT COUNT(*) FROM instruments", [], |r| r.get(0))?;
+    let published: i64 = tx.prepare_cached("SELECT COUNT(*) FROM instruments")?.query_row([], |r| r.get(0))?;
     if published == 0 {
         for id in sidak_core::instrument::BUILTIN_IDS {
             let instrument = sidak_core::instrument::builtin(id).expect("built-in instruments load");
@@ -688,7 +659,7 @@ pub fn ensure_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError
 /// new server origin, so that what the copy writes can never fork the chain of
 /// what the original wrote after the copy was taken.
 pub fn renew_identity(tx: &Transaction<'_>, now_ms: i64) -> Result<(), ApiError> {
-    tx.execute("DELETE FROM meta WHERE key IN ('store_id', 'server_origin', 'signing_seed')", [])?;
+    tx.prepare_cached("DELETE FROM meta WHERE key IN ('store_id', 'server_origin', 'signing_seed')")?.execute([])?;
     ensure_identity(tx, now_ms)
 }
 
@@ -707,10 +678,10 @@ pub fn public_key(tx: &Transaction<'_>, origin: OriginId) -> Result<Option<sidak
 
 /// Keeps a verified signed head.
 pub fn store_signed_head(tx: &Transaction<'_>, head: &sidak_core::sign::SignedHead) -> Result<(), ApiError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO signed_heads (origin, seq, hash, signature) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-        params![head.origin.to_string(), head.seq as i64, head.hash.to_hex(), head.signature.to_hex()],
-    )?;
+    )?
+    .execute(params![head.origin.to_string(), head.seq as i64, head.hash.to_hex(), head.signature.to_hex()])?;
     Ok(())
 }
 

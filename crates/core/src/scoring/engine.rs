@@ -158,10 +158,11 @@ fn check_institution<'a>(
     let mut c = Checker { instrument, faults: Vec::new() };
     let scope = c.scope(&input.answers, &input.respondents, &input.deductions, Level::Institution, path);
     let mut unit_ids = BTreeMap::new();
-    let mut product_ids = BTreeMap::new();
     let mut units = Vec::new();
     for (u, unit) in input.units.iter().enumerate() {
         let upath = format!("{path}.units[{u}]");
+        // Products are identified within their unit: two puskesmas both offer rawat jalan.
+        let mut product_ids = BTreeMap::new();
         if let Some(first) = unit_ids.insert(unit.id.as_str(), u) {
             c.faults.push(fault(
                 &format!("{upath}.id"),

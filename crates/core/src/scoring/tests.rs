@@ -819,3 +819,28 @@ fn exact_weights_of_the_builtins_sum_to_one() {
         }
     }
 }
+
+#[test]
+fn product_ids_are_unique_within_their_unit_not_across_units() {
+    let instrument = rules_instrument("mean");
+    // Two puskesmas both offer the same service: the same product code in two units.
+    let mut a =
+        rules_unit("puskesmas-1", "puskesmas", json!("yes"), vec![(Location::OwnOffice, json!(true), json!(3))]);
+    let mut b =
+        rules_unit("puskesmas-2", "puskesmas", json!("no"), vec![(Location::OwnOffice, json!(false), json!(1))]);
+    a.products[0].id = "rawat-jalan".into();
+    b.products[0].id = "rawat-jalan".into();
+    let result = sidak_score(&instrument, &rules_institution(vec![a.clone(), b])).expect("scores");
+    assert_eq!(result.units.len(), 2);
+    assert_eq!(result.units[0].products[0].id, "rawat-jalan");
+    assert_eq!(result.units[1].products[0].id, "rawat-jalan");
+    // Within one unit a product still cannot appear twice.
+    let mut twice = a;
+    twice.products.push(twice.products[0].clone());
+    let faults = sidak_score(&instrument, &rules_institution(vec![twice])).expect_err("refused");
+    assert!(faults.contains("duplicate product id `rawat-jalan`"), "{faults}");
+}
+
+fn sidak_score(instrument: &Instrument, input: &InstitutionInput) -> Result<InstitutionResult, String> {
+    crate::scoring::score_institution(instrument, input).map_err(|e| e.to_string())
+}
