@@ -24,6 +24,7 @@ pub struct Server {
     pub state: AppState,
     /// Where it listens.
     pub addr: SocketAddr,
+    https: bool,
     dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -48,6 +49,21 @@ impl Server {
     /// Starts a server on the store in `dir`, listening on `addr` (to restart a server
     /// where its clients expect it).
     pub fn start_at(dir: &Path, addr: SocketAddr) -> Server {
+        Server::start_with(dir, addr, None)
+    }
+
+    /// Starts a server on a fresh store that speaks HTTPS with `tls` (see [`Server::url`]
+    /// for the scheme).
+    pub fn start_tls(tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_owned();
+        let mut s = Server::start_with(&dir, "127.0.0.1:0".parse().expect("address"), Some(tls));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn start_with(dir: &Path, addr: SocketAddr, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Server {
+        let https = tls.is_some();
         let state = AppState::open(dir, system_clock()).expect("store opens");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -58,20 +74,29 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                sidak_server::api::serve(listener, serve_state, async move {
+                let shutdown = async move {
                     let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
+                };
+                match tls {
+                    Some(config) => {
+                        let listener = sidak_server::tls::TlsListener::new(listener, config).expect("TLS listener");
+                        sidak_server::api::serve_on(listener, serve_state, shutdown).await.expect("serve");
+                    }
+                    None => sidak_server::api::serve(listener, serve_state, shutdown).await.expect("serve"),
+                }
             });
         });
         let addr = addr_rx.recv().expect("the server started");
-        Server { state, addr, dir: dir.to_owned(), stop: Some(stop), thread: Some(thread), _tmp: None }
+        Server { state, addr, https, dir: dir.to_owned(), stop: Some(stop), thread: Some(thread), _tmp: None }
     }
 
     /// Its base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.https {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Its data directory.

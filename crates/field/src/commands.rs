@@ -374,15 +374,26 @@ pub fn manifest(field: &mut Field) -> Result<Output, FieldError> {
     Ok(Output::new(human, json))
 }
 
+/// How `sidak-field sync` talks to the network.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// Seconds per request.
+    pub timeout: u64,
+    /// Seconds to keep retrying transient failures.
+    pub retry_for: u64,
+    /// Extra certificate authorities (PEM).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 /// `sidak-field sync`.
 pub fn sync(
     field: &mut Field,
     server: Option<&str>,
     token: Option<&str>,
     show_progress: bool,
-    timeout: u64,
-    retry_for: u64,
+    network: &Network,
 ) -> Result<Output, FieldError> {
+    let (timeout, retry_for) = (network.timeout, network.retry_for);
     let (saved_server, saved_token) = field.saved_server()?;
     let server = server
         .map(str::to_owned)
@@ -395,6 +406,7 @@ pub fn sync(
     let mut opts = crate::sync::SyncOptions::new(&server, &token);
     opts.timeout = std::time::Duration::from_secs(timeout.max(1));
     opts.retry_for = std::time::Duration::from_secs(retry_for);
+    opts.ca_file = network.ca_file.clone();
     // A bar while the amount of work is known (records, bytes), a spinner otherwise.
     let spinner = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());

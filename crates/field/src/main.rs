@@ -87,6 +87,9 @@ enum Command {
         /// Keep retrying transient failures for this many seconds.
         #[arg(long, default_value_t = 120)]
         retry_for: u64,
+        /// Also trust the certificate authorities in this PEM file (an office's own CA).
+        #[arg(long, env = "SIDAK_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -291,10 +294,11 @@ fn run(cli: &Cli) -> Result<Output, FieldError> {
         Command::Status => commands::status(&mut open(cli)?),
         Command::Prune => commands::prune(&mut open(cli)?),
         Command::Manifest => commands::manifest(&mut open(cli)?),
-        Command::Sync { server, token, quiet, timeout, retry_for } => {
+        Command::Sync { server, token, quiet, timeout, retry_for, ca_file } => {
             let mut field = open(cli)?;
             let show = !quiet && !cli.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            commands::sync(&mut field, server.as_deref(), token.as_deref(), show, *timeout, *retry_for)
+            let network = commands::Network { timeout: *timeout, retry_for: *retry_for, ca_file: ca_file.clone() };
+            commands::sync(&mut field, server.as_deref(), token.as_deref(), show, &network)
         }
     }
 }

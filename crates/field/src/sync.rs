@@ -45,6 +45,9 @@ pub struct SyncOptions {
     pub retry_for: Duration,
     /// The first retry delay; later ones double, up to 10 s, each with full jitter.
     pub retry_base: Duration,
+    /// Certificate authorities (PEM) to trust besides the public ones: an office's own
+    /// CA. Certificates are always verified; there is no switch to skip that.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl SyncOptions {
@@ -58,6 +61,7 @@ impl SyncOptions {
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
             retry_base: Duration::from_millis(250),
+            ca_file: None,
         }
     }
 }
@@ -169,7 +173,20 @@ impl Http<'_> {
                 build(&self.client).bearer_auth(&self.opts.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
             let outcome = match request.send() {
                 Ok(response) => decode::<T>(response, what),
-                Err(e) => Err(Attempt::Transient(format!("{what}: {}", error_chain(&e)))),
+                Err(e) => {
+                    let chain = error_chain(&e);
+                    if chain.contains("certificate")
+                        || chain.contains("UnknownIssuer")
+                        || chain.contains("NotValidForName")
+                    {
+                        // Retrying will not make an untrusted certificate trusted.
+                        Err(Attempt::Permanent(SyncError::Refused(format!(
+                            "{what}: the server's certificate is not trusted ({chain}); if the office runs its own certificate authority, give its certificate with --ca-file"
+                        ))))
+                    } else {
+                        Err(Attempt::Transient(format!("{what}: {chain}")))
+                    }
+                }
             };
             match outcome {
                 Ok(v) => return Ok(v),
@@ -302,11 +319,22 @@ impl Field {
         progress: &mut dyn FnMut(Progress),
         started: Instant,
     ) -> Result<SyncSummary, SyncError> {
-        let client = Client::builder()
-            .timeout(opts.timeout)
-            .gzip(true)
-            .build()
-            .map_err(|e| SyncError::Local(FieldError::Invalid(format!("HTTP client: {e}"))))?;
+        let mut builder =
+            Client::builder().timeout(opts.timeout).gzip(true).https_only(opts.server.starts_with("https:"));
+        if let Some(path) = &opts.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|source| SyncError::Local(FieldError::ReadFile { path: path.clone(), source }))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                SyncError::Local(FieldError::Invalid(format!("{}: not a PEM certificate bundle: {e}", path.display())))
+            })?;
+            if certs.is_empty() {
+                return Err(SyncError::Local(FieldError::Invalid(format!("{}: no certificate in it", path.display()))));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(|e| SyncError::Local(FieldError::Invalid(format!("HTTP client: {e}"))))?;
         let mut http = Http { client, opts, retries: 0, progress };
         let mut summary = SyncSummary::default();
         let me = self.store.read(|tx, _| require_identity(tx))?;

@@ -27,4 +27,5 @@ pub mod review_api;
 pub mod state;
 pub mod sync_api;
 pub mod synchealth;
+pub mod tls;
 pub mod upstream;

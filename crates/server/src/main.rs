@@ -73,6 +73,16 @@ enum Command {
         /// a round at once).
         #[arg(long, default_value_t = 5)]
         replicate_every: u64,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Also trust the certificate authorities in this PEM file when talking to the
+        /// upstream (an office's own CA).
+        #[arg(long, env = "SIDAK_UPSTREAM_CA")]
+        upstream_ca: Option<PathBuf>,
     },
     /// Access tokens.
     #[command(subcommand)]
@@ -146,6 +156,9 @@ enum ManifestCmd {
         /// A manifest file instead (e.g. from `sidak-field --json manifest`).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Also trust the certificate authorities in this PEM file.
+        #[arg(long, env = "SIDAK_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -246,14 +259,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let dir = cli.data_dir.clone();
     match cli.command {
         Command::Demo { dir, listen, seed, no_serve } => demo(&dir, listen, seed, no_serve),
-        Command::Serve { listen, log_format, upstream, upstream_token, replicate_every } => {
+        Command::Serve {
+            listen,
+            log_format,
+            upstream,
+            upstream_token,
+            replicate_every,
+            tls_cert,
+            tls_key,
+            upstream_ca,
+        } => {
             let upstream = upstream.map(|url| {
                 let mut cfg =
                     sidak_server::upstream::UpstreamConfig::new(&url, upstream_token.as_deref().unwrap_or(""));
                 cfg.every = std::time::Duration::from_secs(replicate_every.max(1));
+                cfg.ca_file = upstream_ca;
                 cfg
             });
-            serve(&dir, listen, log_format, upstream)
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(sidak_server::tls::server_config(&cert, &key).map_err(|e| Failure(3, e.to_string()))?)
+                }
+                _ => None,
+            };
+            serve(&dir, listen, log_format, upstream, tls)
         }
         Command::Token(TokenCmd::Create { role, region, assessor, label }) => {
             let role: Role = role.parse().map_err(|e| Failure(3, e))?;
@@ -357,10 +386,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             print_json(&sidak_server::manifests::local(&state, region.as_deref())?);
             Ok(())
         }
-        Command::Manifest { region, action: Some(ManifestCmd::Compare { with, token, file }) } => {
+        Command::Manifest { region, action: Some(ManifestCmd::Compare { with, token, file, ca_file }) } => {
             let below = match (with, file) {
                 (Some(url), _) => {
-                    sidak_server::manifests::fetch(&url, token.as_deref().unwrap_or("")).map_err(|e| Failure(1, e))?
+                    sidak_server::manifests::fetch(&url, token.as_deref().unwrap_or(""), ca_file.as_deref())
+                        .map_err(|e| Failure(1, e))?
                 }
                 (None, Some(f)) => {
                     let text = std::fs::read_to_string(&f)
@@ -419,6 +449,7 @@ fn serve(
     listen: SocketAddr,
     log_format: LogFormat,
     upstream: Option<sidak_server::upstream::UpstreamConfig>,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> Result<(), Failure> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into());
@@ -450,13 +481,21 @@ fn serve(
             .await
             .map_err(|e| Failure(1, format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| Failure(1, e.to_string()))?;
-        println!("sidak-server listening on http://{addr} (data in {})", dir.display());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("sidak-server listening on {scheme}://{addr} (data in {})", dir.display());
         tracing::info!(%addr, data_dir = %dir.display(), "listening");
         let replicator = upstream.map(|cfg| {
             println!("replicating to {} (a regional server)", cfg.url);
             sidak_server::upstream::spawn(state.clone(), cfg)
         });
-        let served = sidak_server::api::serve(listener, state, shutdown_signal()).await;
+        let served = match tls {
+            Some(config) => {
+                let listener =
+                    sidak_server::tls::TlsListener::new(listener, config).map_err(|e| Failure(1, e.to_string()))?;
+                sidak_server::api::serve_on(listener, state, shutdown_signal()).await
+            }
+            None => sidak_server::api::serve(listener, state, shutdown_signal()).await,
+        };
         if let Some(r) = replicator {
             tokio::task::spawn_blocking(move || r.stop()).await.map_err(|e| Failure(1, e.to_string()))?;
         }

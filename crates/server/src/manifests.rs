@@ -23,13 +23,27 @@ pub fn local(state: &AppState, region: Option<&str>) -> Result<Manifest, ApiErro
     state.db().read_blocking(|tx| crate::sync_api::build_manifest(tx, &who, store))
 }
 
+/// An HTTP client to another tier: certificates always verified, against the public
+/// roots and the authorities in `ca_file` (PEM) when given.
+pub fn client(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<reqwest::blocking::Client, String> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(timeout).gzip(true);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// Fetches another server's manifest with a token it issued.
-pub fn fetch(url: &str, token: &str) -> Result<Manifest, String> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .gzip(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+pub fn fetch(url: &str, token: &str, ca_file: Option<&std::path::Path>) -> Result<Manifest, String> {
+    let client = client(Duration::from_secs(300), ca_file)?;
     let response = client
         .get(format!("{}/v1/manifest", url.trim_end_matches('/')))
         .bearer_auth(token)

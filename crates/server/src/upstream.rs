@@ -53,6 +53,8 @@ pub struct UpstreamConfig {
     pub every: Duration,
     /// Timeout of one request.
     pub timeout: Duration,
+    /// Certificate authorities (PEM) to trust besides the public ones.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl UpstreamConfig {
@@ -63,6 +65,7 @@ impl UpstreamConfig {
             token: token.to_owned(),
             every: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -150,11 +153,7 @@ struct Identity {
 
 /// Runs one replication round.
 pub fn replicate_once(state: &AppState, cfg: &UpstreamConfig) -> Result<RoundReport, ReplicationError> {
-    let client = Client::builder()
-        .timeout(cfg.timeout)
-        .gzip(true)
-        .build()
-        .map_err(|e| ReplicationError::Network(format!("HTTP client: {e}")))?;
+    let client = crate::manifests::client(cfg.timeout, cfg.ca_file.as_deref()).map_err(ReplicationError::Refused)?;
     let up = Upstream { client, cfg };
     let mut report = RoundReport::default();
     let id = identify(state, &up)?;
