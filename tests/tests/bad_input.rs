@@ -22,11 +22,14 @@ fn snapshot(server: &Server) -> String {
         {
             let filter = if table == "meta" { " WHERE key NOT LIKE 'hlc_%'" } else { "" };
             let mut stmt = tx.prepare(&format!("SELECT * FROM {table}{filter} ORDER BY 1, 2"))?;
-            let columns = stmt.column_count();
+            // When a token was last used is bookkeeping an authenticated (even refused)
+            // request may refresh; it is not state a refusal could have changed.
+            let columns: Vec<usize> =
+                (0..stmt.column_count()).filter(|&i| stmt.column_name(i).ok() != Some("last_used_at")).collect();
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 out.push_str(table);
-                for i in 0..columns {
+                for &i in &columns {
                     let v: rusqlite::types::Value = row.get(i)?;
                     out.push_str(&format!("|{v:?}"));
                 }

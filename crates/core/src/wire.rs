@@ -420,6 +420,7 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("invalid_body", 422),
     ("evidence_mismatch", 422),
     ("invalid_correction", 422),
+    ("too_many_failures", 429),
     ("internal", 500),
     ("shutting_down", 503),
 ];

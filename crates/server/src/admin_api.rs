@@ -1,6 +1,7 @@
 //! Admin endpoints: publish an instrument, import the registry, create assignments,
 //! list conflicts and quarantined ops, recompute from scratch. Admins everywhere;
-//! supervisors may list their region's conflicts and quarantine.
+//! supervisors may list their region's conflicts and quarantine. Every change is
+//! written to the audit log; tokens and the log itself are in `access_api`.
 
 use axum::extract::{Path, Request, State};
 use axum::http::Method;
@@ -11,6 +12,7 @@ use sidak_core::instrument::Instrument;
 
 use crate::admin::{self, NewAssignment};
 use crate::api::{json_body, parse_json, raw_body, Caller, Routes};
+use crate::audit::{self, Action, Actor, Kind};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::results;
@@ -18,14 +20,16 @@ use crate::state::AppState;
 
 /// Registers the admin routes.
 pub fn routes(r: Routes) -> Routes {
-    r.add(Method::POST, "/v1/admin/instruments", post(publish))
+    let r = r
+        .add(Method::POST, "/v1/admin/instruments", post(publish))
         .add(Method::POST, "/v1/admin/registry", post(registry))
         .add(Method::POST, "/v1/admin/assignments", post(assignment))
         .add(Method::GET, "/v1/admin/conflicts", get(conflicts))
         .add(Method::GET, "/v1/admin/quarantine", get(quarantine))
         .add(Method::POST, "/v1/admin/recompute", post(recompute))
         .add(Method::GET, "/v1/openapi.json", get(openapi))
-        .add(Method::GET, "/v1/schemas/{file}", get(schema))
+        .add(Method::GET, "/v1/schemas/{file}", get(schema));
+    crate::access_api::routes(r)
 }
 
 /// The JSON Schemas the OpenAPI description refers to (`schemas/<name>.schema.json`).
@@ -75,13 +79,14 @@ async fn publish(
     let digest = instrument.digest.clone();
     // The instruments are re-read in the same store task, off the async threads: the
     // write transaction sees what it just published.
-    let (added, fresh) = state
-        .db()
-        .write(move |tx| {
-            let added = admin::publish_instrument(tx, &instrument, now)?;
-            Ok::<_, ApiError>((added, admin::load_instruments(tx)?))
-        })
-        .await?;
+    let action =
+        Action::new(Kind::InstrumentPublish, "POST /v1/admin/instruments", format!("publish {reference} ({digest})"));
+    let (added, fresh) = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let added = admin::publish_instrument(tx, &instrument, now)?;
+        let done = audit::published(&instrument.reference, &instrument.digest, added);
+        Ok(((added, admin::load_instruments(tx)?), done))
+    })
+    .await?;
     state.adopt_instruments(fresh);
     Ok(Json(json!({"instrument": reference, "digest": digest, "added": added})))
 }
@@ -98,16 +103,16 @@ async fn registry(
     let rows = admin::parse_registry(&text)?;
     let instruments = state.instruments();
     let now = state.now();
-    let report = state
-        .db()
-        .write(move |tx| {
-            let (report, dirty) = admin::import_registry(tx, &instruments, &rows, now)?;
-            for i in &dirty {
-                results::recompute(tx, &instruments, i)?;
-            }
-            Ok::<_, ApiError>(report)
-        })
-        .await?;
+    let action = Action::new(Kind::RegistryImport, "POST /v1/admin/registry", format!("import {} row(s)", rows.len()));
+    let report = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let (report, dirty) = admin::import_registry(tx, &instruments, &rows, now)?;
+        for i in &dirty {
+            results::recompute(tx, &instruments, i)?;
+        }
+        let done = audit::imported(&report);
+        Ok((report, done))
+    })
+    .await?;
     Ok(Json(serde_json::to_value(report)?))
 }
 
@@ -120,16 +125,16 @@ async fn assignment(
     let new: NewAssignment = json_body(request).await?;
     let instruments = state.instruments();
     let now = state.now();
-    let id = state
-        .db()
-        .write(move |tx| {
-            let (id, dirty) = admin::create_assignment(tx, &instruments, &new, now)?;
-            for i in &dirty {
-                results::recompute(tx, &instruments, i)?;
-            }
-            Ok::<_, ApiError>(id)
-        })
-        .await?;
+    let action = Action::new(Kind::AssignmentCreate, "POST /v1/admin/assignments", audit::assignment_asked(&new));
+    let id = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let (id, dirty) = admin::create_assignment(tx, &instruments, &new, now)?;
+        for i in &dirty {
+            results::recompute(tx, &instruments, i)?;
+        }
+        let done = audit::assigned(tx, &new, &id)?;
+        Ok((id, done))
+    })
+    .await?;
     Ok(Json(json!({"assignment": id})))
 }
 
@@ -153,6 +158,11 @@ async fn quarantine(State(state): State<AppState>, Caller(who): Caller) -> Resul
 async fn recompute(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Value>, ApiError> {
     who.require(&[Role::Admin])?;
     let instruments = state.instruments();
-    let n = state.db().write(move |tx| results::recompute_all(tx, &instruments)).await?;
+    let action = Action::new(Kind::Recompute, "POST /v1/admin/recompute", "recompute every result");
+    let n = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let n = results::recompute_all(tx, &instruments)?;
+        Ok((n, audit::recomputed(n)))
+    })
+    .await?;
     Ok(Json(json!({"institutions": n})))
 }

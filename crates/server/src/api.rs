@@ -6,9 +6,10 @@
 use std::future::Future;
 
 use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, Extensions, HeaderMap, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -19,8 +20,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{principal_for, Principal};
+use crate::auth::{check_token, touch_token, Principal, TokenCheck};
 use crate::error::ApiError;
+use crate::lockout::Source;
 use crate::state::AppState;
 use crate::{admin_api, dashboard, reports_api, results_api, review_api, sync_api};
 
@@ -107,11 +109,59 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> impl Future<Output = Result<Caller, ApiError>> + Send {
         let secret = bearer(&parts.headers);
+        let source = source_of(&parts.extensions);
         let state = state.clone();
         async move {
-            let secret = secret?;
-            let principal = state.db().read(move |tx| principal_for(tx, &secret).map_err(ApiError::from)).await?;
-            principal.map(Caller).ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+            check_source(&state, source)?;
+            authenticate(&state, source, secret?).await.map(Caller)
+        }
+    }
+}
+
+/// Where a request came from: the connection's peer address, or `None` without a
+/// connection (the router called directly, as in tests): one shared "unknown" source.
+pub fn source_of(extensions: &Extensions) -> Source {
+    extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Refuses with `429 too_many_failures` (and `Retry-After`) a source locked out for
+/// presenting too many unknown tokens ([`crate::lockout`]).
+pub fn check_source(state: &AppState, source: Source) -> Result<(), ApiError> {
+    state.lockout().check(source, state.now()).map_err(|seconds| {
+        ApiError::too_many_failures(
+            format!(
+                "too many unknown tokens came from this address; every request from it that needs a token is refused for {seconds} s"
+            ),
+            seconds,
+        )
+    })
+}
+
+/// Authenticates `secret` presented from `source`: a token in force is the caller
+/// (its use recorded at most once a minute); a revoked, expired or unknown one is
+/// `401 unauthorized` saying which. Only unknown secrets count against the source —
+/// they are what guessing produces; a revoked device retrying must not lock its
+/// office's address out.
+pub async fn authenticate(state: &AppState, source: Source, secret: String) -> Result<Principal, ApiError> {
+    check_source(state, source)?;
+    let now = state.now();
+    let check = state.db().read(move |tx| check_token(tx, &secret, now).map_err(ApiError::from)).await?;
+    match check {
+        TokenCheck::Valid { principal, last_used_at } => {
+            if state.claim_touch(&principal.token_id, last_used_at, now) {
+                let id = principal.token_id.clone();
+                let touched = state.db().write(move |tx| touch_token(tx, &id, now).map_err(ApiError::from)).await;
+                if let Err(e) = touched {
+                    tracing::warn!(error = %e, "could not record when a token was last used");
+                }
+            }
+            Ok(principal)
+        }
+        refused => {
+            if refused == TokenCheck::Unknown {
+                state.lockout().fail(source, now);
+            }
+            Err(ApiError::unauthorized(refused.refusal().unwrap_or_default()))
         }
     }
 }
@@ -207,7 +257,10 @@ where
 {
     let (router, _) = app(state.clone());
     let on_shutdown = state.clone();
-    axum::serve(listener, router)
+    // Each request carries its peer's address (`ConnectInfo`) for the failed-auth
+    // brake; `tap_io` only makes that available on any listener, plain or TLS.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             on_shutdown.begin_shutdown();

@@ -23,11 +23,12 @@ use sidak_core::instrument::{Instrument, InstrumentRef, Level};
 use sidak_core::num::Exact;
 use sidak_core::records::INSTITUTION_TYPES;
 
-use crate::api::{raw_body, Routes};
-use crate::auth::{principal_for, Principal, Role};
+use crate::api::{authenticate, check_source, raw_body, source_of, Routes};
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::fieldwork::{EvidenceItem, Fieldwork};
 use crate::html::{esc, form_pairs, page, score_text, seg, time, zone_cell, zone_name};
+use crate::lockout::Source;
 use crate::rapor::{self, doc, Links, Season};
 use crate::results::{self, ResultRow};
 use crate::state::AppState;
@@ -125,7 +126,11 @@ impl IntoResponse for PageError {
             esc(e.code),
             esc(&e.message)
         );
-        html(e.status, page("Sidak — error", None, &body))
+        let mut response = html(e.status, page("Sidak — error", None, &body));
+        if let Some(seconds) = e.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -212,8 +217,14 @@ fn query_value(raw: Option<&str>, key: &str) -> Option<String> {
     form_pairs(raw.unwrap_or("")).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-async fn principal(state: &AppState, secret: String) -> Result<Option<Principal>, ApiError> {
-    state.db().read(move |tx| principal_for(tx, &secret).map_err(ApiError::from)).await
+/// The token's principal; `Ok(Err(message))` for a secret that is not in force (401),
+/// `Err` for the rest (a locked-out source, a store fault).
+async fn principal(state: &AppState, source: Source, secret: String) -> Result<Result<Principal, String>, ApiError> {
+    match authenticate(state, source, secret).await {
+        Ok(who) => Ok(Ok(who)),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(Err(e.message)),
+        Err(e) => Err(e),
+    }
 }
 
 fn login_location(parts: &Parts) -> String {
@@ -234,11 +245,13 @@ impl FromRequestParts<AppState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, Response> {
         let query = parts.uri.query().map(str::to_owned);
+        let source = source_of(&parts.extensions);
         // `?token=`: log in, then show the same address without the token.
         if let Some(secret) = query_value(query.as_deref(), "token") {
-            let found = principal(state, secret.clone()).await.map_err(|e| PageError(e).into_response())?;
-            let Some(who) = found else {
-                return Err(login_page(StatusCode::UNAUTHORIZED, "/dashboard", Some("unknown or revoked token")));
+            let found = principal(state, source, secret.clone()).await.map_err(|e| PageError(e).into_response())?;
+            let who = match found {
+                Ok(who) => who,
+                Err(message) => return Err(login_page(StatusCode::UNAUTHORIZED, "/dashboard", Some(&message))),
             };
             if let Some(refused) = refused_role(&who) {
                 return Err(refused);
@@ -249,25 +262,24 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(see_other(&target, Some(set_cookie(&secret))));
         }
         if let Some(secret) = bearer(&parts.headers) {
-            let found = principal(state, secret).await.map_err(|e| PageError(e).into_response())?;
-            let who =
-                found.ok_or_else(|| PageError(ApiError::unauthorized("unknown or revoked token")).into_response())?;
+            let found = principal(state, source, secret).await.map_err(|e| PageError(e).into_response())?;
+            let who = found.map_err(|message| PageError(ApiError::unauthorized(message)).into_response())?;
             if let Some(refused) = refused_role(&who) {
                 return Err(refused);
             }
             return Ok(Viewer { who });
         }
         if let Some(secret) = cookie(&parts.headers) {
-            let found = principal(state, secret).await.map_err(|e| PageError(e).into_response())?;
+            let found = principal(state, source, secret).await.map_err(|e| PageError(e).into_response())?;
             return match found {
-                Some(who) => {
+                Ok(who) => {
                     if let Some(refused) = refused_role(&who) {
                         return Err(refused);
                     }
                     Ok(Viewer { who })
                 }
-                // A revoked token: forget it and ask again.
-                None => Err(see_other(&login_location(parts), Some(clear_cookie()))),
+                // A revoked, expired or unknown token: forget it and ask again.
+                Err(_) => Err(see_other(&login_location(parts), Some(clear_cookie()))),
             };
         }
         Err(see_other(&login_location(parts), None))
@@ -307,6 +319,8 @@ async fn login_form(RawQuery(raw): RawQuery) -> Response {
 }
 
 async fn login(State(state): State<AppState>, request: Request) -> PageResult {
+    let source = source_of(request.extensions());
+    check_source(&state, source)?;
     let bytes = raw_body(request, 16 * 1024, "application/x-www-form-urlencoded").await?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let pairs: BTreeMap<String, String> = form_pairs(&text).into_iter().collect();
@@ -315,9 +329,9 @@ async fn login(State(state): State<AppState>, request: Request) -> PageResult {
     else {
         return Ok(login_page(StatusCode::UNAUTHORIZED, &next, Some("give a token")));
     };
-    match principal(&state, secret.clone()).await? {
-        None => Ok(login_page(StatusCode::UNAUTHORIZED, &next, Some("unknown or revoked token"))),
-        Some(who) => {
+    match principal(&state, source, secret.clone()).await? {
+        Err(message) => Ok(login_page(StatusCode::UNAUTHORIZED, &next, Some(&message))),
+        Ok(who) => {
             who.require(&[Role::Supervisor, Role::Admin])?;
             Ok(see_other(&next, Some(set_cookie(&secret))))
         }

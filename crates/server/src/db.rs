@@ -172,6 +172,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (origin, seq)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 6: the token lifecycle (expiry, revocation — at once or at the end of a
+    //    rotation's grace —, the successor of a rotated token, last use to the minute)
+    //    and the append-only audit log of admin and supervisor actions. The triggers
+    //    refuse every UPDATE and DELETE of an audit entry.
+    r#"
+    ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE tokens ADD COLUMN replaced_by TEXT;
+    ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        actor_role TEXT NOT NULL,
+        actor_label TEXT,
+        region TEXT,
+        via TEXT NOT NULL CHECK (via IN ('http', 'cli')),
+        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        result TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_by_region ON audit (region, id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never changed'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never deleted'); END;
+    "#,
 ];
 
 /// Why the database failed.

@@ -285,10 +285,7 @@ fn new_token(
         assessor: assessor.map(str::to_owned),
         label: Some(label.to_owned()),
     };
-    let made = state.db().write_blocking(|tx| create_token(tx, &new, now)).map_err(|e| match e {
-        crate::auth::TokenError::Invalid(m) => ApiError::invalid_body(m),
-        crate::auth::TokenError::Db(e) => ApiError::from(e),
-    })?;
+    let made = state.db().write_blocking(|tx| create_token(tx, &new, now)).map_err(ApiError::from)?;
     Ok(made.1)
 }
 

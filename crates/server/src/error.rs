@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened, in words.
     pub message: String,
+    /// Seconds after which the request may succeed, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 macro_rules! constructors {
@@ -26,7 +28,7 @@ macro_rules! constructors {
             $(
                 #[doc = concat!("`", $code, "`")]
                 pub fn $name(message: impl Into<String>) -> ApiError {
-                    ApiError { status: StatusCode::$status, code: $code, message: message.into() }
+                    ApiError { status: StatusCode::$status, code: $code, message: message.into(), retry_after: None }
                 }
             )*
         }
@@ -58,6 +60,19 @@ constructors! {
 }
 
 impl ApiError {
+    /// `too_many_failures`: this source address failed to authenticate too often; it
+    /// may try again after `retry_after` seconds.
+    pub fn too_many_failures(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_failures",
+            message: message.into(),
+            retry_after: Some(retry_after),
+        }
+    }
+}
+
+impl ApiError {
     /// `internal`: logs the detail, answers a generic message.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %detail, "internal error");
@@ -65,6 +80,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error; the server log has the details".into(),
+            retry_after: None,
         }
     }
 }
@@ -84,6 +100,10 @@ impl From<rusqlite::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { code: self.code.to_owned(), message: self.message };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

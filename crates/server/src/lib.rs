@@ -2,9 +2,11 @@
 //! access, results and administration. The `sidak-server` binary is a thin shell;
 //! [`api::serve`] runs the HTTP API on a listener the caller binds.
 
+pub mod access_api;
 pub mod admin;
 pub mod admin_api;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod dashboard;
@@ -15,6 +17,7 @@ pub mod exports;
 pub mod fieldwork;
 pub mod html;
 pub mod ledger;
+pub mod lockout;
 pub mod manifests;
 pub mod provenance;
 pub mod push;

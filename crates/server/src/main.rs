@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use sidak_core::ids::EntityId;
 use sidak_server::admin::{self, NewAssignment};
-use sidak_server::auth::{create_token, NewToken, Role};
+use sidak_server::audit::{self, Action, Actor, Kind};
+use sidak_server::auth::{self, create_token, NewToken, Role};
 use sidak_server::error::ApiError;
 use sidak_server::results;
 use sidak_server::review;
@@ -139,6 +140,18 @@ enum Command {
     /// Supervisor review of this store, acting as admin: visits, edits after
     /// submission, corrections and conflict resolution.
     Review(ReviewArgs),
+    /// The audit log: every admin and supervisor action, oldest first.
+    Audit {
+        /// Only entries after this id.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Only entries concerning this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +191,33 @@ enum TokenCmd {
         /// A label for people.
         #[arg(long)]
         label: Option<String>,
+        /// Expire after this long: 90d, 12h, 30m, 45s, 2w (default: never).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List every token: id, role, scope, label, created, expires, last used and
+    /// revocation (never a secret or its hash).
+    List {
+        /// JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: every request with it is refused from now on.
+    Revoke {
+        /// The token's id (`tok_…`).
+        id: String,
+    },
+    /// Replace a token by a new secret of the same role, scope and label, printed once;
+    /// the old one is revoked (after the grace period).
+    Rotate {
+        /// The token's id (`tok_…`).
+        id: String,
+        /// Seconds the old secret keeps working, for a device to switch over.
+        #[arg(long, default_value_t = 0)]
+        grace: u64,
+        /// The new token's lifetime (default: as long as the old one's, or never).
+        #[arg(long)]
+        expires_in: Option<String>,
     },
 }
 
@@ -284,16 +324,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             serve(&dir, listen, log_format, upstream, tls)
         }
-        Command::Token(TokenCmd::Create { role, region, assessor, label }) => {
-            let role: Role = role.parse().map_err(|e| Failure(3, e))?;
+        Command::Token(command) => token_command(&dir, command),
+        Command::Audit { since, region, json } => {
             let state = open(&dir)?;
-            let now = now();
-            let (id, secret) = state
-                .db()
-                .write_blocking(|tx| create_token(tx, &NewToken { role, region, assessor, label }, now))
-                .map_err(|e| Failure(3, e.to_string()))?;
-            println!("{secret}");
-            eprintln!("token {id} created; it is shown once and only its hash is stored");
+            let mut entries = Vec::new();
+            let mut after = since;
+            loop {
+                let page =
+                    state.db().read_blocking(|tx| audit::list(tx, region.as_deref(), after, audit::MAX_LIMIT))?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                entries.extend(page);
+            }
+            show(json, &serde_json::json!({ "entries": entries, "next": after }), || {
+                lines(&entries, "no audit entries", audit::AuditEntry::line)
+            });
             Ok(())
         }
         Command::Instrument(InstrumentCmd::Validate { file }) => {
@@ -313,7 +358,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let instrument = admin::validate_instrument_file(&file).map_err(|e| Failure(3, e.to_string()))?;
             let state = open(&dir)?;
             let now = now();
-            let added = state.db().write_blocking(|tx| admin::publish_instrument(tx, &instrument, now))?;
+            let asked = format!("publish {} ({}) from {}", instrument.reference, instrument.digest, file.display());
+            let action = Action::new(Kind::InstrumentPublish, "sidak-server instrument publish", asked);
+            let added = audit::audited_blocking(state.db(), &cli_actor(None), &action, now, |tx| {
+                let added = admin::publish_instrument(tx, &instrument, now)?;
+                Ok((added, audit::published(&instrument.reference, &instrument.digest, added)))
+            })?;
             println!("{} {}", instrument.reference, if added { "published" } else { "was already published" });
             Ok(())
         }
@@ -324,12 +374,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let state = open(&dir)?;
             let instruments = state.instruments();
             let now = now();
-            let report = state.db().write_blocking(|tx| {
+            let asked = format!("import {} row(s) from {}", rows.len(), file.display());
+            let action = Action::new(Kind::RegistryImport, "sidak-server registry import", asked);
+            let report = audit::audited_blocking(state.db(), &cli_actor(None), &action, now, |tx| {
                 let (report, dirty) = admin::import_registry(tx, &instruments, &rows, now)?;
                 for i in &dirty {
                     results::recompute(tx, &instruments, i)?;
                 }
-                Ok::<_, ApiError>(report)
+                let done = audit::imported(&report);
+                Ok((report, done))
             })?;
             print_json(&report);
             Ok(())
@@ -339,12 +392,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let instruments = state.instruments();
             let now = now();
             let new = NewAssignment { assessor, institution, unit, products, instrument, mode, due: None };
-            let id = state.db().write_blocking(|tx| {
+            let action =
+                Action::new(Kind::AssignmentCreate, "sidak-server assignment create", audit::assignment_asked(&new));
+            let id = audit::audited_blocking(state.db(), &cli_actor(None), &action, now, |tx| {
                 let (id, dirty) = admin::create_assignment(tx, &instruments, &new, now)?;
                 for i in &dirty {
                     results::recompute(tx, &instruments, i)?;
                 }
-                Ok::<_, ApiError>(id)
+                let done = audit::assigned(tx, &new, &id)?;
+                Ok((id, done))
             })?;
             println!("{id}");
             Ok(())
@@ -352,7 +408,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Recompute => {
             let state = open(&dir)?;
             let instruments = state.instruments();
-            let n = state.db().write_blocking(|tx| results::recompute_all(tx, &instruments))?;
+            let action = Action::new(Kind::Recompute, "sidak-server recompute", "recompute every result");
+            let n = audit::audited_blocking(state.db(), &cli_actor(None), &action, now(), |tx| {
+                let n = results::recompute_all(tx, &instruments)?;
+                Ok((n, audit::recomputed(n)))
+            })?;
             println!("recomputed {n} institution(s)");
             Ok(())
         }
@@ -414,7 +474,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Backup { to } => {
             let state = open(&dir)?;
-            let report = sidak_server::backup::backup(&state, &to).map_err(|e| match e {
+            let action =
+                Action::new(Kind::Backup, "sidak-server backup", format!("back up the store to {}", to.display()));
+            let backed_up = sidak_server::backup::backup(&state, &to);
+            let outcome = match &backed_up {
+                Ok(r) => Ok(audit::Done::new(format!(
+                    "backed up {} op(s) and {} evidence file(s) ({} copied now) to {}",
+                    r.ops,
+                    r.files,
+                    r.files_copied,
+                    r.to.display()
+                ))),
+                Err(e) => Err(ApiError::internal(e)),
+            };
+            audit::record_blocking(state.db(), &cli_actor(None), &action, now(), outcome.as_ref())?;
+            let report = backed_up.map_err(|e| match e {
                 sidak_server::backup::BackupError::TargetHasStore(_) => Failure(3, e.to_string()),
                 _ => Failure(5, e.to_string()),
             })?;
@@ -709,6 +783,70 @@ enum ReviewCmd {
     },
 }
 
+/// The command line as the audit log names it: `cli`, labelled with the operator's
+/// login name, or for review commands the reviewer (`admin.<NAME>`).
+fn cli_actor(reviewer: Option<&review::Reviewer>) -> Actor {
+    let operator = || std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok();
+    Actor::cli(reviewer.map(|r| r.by.clone()).or_else(operator))
+}
+
+fn token_command(dir: &Path, command: TokenCmd) -> Result<(), Failure> {
+    let state = open(dir)?;
+    let now = now();
+    let db = state.db();
+    match command {
+        TokenCmd::Create { role, region, assessor, label, expires_in } => {
+            let role: Role = role.parse().map_err(|e| Failure(3, e))?;
+            let lifetime = expires_in.as_deref().map(auth::parse_lifetime).transpose().map_err(|e| Failure(3, e))?;
+            let new = NewToken { role, region, assessor, label };
+            let asked = sidak_server::access_api::create_asked(&new, expires_in.as_deref());
+            let action = Action::new(Kind::TokenCreate, "sidak-server token create", asked);
+            let view = audit::audited_blocking(db, &cli_actor(None), &action, now, |tx| {
+                let (id, secret) = auth::create_token_until(tx, &new, lifetime.map(|ms| now + ms), now)?;
+                let view = auth::token(tx, &id, now)?;
+                let done = audit::token_created(&view);
+                Ok(((view, secret), done))
+            })?;
+            let (view, secret) = view;
+            let expires =
+                view.expires_at.map(|at| format!("; it expires {}", sidak_server::html::time(at))).unwrap_or_default();
+            println!("{secret}");
+            eprintln!("token {} created{expires}; it is shown once and only its hash is stored", view.id);
+        }
+        TokenCmd::List { json } => {
+            let tokens = db.read_blocking(|tx| auth::list_tokens(tx, now).map_err(ApiError::from))?;
+            show(json, &serde_json::json!({ "tokens": tokens }), || lines(&tokens, "no tokens", auth::TokenView::line));
+        }
+        TokenCmd::Revoke { id } => {
+            let action = Action::new(Kind::TokenRevoke, "sidak-server token revoke", format!("revoke {id}"));
+            let view = audit::audited_blocking(db, &cli_actor(None), &action, now, |tx| {
+                let view = auth::revoke_token(tx, &id, now)?;
+                let done = audit::token_revoked(&view);
+                Ok((view, done))
+            })?;
+            println!("{}", view.line());
+        }
+        TokenCmd::Rotate { id, grace, expires_in } => {
+            let lifetime = expires_in.as_deref().map(auth::parse_lifetime).transpose().map_err(|e| Failure(3, e))?;
+            let asked = sidak_server::access_api::rotate_asked(&id, grace, expires_in.as_deref());
+            let action = Action::new(Kind::TokenRotate, "sidak-server token rotate", asked);
+            let grace_ms = i64::try_from(grace).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+            let rotated = audit::audited_blocking(db, &cli_actor(None), &action, now, |tx| {
+                let rotated = auth::rotate_token(tx, &id, grace_ms, lifetime, now)?;
+                let done = audit::token_rotated(&rotated);
+                Ok((rotated, done))
+            })?;
+            println!("{}", rotated.secret);
+            let until = rotated.replaced.revoked_at.map(sidak_server::html::time).unwrap_or_default();
+            eprintln!(
+                "token {} replaces {} (same role, scope and label); it is shown once. The old secret works until {until}",
+                rotated.token.id, rotated.replaced.id
+            );
+        }
+    }
+    Ok(())
+}
+
 fn json_arg(flag: &str, text: &str) -> Result<serde_json::Value, Failure> {
     serde_json::from_str(text)
         .map_err(|e| Failure(3, format!("{flag} takes JSON ({e}): write 2, true, '\"opt-a\"' or '{{\"na\": true}}'")))
@@ -762,10 +900,14 @@ fn review_command(dir: &Path, args: ReviewArgs) -> Result<(), Failure> {
             let value = json_arg("--value", &value)?;
             let instruments = state.instruments();
             let now = now();
-            let written = state.db().write_blocking(|tx| {
+            let asked = format!("correct visit/{visit} `{field}` to {value} (reason: {reason})");
+            let action = Action::new(Kind::CorrectionCreate, "sidak-server review correct", asked);
+            let written = audit::audited_blocking(state.db(), &cli_actor(Some(&reviewer)), &action, now, |tx| {
                 let target = review::cli_target(tx, visit, respondent)?;
                 let new = review::NewCorrection { target, field, value, reason };
-                review::correct(tx, &instruments, &reviewer, &new, now)
+                let written = review::correct(tx, &instruments, &reviewer, &new, now)?;
+                let done = audit::corrected(&written);
+                Ok((written, done))
             })?;
             show(json, &written, || written_lines(&written));
         }
@@ -774,8 +916,16 @@ fn review_command(dir: &Path, args: ReviewArgs) -> Result<(), Failure> {
             let instruments = state.instruments();
             let now = now();
             let withdrawal = review::Withdrawal { reason };
-            let written =
-                state.db().write_blocking(|tx| review::withdraw(tx, &instruments, &reviewer, &id, &withdrawal, now))?;
+            let action = Action::new(
+                Kind::CorrectionWithdraw,
+                "sidak-server review withdraw",
+                audit::withdrawal_asked(&id, &withdrawal),
+            );
+            let written = audit::audited_blocking(state.db(), &cli_actor(Some(&reviewer)), &action, now, |tx| {
+                let written = review::withdraw(tx, &instruments, &reviewer, &id, &withdrawal, now)?;
+                let done = audit::withdrawn(&written);
+                Ok((written, done))
+            })?;
             show(json, &written, || written_lines(&written));
         }
         ReviewCmd::Resolve { entity, field, choose, value, reason, by } => {
@@ -784,8 +934,13 @@ fn review_command(dir: &Path, args: ReviewArgs) -> Result<(), Failure> {
             let instruments = state.instruments();
             let now = now();
             let resolution = review::Resolution { entity, field, choose, value, reason };
-            let resolved =
-                state.db().write_blocking(|tx| review::resolve(tx, &instruments, &reviewer, &resolution, now))?;
+            let action =
+                Action::new(Kind::ConflictResolve, "sidak-server review resolve", audit::resolution_asked(&resolution));
+            let resolved = audit::audited_blocking(state.db(), &cli_actor(Some(&reviewer)), &action, now, |tx| {
+                let resolved = review::resolve(tx, &instruments, &reviewer, &resolution, now)?;
+                let done = audit::resolved(&resolved);
+                Ok((resolved, done))
+            })?;
             show(json, &resolved, || format!("conflict resolved by\n{}", written_lines(&resolved.correction)));
         }
     }

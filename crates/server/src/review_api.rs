@@ -2,7 +2,8 @@
 //! corrections (list, make, withdraw) and conflict resolution. Supervisors act in
 //! their region, admins anywhere; assessors and peers get 403 `role_forbidden`.
 //! Conflicts and quarantined ops stay at `/v1/admin/conflicts` and
-//! `/v1/admin/quarantine`.
+//! `/v1/admin/quarantine`. Corrections, withdrawals and resolutions are written to
+//! the audit log.
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode};
@@ -11,6 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::api::{json_body, Caller, Routes};
+use crate::audit::{self, Action, Actor, Kind};
 use crate::error::ApiError;
 use crate::review::{self, NewCorrection, Resolution, Reviewer, VisitStatus, Withdrawal};
 use crate::state::AppState;
@@ -78,7 +80,13 @@ async fn correct(
     let new: NewCorrection = json_body(request).await?;
     let instruments = state.instruments();
     let now = state.now();
-    let written = state.db().write(move |tx| review::correct(tx, &instruments, &reviewer, &new, now)).await?;
+    let action = Action::new(Kind::CorrectionCreate, "POST /v1/review/corrections", audit::correction_asked(&new));
+    let written = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let written = review::correct(tx, &instruments, &reviewer, &new, now)?;
+        let done = audit::corrected(&written);
+        Ok((written, done))
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(written)?)))
 }
 
@@ -92,8 +100,17 @@ async fn withdraw(
     let withdrawal: Withdrawal = json_body(request).await?;
     let instruments = state.instruments();
     let now = state.now();
-    let written =
-        state.db().write(move |tx| review::withdraw(tx, &instruments, &reviewer, &id, &withdrawal, now)).await?;
+    let action = Action::new(
+        Kind::CorrectionWithdraw,
+        "POST /v1/review/corrections/{id}/withdraw",
+        audit::withdrawal_asked(&id, &withdrawal),
+    );
+    let written = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let written = review::withdraw(tx, &instruments, &reviewer, &id, &withdrawal, now)?;
+        let done = audit::withdrawn(&written);
+        Ok((written, done))
+    })
+    .await?;
     Ok(Json(serde_json::to_value(written)?))
 }
 
@@ -106,6 +123,13 @@ async fn resolve(
     let resolution: Resolution = json_body(request).await?;
     let instruments = state.instruments();
     let now = state.now();
-    let resolved = state.db().write(move |tx| review::resolve(tx, &instruments, &reviewer, &resolution, now)).await?;
+    let action =
+        Action::new(Kind::ConflictResolve, "POST /v1/review/conflicts/resolve", audit::resolution_asked(&resolution));
+    let resolved = audit::audited(&state, Actor::token(&who), action, move |tx| {
+        let resolved = review::resolve(tx, &instruments, &reviewer, &resolution, now)?;
+        let done = audit::resolved(&resolved);
+        Ok((resolved, done))
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(serde_json::to_value(resolved)?)))
 }

@@ -1,7 +1,8 @@
 //! What every request handler shares: the store, the instruments, the evidence files,
-//! the server's identity, and whether it is shutting down.
+//! the server's identity, whether it is shutting down, and the in-memory brakes of
+//! authentication (failed attempts per source, when each token's use was recorded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -13,6 +14,7 @@ use crate::admin::load_instruments;
 use crate::db::{meta, Db};
 use crate::error::ApiError;
 use crate::ledger::{self, Instruments};
+use crate::lockout::Lockout;
 
 /// Milliseconds since 1970 (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -39,6 +41,8 @@ struct Inner {
     shutting_down: AtomicBool,
     clock: Clock,
     changed: Arc<(Mutex<bool>, Condvar)>,
+    lockout: Lockout,
+    touched: Mutex<HashMap<String, i64>>,
 }
 
 impl AppState {
@@ -71,6 +75,8 @@ impl AppState {
                 shutting_down: AtomicBool::new(false),
                 clock,
                 changed: Arc::new((Mutex::new(false), Condvar::new())),
+                lockout: Lockout::default(),
+                touched: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -148,6 +154,30 @@ impl AppState {
     /// True once shutdown began.
     pub fn shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Failed authentications per source address.
+    pub fn lockout(&self) -> &Lockout {
+        &self.inner.lockout
+    }
+
+    /// True when this process should record now that token `id` was used: it has not
+    /// done so within [`crate::auth::LAST_USED_EVERY_MS`] (`stored`: the token's
+    /// `last_used_at` as read). Claims the minute, so concurrent requests write once.
+    pub fn claim_touch(&self, id: &str, stored: Option<i64>, now_ms: i64) -> bool {
+        let every = crate::auth::LAST_USED_EVERY_MS;
+        if stored.is_some_and(|t| now_ms - t < every) {
+            return false;
+        }
+        let mut touched = self.inner.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if touched.get(id).is_some_and(|t| now_ms - t < every) {
+            return false;
+        }
+        if touched.len() >= 10_000 {
+            touched.retain(|_, t| now_ms - *t < every);
+        }
+        touched.insert(id.to_owned(), now_ms);
+        true
     }
 
     /// Where a complete evidence file lives.

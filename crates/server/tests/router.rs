@@ -858,6 +858,26 @@ async fn every_role_against_every_endpoint() {
         })
         .unwrap()
         .1;
+    // Two tokens no caller uses, for the admin to revoke and to rotate.
+    let spare = |label: &str| {
+        h.state
+            .db()
+            .write_blocking(|tx| {
+                sidak_server::auth::create_token(
+                    tx,
+                    &sidak_server::auth::NewToken {
+                        role: sidak_server::auth::Role::Assessor,
+                        region: Some("jateng".into()),
+                        assessor: Some("a3".into()),
+                        label: Some(label.into()),
+                    },
+                    T0,
+                )
+            })
+            .unwrap()
+            .0
+    };
+    let (to_revoke, to_rotate) = (spare("to revoke"), spare("to rotate"));
     // a1's visit in jateng citing a photo, uploaded; two conflicts on it; two
     // corrections to withdraw.
     let photo = b"a photo of the service standard".to_vec();
@@ -1002,6 +1022,26 @@ async fn every_role_against_every_endpoint() {
         ("GET", "/v1/admin/conflicts", get("/v1/admin/conflicts"), review),
         ("GET", "/v1/admin/quarantine", get("/v1/admin/quarantine"), review),
         ("POST", "/v1/admin/recompute", same("/v1/admin/recompute".into(), Payload::Empty), admin_only),
+        ("GET", "/v1/admin/tokens", get("/v1/admin/tokens"), admin_only),
+        (
+            "POST",
+            "/v1/admin/tokens",
+            json("/v1/admin/tokens", json!({"role": "supervisor", "region": "jateng", "expires_in": "90d"})),
+            [AUTH, ROLE, ROLE, ROLE, ROLE, ROLE, ROLE, ROLE, NEW],
+        ),
+        (
+            "POST",
+            "/v1/admin/tokens/{id}/revoke",
+            same(format!("/v1/admin/tokens/{to_revoke}/revoke"), Payload::Empty),
+            admin_only,
+        ),
+        (
+            "POST",
+            "/v1/admin/tokens/{id}/rotate",
+            json(&format!("/v1/admin/tokens/{to_rotate}/rotate"), json!({"grace_seconds": 60})),
+            admin_only,
+        ),
+        ("GET", "/v1/admin/audit", get("/v1/admin/audit"), review),
         ("GET", "/v1/openapi.json", get("/v1/openapi.json"), all),
         ("GET", "/v1/schemas/{file}", get("/v1/schemas/op.schema.json"), all),
         ("GET", "/v1/review/visits", get("/v1/review/visits"), review),

@@ -1,5 +1,6 @@
-//! The server on a real socket (127.0.0.1:0): requests over TCP, gzip responses, and a
-//! graceful shutdown that lets an in-flight push finish.
+//! The server on a real socket (127.0.0.1:0): requests over TCP, gzip responses, a
+//! graceful shutdown that lets an in-flight push finish, and the failed-auth brake
+//! keyed on the peer's address.
 
 mod common;
 
@@ -112,4 +113,33 @@ async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
     assert_eq!(held, dev.seq as i64);
     let refused = reqwest::Client::new().get(format!("http://{addr}/v1/health")).send().await;
     assert!(refused.is_err_and(|e| e.is_connect()), "a stopped server takes no connection");
+}
+
+/// Over a real socket the failed-auth brake keys on the peer's address: 127.0.0.1 is
+/// locked out after ten unknown tokens (429 with Retry-After), while a request of the
+/// same store without a connection — another source — still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failed_auth_brake_keys_on_the_peer_address() {
+    let h = Harness::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sidak_server::api::serve(listener, h.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let whoami = format!("http://{addr}/v1/whoami");
+    for i in 0..10 {
+        let r = client.get(&whoami).bearer_auth(format!("sdk_guess{i}")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = client.get(&whoami).bearer_auth(&h.admin).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "too_many_failures");
+    let (s, _) = h.call("GET", "/v1/whoami", Some(&h.admin), None).await;
+    assert_eq!(s, axum::http::StatusCode::OK, "the lock is on 127.0.0.1, not on every caller");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
