@@ -229,6 +229,14 @@ pub fn registry(regions: &[&str]) -> String {
     csv
 }
 
+/// The passphrase every test device's store is encrypted under.
+pub const PASSPHRASE: &str = "test passphrase, not a secret";
+
+/// [`PASSPHRASE`], for opening a device's store.
+pub fn passphrase() -> sidak_field::Passphrase {
+    sidak_field::Passphrase::new(PASSPHRASE)
+}
+
 /// A field device: a data directory with the field client set up for an assessor.
 pub struct Device {
     /// The field client.
@@ -253,7 +261,7 @@ impl Device {
         let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
         let dir = tmp.path().join("field");
         let clock: sidak_field::app::Clock = Box::new(move || (now() + offset_ms).max(0) as u64);
-        let mut field = Field::open_with_clock(&dir, clock).expect("field store");
+        let mut field = Field::open_with_clock(&dir, &passphrase(), clock).expect("field store");
         field.init(assessor, region).expect("init");
         let token = token(state, Role::Assessor, Some(region), Some(assessor));
         Device { field, assessor: assessor.to_owned(), token, dir, _tmp: tmp }

@@ -52,7 +52,7 @@ fn a_server_restored_from_a_backup_is_refilled_by_its_devices() {
     assert_eq!(server_chain(&restored, &me), full, "every op is back, once");
     for v in device.field.visits(false).unwrap() {
         for e in device.field.visit(&v.id.to_string()).unwrap().evidence {
-            let here = std::fs::read(device.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+            let here = device.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
             let there = std::fs::read(restored.state.blob_path(&e.sha256)).expect("every photo is back");
             assert_eq!(here, there);
         }

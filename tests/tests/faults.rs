@@ -91,7 +91,7 @@ fn run_schedule(server: &Server, k: u64, seed: u64) -> (u64, u64) {
     for v in device.field.visits(false).unwrap() {
         // Visits of other devices of the same assessor arrive too, without their files.
         for e in device.field.visit(&v.id.to_string()).unwrap().evidence.into_iter().filter(|e| e.on_device) {
-            let here = std::fs::read(device.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+            let here = device.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
             let there = std::fs::read(server.state.blob_path(&e.sha256))
                 .unwrap_or_else(|_| panic!("seed {seed}: photo {} missing", e.sha256));
             assert!(here == there, "seed {seed}: photo {} differs", e.sha256);

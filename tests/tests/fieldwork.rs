@@ -95,7 +95,7 @@ fn a_day_of_fieldwork_in_three_regions() {
         assert_eq!(server_chain(&server, &origin), mine, "{} is held exactly once, unaltered", device.assessor);
         for v in device.field.visits(false).unwrap() {
             for e in device.field.visit(&v.id.to_string()).unwrap().evidence {
-                let here = std::fs::read(device.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+                let here = device.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
                 let there = std::fs::read(server.state.blob_path(&e.sha256)).expect("the server holds the photo");
                 assert_eq!(here, there, "photo {} differs", e.sha256);
             }

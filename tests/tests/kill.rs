@@ -19,7 +19,7 @@ fn device(dir: &std::path::Path, server_dir: &std::path::Path, assessor: &str) -
     )
     .trim()
     .to_owned();
-    let mut field = Field::open(dir).unwrap();
+    let mut field = Field::open(dir, &passphrase()).unwrap();
     field.init(assessor, "jateng").unwrap();
     (field, token)
 }
@@ -190,7 +190,7 @@ fn the_client_is_killed_during_sync_again_and_again() {
     let dir = tmp.path().join("field");
     let token = server.token(sidak_server::auth::Role::Assessor, Some("jateng"), Some("a1"));
     {
-        let mut field = Field::open(&dir).unwrap();
+        let mut field = Field::open(&dir, &passphrase()).unwrap();
         field.init("a1", "jateng").unwrap();
         field.sync(&fast(&server.url(), &token), &mut |_| {}).unwrap();
         DeviceRef { field: &mut field, rng: &mut rng }.record("disdukcapil");
@@ -200,6 +200,7 @@ fn the_client_is_killed_during_sync_again_and_again() {
     let mut finished = 0;
     while kills < 25 {
         let mut child = std::process::Command::new(&field_bin)
+            .env("SIDAK_PASSPHRASE", PASSPHRASE)
             .args([
                 "--data-dir",
                 dir.to_str().unwrap(),
@@ -223,17 +224,17 @@ fn the_client_is_killed_during_sync_again_and_again() {
         } else {
             finished += 1;
             // Everything was sent: more work for the next round.
-            let mut field = Field::open(&dir).unwrap();
+            let mut field = Field::open(&dir, &passphrase()).unwrap();
             DeviceRef { field: &mut field, rng: &mut rng }.record("disdukcapil");
         }
         let _ = child.wait();
-        let mut field = Field::open(&dir).expect("the store opens after a kill");
+        let mut field = Field::open(&dir, &passphrase()).expect("the store opens after a kill");
         // The device's own chain; pulled origins arrive filtered by scope, not whole.
         let me = field.identity().unwrap().unwrap().origin;
         let own: Vec<_> = field.all_ops().unwrap().into_iter().filter(|o| o.origin == me).collect();
         assert!(verify_chains(&own).is_clean());
     }
-    let mut field = Field::open(&dir).unwrap();
+    let mut field = Field::open(&dir, &passphrase()).unwrap();
     let s = field.sync(&fast(&server.url(), &token), &mut |_| {}).expect("a clean sync");
     assert!(s.complete && s.unsent_ops == 0 && s.unsent_files == 0, "{s:?}");
     let me = field.identity().unwrap().unwrap().origin;

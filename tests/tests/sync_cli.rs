@@ -14,7 +14,13 @@ use sidak_e2e::harness::*;
 use sidak_server::auth::Role;
 
 fn field(dir: &Path, args: &[&str]) -> Output {
-    Command::new(binary("sidak-field")).arg("--data-dir").arg(dir).args(args).output().expect("sidak-field runs")
+    Command::new(binary("sidak-field"))
+        .env("SIDAK_PASSPHRASE", PASSPHRASE)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("sidak-field runs")
 }
 
 fn text(o: &Output) -> String {

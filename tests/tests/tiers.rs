@@ -115,7 +115,7 @@ fn two_regions_and_a_centre() {
         assert_eq!(server_chain(&centre, &origin), chain_of(&own_ops(d)), "{} reached the centre", d.assessor);
     }
     for e in evidence_of(&mut a1) {
-        let here = std::fs::read(a1.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+        let here = a1.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
         assert_eq!(std::fs::read(centre.state.blob_path(&e.sha256)).expect("the photo reached the centre"), here);
     }
 
@@ -204,7 +204,7 @@ fn two_regions_and_a_centre() {
             if !e.on_device {
                 continue;
             }
-            let bytes = std::fs::read(d.field.blobs().path(&e.sha256.parse().unwrap())).unwrap();
+            let bytes = d.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
             let url = format!("{}/v1/evidence/{}", fresh.url(), e.sha256);
             client
                 .post(&url)

@@ -136,7 +136,7 @@ fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u6
     let (csv, assignments) = registry(day.visits.div_ceil(PRODUCTS_PER_UNIT));
     server.set_up(&csv, &assignments)?;
     let token = server.token(Role::Assessor, Some(REGION), Some(ASSESSOR))?;
-    let mut field = Field::open(&dir.join("field"))?;
+    let mut field = Field::open(&dir.join("field"), &crate::passphrase())?;
     field.init(ASSESSOR, REGION)?;
     // The morning sync: instruments and assignments onto the device (not measured).
     field.sync(&SyncOptions::new(&server.url(), &token), &mut |_| {}).map_err(|e| anyhow!("first sync: {e}"))?;

@@ -25,7 +25,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 
 /// Writes a fixture assignment list for one assessor.
 fn setup(dir: &Path) -> Result<Field> {
-    let mut field = Field::open(dir)?;
+    let mut field = Field::open(dir, &crate::passphrase())?;
     field.init("bench-assessor", "bench-region")?;
     field.load_instrument(&builtin("penilaian-2023").context("built-in")?)?;
     let list = json!({"assignments": [{
@@ -95,7 +95,7 @@ pub fn run(n: usize, visits: usize) -> Result<Vec<Row>> {
     let photo = tmp.path().join("photo.jpg");
     std::fs::write(&photo, vec![1u8; 1024])?;
     let instrument = builtin("penilaian-2023").context("built-in")?;
-    let before = db_bytes(&size_dir)?;
+    let before = db_bytes(&mut field, &size_dir)?;
     for _ in 0..visits {
         let v = start(&mut field)?;
         for ind in instrument.indicators().filter(|i| i.source.respondent_kind().is_none()) {
@@ -115,8 +115,8 @@ pub fn run(n: usize, visits: usize) -> Result<Vec<Row>> {
         field.finish(&v)?;
     }
     let ops = field.all_ops()?.len();
+    let after = db_bytes(&mut field, &size_dir)?;
     drop(field);
-    let after = db_bytes(&size_dir)?;
     let per_visit = (after - before) as f64 / visits as f64;
     println!("store size: {visits} complete visits, {ops} ops: {:.1} KiB per visit (database only; photos are stored once each, by content)", per_visit / 1024.0);
     let x = |a: Duration, b: Duration| ratio(a.as_secs_f64() / b.as_secs_f64());
@@ -134,10 +134,8 @@ pub fn run(n: usize, visits: usize) -> Result<Vec<Row>> {
 }
 
 /// The database's size after a checkpoint (main file + WAL).
-fn db_bytes(dir: &Path) -> Result<u64> {
-    let conn = rusqlite::Connection::open(dir.join(sidak_field::store::DB_FILE))?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    drop(conn);
+fn db_bytes(field: &mut Field, dir: &Path) -> Result<u64> {
+    field.checkpoint()?;
     let mut total = 0;
     for name in [sidak_field::store::DB_FILE.to_owned(), format!("{}-wal", sidak_field::store::DB_FILE)] {
         if let Ok(m) = std::fs::metadata(dir.join(name)) {

@@ -11,3 +11,8 @@ pub mod pull;
 pub mod report;
 pub mod season;
 pub mod server;
+
+/// The passphrase the benchmark devices' stores are encrypted under.
+pub fn passphrase() -> sidak_field::Passphrase {
+    sidak_field::Passphrase::new("sidak bench device")
+}

@@ -19,8 +19,9 @@ use sidak_core::wire::{Assignment, AssignmentList, RegistryItem};
 
 use crate::blobs::Blobs;
 use crate::error::{db, FieldError};
+use crate::keys::{self, DataKey, KdfParams, Passphrase};
 use crate::log::{self, append, require_identity, Identity};
-use crate::store::{set_meta, Store};
+use crate::store::{is_plain_sqlite, set_meta, Store, DB_FILE};
 
 /// A clock: milliseconds since 1970.
 pub type Clock = Box<dyn Fn() -> u64 + Send>;
@@ -32,11 +33,13 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// The field client over one data directory.
+/// The field client over one data directory, unlocked by the assessor's passphrase.
 pub struct Field {
     pub(crate) store: Store,
     pub(crate) blobs: Blobs,
     pub(crate) clock: Clock,
+    key: DataKey,
+    kdf: KdfParams,
 }
 
 /// What `visit start` needs.
@@ -197,14 +200,77 @@ fn new_id() -> EntityId {
 }
 
 impl Field {
-    /// Opens the field client on `dir`.
-    pub fn open(dir: &Path) -> Result<Field, FieldError> {
-        Self::open_with_clock(dir, system_clock())
+    /// Opens the field client on `dir` with the assessor's passphrase; an empty or
+    /// missing directory becomes a new store, encrypted under that passphrase.
+    pub fn open(dir: &Path, passphrase: &Passphrase) -> Result<Field, FieldError> {
+        Self::open_with_clock(dir, passphrase, system_clock())
     }
 
     /// Opens the field client with another clock (tests, devices with a wrong clock).
-    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Field, FieldError> {
-        Ok(Field { store: Store::open(dir)?, blobs: Blobs::new(dir), clock })
+    pub fn open_with_clock(dir: &Path, passphrase: &Passphrase, clock: Clock) -> Result<Field, FieldError> {
+        Self::open_or_create(dir, passphrase, KdfParams::default(), clock)
+    }
+
+    /// Opens the store in `dir`, or creates it with Argon2id at cost `kdf` (the cost of
+    /// an existing store is the one its header holds).
+    pub fn open_or_create(
+        dir: &Path,
+        passphrase: &Passphrase,
+        kdf: KdfParams,
+        clock: Clock,
+    ) -> Result<Field, FieldError> {
+        if keys::exists(dir) {
+            return Self::unlock(dir, passphrase, clock);
+        }
+        let db = dir.join(DB_FILE);
+        if db.exists() {
+            return Err(if is_plain_sqlite(&db) {
+                FieldError::Unencrypted { path: db }
+            } else {
+                FieldError::Corrupt(format!("{} has lost its key header {}", db.display(), keys::HEADER_FILE))
+            });
+        }
+        let key = keys::create(dir, passphrase, &kdf)?;
+        Self::with_key(dir, key, kdf, clock)
+    }
+
+    /// Opens the store in `dir`; never creates one ([`FieldError::NotInitialised`]
+    /// when there is none).
+    pub fn open_existing(dir: &Path, passphrase: &Passphrase) -> Result<Field, FieldError> {
+        if !Self::exists(dir) {
+            return Err(FieldError::NotInitialised);
+        }
+        Self::open_or_create(dir, passphrase, KdfParams::default(), system_clock())
+    }
+
+    /// Whether `dir` holds a store (encrypted or from before encryption).
+    pub fn exists(dir: &Path) -> bool {
+        keys::exists(dir) || dir.join(DB_FILE).exists()
+    }
+
+    fn unlock(dir: &Path, passphrase: &Passphrase, clock: Clock) -> Result<Field, FieldError> {
+        let (key, kdf) = keys::unlock(dir, passphrase)?;
+        keys::remove_stale(dir)?;
+        Self::with_key(dir, key, kdf, clock)
+    }
+
+    fn with_key(dir: &Path, key: DataKey, kdf: KdfParams, clock: Clock) -> Result<Field, FieldError> {
+        let store = Store::open(dir, &key.db_key())?;
+        let blobs = Blobs::new(dir, key.evidence_keys());
+        Ok(Field { store, blobs, clock, key, kdf })
+    }
+
+    /// Replaces the passphrase. Nothing is re-encrypted: the key everything is
+    /// encrypted with is wrapped again under the new passphrase, and the new header
+    /// replaces the old in one atomic rename, so a crash leaves exactly one of the two
+    /// passphrases working. The Argon2id cost stays the store's.
+    pub fn change_passphrase(&mut self, new: &Passphrase) -> Result<(), FieldError> {
+        keys::rewrap(self.dir(), &self.key, new, &self.kdf)
+    }
+
+    /// Writes the WAL back into the database file (for measuring the store's size).
+    pub fn checkpoint(&mut self) -> Result<(), FieldError> {
+        self.store.checkpoint()
     }
 
     /// The data directory.

@@ -72,6 +72,12 @@ pub fn init(field: &mut Field, assessor: &str, region: &str) -> Result<Output, F
     ))
 }
 
+/// `sidak-field passphrase change`.
+pub fn passphrase_change(field: &mut Field, new: &crate::keys::Passphrase) -> Result<Output, FieldError> {
+    field.change_passphrase(new)?;
+    Ok(Output::new("passphrase changed: only the new one opens this device now\n".to_owned(), json!({"changed": true})))
+}
+
 /// `sidak-field instrument load`.
 pub fn instrument_load(field: &mut Field, name: &str) -> Result<Output, FieldError> {
     let instrument = resolve_instrument(name)?;

@@ -23,6 +23,8 @@ pub enum ExitCode {
     Network = 6,
     /// 7: the server refused (bad token, no permission, unsupported version).
     Refused = 7,
+    /// 8: wrong passphrase; nothing was read or changed.
+    WrongPassphrase = 8,
 }
 
 /// Everything that can go wrong in the field client.
@@ -87,6 +89,24 @@ pub enum FieldError {
         #[from]
         source: sidak_core::scoring::ScoringErrors,
     },
+    /// The passphrase does not open this device's store.
+    #[error("wrong passphrase: the store was not opened and nothing was changed")]
+    WrongPassphrase,
+    /// No passphrase was given and there is no terminal to ask on.
+    #[error("this command needs the device's passphrase: type it when asked, or give it in SIDAK_PASSPHRASE or with --passphrase-file ({0})")]
+    PassphraseNeeded(String),
+    /// The data directory holds a store from before encryption at rest.
+    #[error("{path} is an unencrypted store made by an earlier sidak-field; sync it with that version, then set the device up again in an empty data directory")]
+    Unencrypted {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A stored evidence file no longer decrypts (damaged storage or tampering).
+    #[error("the evidence file {path} is damaged: it no longer decrypts")]
+    DamagedEvidence {
+        /// The file.
+        path: PathBuf,
+    },
     /// The device has not been set up.
     #[error("this device is not set up yet: run `sidak-field init --assessor <code> --region <code>` first")]
     NotInitialised,
@@ -145,7 +165,13 @@ impl FieldError {
             FieldError::UnknownInstrument { .. } | FieldError::NotFound { .. } | FieldError::NotInitialised => {
                 ExitCode::NotFound
             }
-            FieldError::Io { .. } | FieldError::Store { .. } | FieldError::Corrupt(_) => ExitCode::Store,
+            FieldError::Io { .. }
+            | FieldError::Store { .. }
+            | FieldError::Corrupt(_)
+            | FieldError::Unencrypted { .. }
+            | FieldError::DamagedEvidence { .. } => ExitCode::Store,
+            FieldError::WrongPassphrase => ExitCode::WrongPassphrase,
+            FieldError::PassphraseNeeded(_) => ExitCode::Usage,
             FieldError::Sync(e) => e.exit_code(),
         }
     }

@@ -2,15 +2,17 @@
 //! function, prints its output and maps errors to the documented exit codes.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode as ProcessExit;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sidak_core::instrument::{Location, RespondentKind};
 use sidak_core::records::VisitMode;
-use sidak_field::{commands, output::Output, Field, FieldError};
+use sidak_field::{commands, output::Output, Field, FieldError, KdfParams, Passphrase};
 
-const EXIT_CODES: &str = "Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 local store error · 6 network (try again later) · 7 refused by the server";
+const EXIT_CODES: &str = "Passphrase: every command that opens the store asks for it on the terminal (without echo), or takes it from --passphrase-file or SIDAK_PASSPHRASE.
+
+Exit codes: 0 done · 1 internal error · 2 usage · 3 bad input · 4 not found · 5 local store error · 6 network (try again later) · 7 refused by the server · 8 wrong passphrase";
 
 /// Sidak field client: record assessment visits offline and sync them.
 #[derive(Parser)]
@@ -22,6 +24,10 @@ struct Cli {
     /// Write machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Read the store's passphrase from the first line of this file (for scripts;
+    /// also SIDAK_PASSPHRASE; otherwise it is asked for on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,7 +42,14 @@ enum Command {
         /// The assessor's region (province office) code.
         #[arg(long)]
         region: String,
+        /// Memory for deriving the key from the passphrase (Argon2id), in MiB, when
+        /// the store is created; more is slower to open and far slower to guess.
+        #[arg(long, default_value_t = 64, value_name = "MIB")]
+        kdf_memory_mib: u32,
     },
+    /// The passphrase that unlocks this device's store.
+    #[command(subcommand)]
+    Passphrase(PassphraseCmd),
     /// Instruments on this device.
     #[command(subcommand)]
     Instrument(InstrumentCmd),
@@ -90,6 +103,17 @@ enum Command {
         /// Also trust the certificate authorities in this PEM file (an office's own CA).
         #[arg(long, env = "SIDAK_CA_FILE")]
         ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PassphraseCmd {
+    /// Replace the passphrase (asked for twice, or from --new-passphrase-file or
+    /// SIDAK_NEW_PASSPHRASE); the old one stops working, no data changes.
+    Change {
+        /// Read the new passphrase from the first line of this file.
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -228,15 +252,77 @@ enum RespondentCmd {
     },
 }
 
+fn data_dir(cli: &Cli) -> PathBuf {
+    cli.data_dir.clone().unwrap_or_else(commands::default_data_dir)
+}
+
+/// Opens the device's store; never creates one.
 fn open(cli: &Cli) -> Result<Field, FieldError> {
-    let dir = cli.data_dir.clone().unwrap_or_else(commands::default_data_dir);
-    Field::open(&dir)
+    let dir = data_dir(cli);
+    if !Field::exists(&dir) {
+        return Err(FieldError::NotInitialised);
+    }
+    Field::open_existing(&dir, &passphrase(cli)?)
+}
+
+/// `init`: opens the store, or creates it under a new passphrase.
+fn open_for_init(cli: &Cli, kdf_memory_mib: u32) -> Result<Field, FieldError> {
+    let dir = data_dir(cli);
+    if Field::exists(&dir) {
+        return Field::open_existing(&dir, &passphrase(cli)?);
+    }
+    let new = given_passphrase(cli).unwrap_or_else(ask_new)?;
+    let kdf = KdfParams { memory_kib: kdf_memory_mib.saturating_mul(1024), ..KdfParams::default() };
+    Field::open_or_create(&dir, &new, kdf, sidak_field::app::system_clock())
+}
+
+/// The passphrase: `--passphrase-file`, else `SIDAK_PASSPHRASE`, else typed.
+fn passphrase(cli: &Cli) -> Result<Passphrase, FieldError> {
+    given_passphrase(cli).unwrap_or_else(|| ask("passphrase: "))
+}
+
+/// The passphrase given for scripts, if any: `--passphrase-file`, else `SIDAK_PASSPHRASE`.
+fn given_passphrase(cli: &Cli) -> Option<Result<Passphrase, FieldError>> {
+    match (&cli.passphrase_file, std::env::var("SIDAK_PASSPHRASE")) {
+        (Some(path), _) => Some(Passphrase::from_file(path)),
+        (None, Ok(text)) => Some(Ok(Passphrase::new(text))),
+        (None, Err(_)) => None,
+    }
+}
+
+/// A new passphrase from `file`, else `SIDAK_NEW_PASSPHRASE`, else typed twice.
+fn new_passphrase(file: Option<&Path>) -> Result<Passphrase, FieldError> {
+    match (file, std::env::var("SIDAK_NEW_PASSPHRASE")) {
+        (Some(path), _) => Passphrase::from_file(path),
+        (None, Ok(text)) => Ok(Passphrase::new(text)),
+        (None, Err(_)) => ask_new(),
+    }
+}
+
+fn ask_new() -> Result<Passphrase, FieldError> {
+    let first = ask("new passphrase: ")?;
+    first.check_new()?;
+    if first != ask("the same again: ")? {
+        return Err(FieldError::Invalid("the two passphrases differ; nothing was changed".into()));
+    }
+    Ok(first)
+}
+
+/// Reads a passphrase from the terminal without echo.
+fn ask(prompt: &str) -> Result<Passphrase, FieldError> {
+    rpassword::prompt_password(prompt).map(Passphrase::new).map_err(|e| FieldError::PassphraseNeeded(e.to_string()))
 }
 
 fn run(cli: &Cli) -> Result<Output, FieldError> {
     match &cli.command {
         Command::Score { instrument, season } => commands::score(instrument, season),
-        Command::Init { assessor, region } => commands::init(&mut open(cli)?, assessor, region),
+        Command::Init { assessor, region, kdf_memory_mib } => {
+            commands::init(&mut open_for_init(cli, *kdf_memory_mib)?, assessor, region)
+        }
+        Command::Passphrase(PassphraseCmd::Change { new_passphrase_file }) => {
+            let mut field = open(cli)?;
+            commands::passphrase_change(&mut field, &new_passphrase(new_passphrase_file.as_deref())?)
+        }
         Command::Instrument(InstrumentCmd::Load { instrument }) => {
             commands::instrument_load(&mut open(cli)?, instrument)
         }

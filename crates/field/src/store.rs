@@ -1,5 +1,7 @@
-//! The field store: one SQLite file (WAL, foreign keys on, full fsync on commit),
-//! numbered migrations applied at open, and `read`/`write` transactions.
+//! The field store: one SQLCipher-encrypted SQLite file (WAL, foreign keys on, full
+//! fsync on commit), numbered migrations applied at open, and `read`/`write`
+//! transactions. Its key comes from [`crate::keys`]; the WAL is encrypted page by page
+//! like the database, and temporary tables stay in memory.
 //!
 //! Every user action runs in one `write` transaction that stores the change and its op
 //! together: after a crash either both exist or neither.
@@ -11,6 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 use sidak_core::instrument::{load_instrument, Instrument, InstrumentRef};
 
 use crate::error::FieldError;
+use crate::keys::DbKey;
 
 /// The database file inside the data directory. The name says nothing about what is
 /// assessed (see docs/field.md).
@@ -120,19 +123,27 @@ fn store_err(dir: &Path) -> impl Fn(rusqlite::Error) -> FieldError + '_ {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, applying any pending migrations.
-    pub fn open(dir: &Path) -> Result<Store, FieldError> {
+    /// Opens (or creates) the store in `dir` with its key, applying any pending
+    /// migrations.
+    pub(crate) fn open(dir: &Path, key: &DbKey) -> Result<Store, FieldError> {
         std::fs::create_dir_all(dir).map_err(|source| FieldError::Io { path: dir.to_owned(), source })?;
-        let path = dir.join(DB_FILE);
-        let conn =
-            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
-                .map_err(store_err(dir))?;
+        let conn = open_keyed(&dir.join(DB_FILE), key).map_err(|source| match source {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                FieldError::Corrupt(format!(
+                    "{} does not open with the key its header holds (the two files do not belong together)",
+                    dir.join(DB_FILE).display()
+                ))
+            }
+            source => FieldError::Store { path: dir.join(DB_FILE), source },
+        })?;
         Self::prepare(conn, dir)
     }
 
     fn prepare(mut conn: Connection, dir: &Path) -> Result<Store, FieldError> {
         let e = store_err(dir);
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&e)?;
+        // Sorts and temporary tables in memory: never a plaintext temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(&e)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&e)?;
         // FULL: a commit is on disk before the command reports success, so a dead
         // battery cannot take back what the assessor was told was saved.
@@ -194,10 +205,31 @@ impl Store {
         &self.instruments
     }
 
+    /// Writes the WAL back into the database file and empties it.
+    pub(crate) fn checkpoint(&mut self) -> Result<(), FieldError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(store_err(&self.dir))
+    }
+
     /// The schema version (number of migrations applied).
     pub fn schema_version(&self) -> Result<i64, FieldError> {
         self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(store_err(&self.dir))
     }
+}
+
+/// Opens the database file with SQLCipher's raw key (before anything else touches it)
+/// and reads its schema, which fails with `NotADatabase` under a wrong key.
+pub(crate) fn open_keyed(path: &Path, key: &DbKey) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    conn.execute_batch(&key.pragma())?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+    Ok(conn)
+}
+
+/// Whether `path` is a plain (unencrypted) SQLite database: its first 16 bytes say so.
+pub(crate) fn is_plain_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 16];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"SQLite format 3\0"
 }
 
 /// Applies every migration after the database's `user_version`, each in its own
@@ -362,7 +394,7 @@ mod tests {
         }
         let digest = "ab".repeat(32);
         {
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let mut conn = open_keyed(&dir.path().join(DB_FILE), &DbKey::for_tests()).unwrap();
             conn.execute_batch(RELEASE_1).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             let tx = conn.transaction().unwrap();
@@ -382,9 +414,9 @@ mod tests {
             tx.commit().unwrap();
         }
 
-        let mut migrated = Store::open(dir.path()).unwrap();
+        let mut migrated = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
         let fresh_dir = tempfile::tempdir().unwrap();
-        let fresh = Store::open(fresh_dir.path()).unwrap();
+        let fresh = Store::open(fresh_dir.path(), &DbKey::for_tests()).unwrap();
         assert_eq!(schema(&migrated.conn), schema(&fresh.conn), "migrated and fresh schemas differ");
         assert_eq!(schema(&migrated.conn).1, MIGRATIONS.len() as i64);
         assert_eq!(migrated.schema_version().unwrap(), MIGRATIONS.len() as i64);
@@ -422,14 +454,32 @@ mod tests {
 
         // Opening again changes nothing.
         drop(migrated);
-        let again = Store::open(dir.path()).unwrap();
+        let again = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
         assert_eq!(schema(&again.conn), schema(&fresh.conn));
+    }
+
+    #[test]
+    fn the_database_is_unreadable_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
+        store.write(|tx, _| set_meta(tx, "assessor", "asr-jateng-01").map_err(crate::error::db)).unwrap();
+        drop(store);
+        let path = dir.path().join(DB_FILE);
+        assert!(!is_plain_sqlite(&path));
+        let plain = Connection::open(&path).unwrap();
+        let err = plain.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).unwrap_err();
+        assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase), "{err}");
+        assert!(matches!(
+            Store::open(dir.path(), &crate::keys::DbKey::other_for_tests()),
+            Err(FieldError::Corrupt(m)) if m.contains("does not open with the key")
+        ));
+        assert!(Store::open(dir.path(), &DbKey::for_tests()).is_ok());
     }
 
     #[test]
     fn pragmas_are_set() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
         let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         let fk: i64 = store.conn.pragma_query_value(None, "foreign_keys", |r| r.get(0)).unwrap();
         let sync: i64 = store.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();

@@ -548,7 +548,16 @@ impl Field {
                 if status.complete {
                     break;
                 }
-                let chunk = self.blobs.read_chunk(&digest, offset, len as usize)?;
+                let chunk = match self.blobs.read_chunk(&digest, offset, len as usize) {
+                    Ok(chunk) => chunk,
+                    // The file on this device no longer decrypts (damaged storage): it
+                    // cannot be sent as it was. Set it aside, like a mismatch below.
+                    Err(e @ FieldError::DamagedEvidence { .. }) => {
+                        damaged = Some(e.to_string());
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let answer = http.send("evidence chunk", &|c| {
                     c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
                         .header("content-type", "application/octet-stream")

@@ -35,7 +35,8 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
     let cli = Cli::new(&data);
     let list = tmp.path().join("assignments.json");
     std::fs::write(&list, assignments().to_string()).unwrap();
-    cli.ok(&["init", "--assessor", ASSESSOR, "--region", REGION]);
+    // The cheapest key derivation: the test opens the store a thousand times.
+    cli.ok(&["init", "--assessor", ASSESSOR, "--region", REGION, "--kdf-memory-mib", "8"]);
     cli.ok(&["instrument", "load", "penilaian-2023"]);
     cli.ok(&["assignments", "load", list.to_str().unwrap()]);
     let visit = cli.json(&["visit", "start", "--assignment", A_DUKCAPIL, "--product", "ktp-el", "--location", "mpp"])
@@ -99,6 +100,7 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
             tried_answers.entry(ind.clone()).or_default().push(v.clone());
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sidak-field"))
+            .env("SIDAK_PASSPHRASE", PASSPHRASE)
             .arg("--json")
             .arg("--data-dir")
             .arg(&data)
@@ -131,7 +133,7 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
         }
 
         // After every run: the store opens, chains verify, acknowledged work is there.
-        let mut field = Field::open(&data).expect("the store opens after a kill");
+        let mut field = Field::open(&data, &passphrase()).expect("the store opens after a kill");
         let ops = field.all_ops().unwrap();
         let report = verify_chains(&ops);
         assert!(report.is_clean(), "chain faults after kill {kills}: {:?}", report.faults);
@@ -147,8 +149,7 @@ fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
         assert!(view.evidence.len() >= acked_attachments, "acknowledged evidence lost");
         for e in &view.evidence {
             let digest = e.sha256.parse().unwrap();
-            let (actual, size) =
-                sidak_field::blobs::hash_file(&field.blobs().path(&digest)).expect("a cited file is stored");
+            let (actual, size) = field.blobs().hash_stored(&digest).expect("a cited file is stored");
             assert_eq!((actual, size), (digest, e.size), "a cited file is damaged");
         }
         assert!(view.respondents.len() >= acked_respondents, "acknowledged questionnaire lost");

@@ -437,7 +437,7 @@ fn fieldwork(
             .unwrap_or(0);
         now + ahead
     });
-    let mut field = Field::open_with_clock(&dir, clock).map_err(|e| err(e.to_string()))?;
+    let mut field = Field::open_with_clock(&dir, &demo_passphrase(), clock).map_err(|e| err(e.to_string()))?;
     field.init(&a.code, a.region).map_err(|e| err(e.to_string()))?;
     // Morning, at the office: assignments and the instrument arrive.
     field.sync(&options(url, token), &mut |_| {}).map_err(|e| err(e.to_string()))?;
@@ -558,13 +558,19 @@ fn fake_jpeg(rng: &mut StdRng) -> Vec<u8> {
     bytes
 }
 
+/// The passphrase the simulated devices' stores are encrypted under.
+fn demo_passphrase() -> sidak_field::Passphrase {
+    sidak_field::Passphrase::new("sidak demo device")
+}
+
 /// The assessor's tablet pulls the phone's first visit and changes an answer the
 /// phone changes too: a conflict for the supervisor, both values kept.
 fn conflict(a: &Assessor, token: &str, url: &str, work: &Path) -> Result<(), DemoError> {
     let err = device_error(a);
-    let mut phone = Field::open(&work.join("devices").join(&a.code)).map_err(|e| err(e.to_string()))?;
-    let mut tablet =
-        Field::open(&work.join("devices").join(format!("{}-tablet", a.code))).map_err(|e| err(e.to_string()))?;
+    let mut phone =
+        Field::open(&work.join("devices").join(&a.code), &demo_passphrase()).map_err(|e| err(e.to_string()))?;
+    let tablet_dir = work.join("devices").join(format!("{}-tablet", a.code));
+    let mut tablet = Field::open(&tablet_dir, &demo_passphrase()).map_err(|e| err(e.to_string()))?;
     tablet.init(&a.code, a.region).map_err(|e| err(e.to_string()))?;
     tablet.sync(&options(url, token), &mut |_| {}).map_err(|e| err(e.to_string()))?;
     let visit = phone

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
+/// The passphrase every test store is encrypted under (given in SIDAK_PASSPHRASE).
+pub const PASSPHRASE: &str = "test passphrase, not a secret";
 pub const ASSESSOR: &str = "asr-jateng-01";
 pub const REGION: &str = "jawa-tengah";
 pub const A_DUKCAPIL: &str = "0190a000-0000-7000-8000-00000000a001";
@@ -30,7 +32,12 @@ pub fn assignments() -> Value {
     ]})
 }
 
-/// Runs `sidak-field --data-dir <dir> <args>`.
+/// The test passphrase, for opening a store in this process.
+pub fn passphrase() -> sidak_field::Passphrase {
+    sidak_field::Passphrase::new(PASSPHRASE)
+}
+
+/// Runs `sidak-field --data-dir <dir> <args>` with SIDAK_PASSPHRASE set.
 pub struct Cli {
     pub dir: PathBuf,
 }
@@ -42,6 +49,7 @@ impl Cli {
 
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sidak-field"))
+            .env("SIDAK_PASSPHRASE", PASSPHRASE)
             .arg("--data-dir")
             .arg(&self.dir)
             .args(args)
