@@ -162,6 +162,7 @@ pub fn token(state: &AppState, role: Role, region: Option<&str>, assessor: Optio
                     region: region.map(str::to_owned),
                     assessor: assessor.map(str::to_owned),
                     label: None,
+                    device_keys: Vec::new(),
                 },
                 0,
             )

@@ -56,8 +56,13 @@ impl BenchServer {
 
     /// Makes a token.
     pub fn token(&self, role: Role, region: Option<&str>, assessor: Option<&str>) -> Result<String> {
-        let new =
-            NewToken { role, region: region.map(str::to_owned), assessor: assessor.map(str::to_owned), label: None };
+        let new = NewToken {
+            role,
+            region: region.map(str::to_owned),
+            assessor: assessor.map(str::to_owned),
+            label: None,
+            device_keys: Vec::new(),
+        };
         let (_, secret) = self
             .state
             .db()

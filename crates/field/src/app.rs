@@ -342,6 +342,12 @@ impl Field {
         })
     }
 
+    /// This device's public key, which an admin may issue its token for
+    /// (`sidak-server token create --device-key`).
+    pub fn device_key(&mut self) -> Result<sidak_core::sign::PublicKey, FieldError> {
+        Ok(self.signing_keys()?.public())
+    }
+
     /// This device's signing keys.
     pub(crate) fn signing_keys(&mut self) -> Result<sidak_core::sign::KeyPair, FieldError> {
         let seed = self.store.read(|tx, _| crate::store::meta(tx, "signing_seed").map_err(db))?;

@@ -60,15 +60,16 @@ pub fn score(instrument: &str, season_path: &Path) -> Result<Output, FieldError>
 /// `sidak-field init`.
 pub fn init(field: &mut Field, assessor: &str, region: &str) -> Result<Output, FieldError> {
     let me = field.identity_or_init(assessor, region)?;
+    let key = field.device_key()?;
     Ok(Output::new(
         format!(
-            "device ready: assessor {}, region {}, origin {}\ndata directory: {}\n",
+            "device ready: assessor {}, region {}, origin {}\ndevice key: {key}\n  (an admin can issue this device's token for it: sidak-server token create --device-key {key} …)\ndata directory: {}\n",
             me.assessor,
             me.region,
             me.origin,
             field.dir().display()
         ),
-        json!({"origin": me.origin, "assessor": me.assessor, "region": me.region, "data_dir": field.dir()}),
+        json!({"origin": me.origin, "assessor": me.assessor, "region": me.region, "device_key": key.to_hex(), "data_dir": field.dir()}),
     ))
 }
 
@@ -319,8 +320,10 @@ pub fn respondent_answer(
 /// `sidak-field status`.
 pub fn status(field: &mut Field) -> Result<Output, FieldError> {
     let s = field.status()?;
+    let key = field.device_key()?;
     let mut h = String::new();
     let _ = writeln!(h, "assessor {} · region {} · origin {}", s.assessor, s.region, s.origin);
+    let _ = writeln!(h, "device key: {key}");
     let _ = writeln!(h, "ops written: {} (chain head {}…)", s.head_seq, &s.head_hash[..16]);
     let _ = writeln!(h, "unsent ops: {} · unsent files: {}", s.unsent_ops, s.unsent_files);
     if s.damaged_files > 0 {
@@ -340,7 +343,9 @@ pub fn status(field: &mut Field) -> Result<Output, FieldError> {
     for v in &s.visit_acks {
         let _ = writeln!(h, "  visit {}: server {} · centre {}", short(v.id), yes_no(v.server), yes_no(v.centre));
     }
-    Ok(Output::new(h, serde_json::to_value(&s).expect("serialises")))
+    let mut json = serde_json::to_value(&s).expect("serialises");
+    json["device_key"] = json!(key.to_hex());
+    Ok(Output::new(h, json))
 }
 
 fn yes_no(b: bool) -> &'static str {

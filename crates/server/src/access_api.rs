@@ -47,6 +47,14 @@ struct CreateRequest {
     /// A lifetime such as `90d` or `12h`; none: until revoked.
     #[serde(default)]
     expires_in: Option<String>,
+    /// The device keys (64 hex digits each) an assessor token is issued for.
+    #[serde(default)]
+    device_keys: Vec<String>,
+}
+
+/// Reads device public keys given as hex.
+pub fn parse_device_keys(keys: &[String]) -> Result<Vec<sidak_core::sign::PublicKey>, String> {
+    keys.iter().map(|k| k.trim().parse().map_err(|e| format!("device key `{k}`: {e}"))).collect()
 }
 
 /// What `token create` was asked, in words.
@@ -63,6 +71,9 @@ pub fn create_asked(new: &NewToken, expires_in: Option<&str>) -> String {
     if let Some(e) = expires_in {
         out.push_str(&format!(", expiring in {e}"));
     }
+    for key in &new.device_keys {
+        out.push_str(&format!(", for device key {key}"));
+    }
     out
 }
 
@@ -75,7 +86,8 @@ async fn create(
     let body: CreateRequest = json_body(request).await?;
     let role: Role = body.role.parse().map_err(ApiError::invalid_body)?;
     let lifetime = body.expires_in.as_deref().map(auth::parse_lifetime).transpose().map_err(ApiError::invalid_body)?;
-    let new = NewToken { role, region: body.region, assessor: body.assessor, label: body.label };
+    let device_keys = parse_device_keys(&body.device_keys).map_err(ApiError::invalid_body)?;
+    let new = NewToken { role, region: body.region, assessor: body.assessor, label: body.label, device_keys };
     let now = state.now();
     let action =
         Action::new(Kind::TokenCreate, "POST /v1/admin/tokens", create_asked(&new, body.expires_in.as_deref()));

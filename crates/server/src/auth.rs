@@ -11,6 +11,8 @@ use rand::RngCore;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
+use sidak_core::sign::PublicKey;
+
 use crate::db::DbError;
 use crate::error::ApiError;
 
@@ -107,7 +109,14 @@ pub struct NewToken {
     pub assessor: Option<String>,
     /// A label for people ("tablet 3, Semarang").
     pub label: Option<String>,
+    /// The device keys an assessor token is issued for (`sidak-field init` shows a
+    /// device's). With keys, the token binds only origins that register one of them;
+    /// without, it trusts the first key each of its origins registers.
+    pub device_keys: Vec<PublicKey>,
 }
+
+/// The most device keys one token may be issued for.
+pub const MAX_DEVICE_KEYS: usize = 16;
 
 /// Why a token could not be made, revoked or rotated.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +191,15 @@ pub fn create_token_until(
         (role, None, _) => return Err(TokenError::Invalid(format!("a {role} token needs --region"))),
         (role, _, Some(_)) => return Err(TokenError::Invalid(format!("a {role} token has no assessor"))),
     }
+    if !new.device_keys.is_empty() && new.role != Role::Assessor {
+        return Err(TokenError::Invalid(format!(
+            "only assessor tokens are issued for device keys, not a {} token",
+            new.role
+        )));
+    }
+    if new.device_keys.len() > MAX_DEVICE_KEYS {
+        return Err(TokenError::Invalid(format!("a token is issued for at most {MAX_DEVICE_KEYS} device keys")));
+    }
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret = format!("sdk_{}", hex::encode(bytes));
@@ -193,6 +211,13 @@ pub fn create_token_until(
         params![id, token_hash(&secret), new.role.name(), new.region, new.assessor, new.label, now_ms, expires_at],
     )
     .map_err(e)?;
+    for key in &new.device_keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO token_keys (token_id, public_key) VALUES (?1, ?2)",
+            params![id, key.to_hex()],
+        )
+        .map_err(e)?;
+    }
     Ok((id, secret))
 }
 
@@ -342,6 +367,8 @@ pub struct TokenView {
     pub replaced_by: Option<String>,
     /// The token it replaced by rotation.
     pub replaces: Option<String>,
+    /// The device keys it was issued for (empty: it trusts each origin's first key).
+    pub device_keys: Vec<String>,
     /// Where it stands now.
     pub status: TokenStatus,
 }
@@ -357,7 +384,7 @@ impl TokenView {
             TokenStatus::Revoked => format!("revoked {}", time(self.revoked_at)),
         };
         format!(
-            "{}  {:<10} {:<10} {:<12} created {}  expires {}  last used {}  {status}{}  {}",
+            "{}  {:<10} {:<10} {:<12} created {}  expires {}  last used {}  {status}{}{}  {}",
             self.id,
             self.role.name(),
             self.region.as_deref().unwrap_or("-"),
@@ -366,13 +393,19 @@ impl TokenView {
             time(self.expires_at),
             time(self.last_used_at),
             self.replaced_by.as_ref().map(|n| format!(" (replaced by {n})")).unwrap_or_default(),
+            match self.device_keys.as_slice() {
+                [] => String::new(),
+                [one] => format!("  device key {}…", &one[..one.len().min(16)]),
+                many => format!("  {} device keys", many.len()),
+            },
             self.label.as_deref().map(|l| format!("\"{l}\"")).unwrap_or_default(),
         )
     }
 }
 
 const TOKEN_COLUMNS: &str = "t.id, t.role, t.region, t.assessor, t.label, t.created_at, t.expires_at, t.last_used_at,
-     t.revoked_at, t.replaced_by, (SELECT p.id FROM tokens p WHERE p.replaced_by = t.id)";
+     t.revoked_at, t.replaced_by, (SELECT p.id FROM tokens p WHERE p.replaced_by = t.id),
+     (SELECT group_concat(k.public_key, ',') FROM token_keys k WHERE k.token_id = t.id)";
 
 fn token_row(r: &rusqlite::Row<'_>, now_ms: i64) -> rusqlite::Result<TokenView> {
     let role: String = r.get(1)?;
@@ -396,8 +429,27 @@ fn token_row(r: &rusqlite::Row<'_>, now_ms: i64) -> rusqlite::Result<TokenView> 
         revoked_at,
         replaced_by: r.get(9)?,
         replaces: r.get(10)?,
+        device_keys: {
+            let joined: Option<String> = r.get(11)?;
+            let mut keys: Vec<String> = joined.iter().flat_map(|j| j.split(',')).map(str::to_owned).collect();
+            keys.sort();
+            keys
+        },
         status,
     })
+}
+
+/// The device keys token `id` was issued for (empty: it trusts each origin's first key).
+pub fn device_keys(tx: &Transaction<'_>, id: &str) -> Result<Vec<PublicKey>, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached("SELECT public_key FROM token_keys WHERE token_id = ?1 ORDER BY public_key")?;
+    let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(key) = row?.parse() {
+            out.push(key);
+        }
+    }
+    Ok(out)
 }
 
 /// Every token, oldest first.
@@ -465,7 +517,13 @@ pub fn rotate_token(
         _ => {}
     }
     let lifetime = expires_in_ms.or(old.expires_at.map(|at| at - old.created_at));
-    let new = NewToken { role: old.role, region: old.region, assessor: old.assessor, label: old.label };
+    let new = NewToken {
+        role: old.role,
+        region: old.region,
+        assessor: old.assessor,
+        label: old.label,
+        device_keys: old.device_keys.iter().filter_map(|k| k.parse().ok()).collect(),
+    };
     let (new_id, secret) = create_token_until(tx, &new, lifetime.map(|ms| now_ms.saturating_add(ms)), now_ms)?;
     tx.execute(
         "UPDATE tokens SET replaced_by = ?2, revoked_at = ?3 WHERE id = ?1",

@@ -200,6 +200,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: an entry is never deleted'); END;
     "#,
+    // 7: the device keys an assessor token was issued for. A token with keys binds only
+    //    origins that register one of them; a token without keys trusts the first key
+    //    each of its origins registers.
+    r#"
+    CREATE TABLE token_keys (
+        token_id TEXT NOT NULL REFERENCES tokens (id),
+        public_key TEXT NOT NULL,
+        PRIMARY KEY (token_id, public_key)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Why the database failed.

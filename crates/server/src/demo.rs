@@ -284,6 +284,7 @@ fn new_token(
         region: region.map(str::to_owned),
         assessor: assessor.map(str::to_owned),
         label: Some(label.to_owned()),
+        device_keys: Vec::new(),
     };
     let made = state.db().write_blocking(|tx| create_token(tx, &new, now)).map_err(ApiError::from)?;
     Ok(made.1)

@@ -194,6 +194,11 @@ enum TokenCmd {
         /// Expire after this long: 90d, 12h, 30m, 45s, 2w (default: never).
         #[arg(long)]
         expires_in: Option<String>,
+        /// An assessor token's device key, as `sidak-field init` shows it (repeat for
+        /// a phone and a tablet). With keys, only those devices can sync with the
+        /// token; without, the first key each new device registers is trusted.
+        #[arg(long = "device-key", value_name = "HEX")]
+        device_keys: Vec<String>,
     },
     /// List every token: id, role, scope, label, created, expires, last used and
     /// revocation (never a secret or its hash).
@@ -542,7 +547,13 @@ fn serve(
             .write_blocking(|tx| {
                 create_token(
                     tx,
-                    &NewToken { role: Role::Admin, region: None, assessor: None, label: Some("first admin".into()) },
+                    &NewToken {
+                        role: Role::Admin,
+                        region: None,
+                        assessor: None,
+                        label: Some("first admin".into()),
+                        device_keys: Vec::new(),
+                    },
                     now,
                 )
             })
@@ -795,10 +806,11 @@ fn token_command(dir: &Path, command: TokenCmd) -> Result<(), Failure> {
     let now = now();
     let db = state.db();
     match command {
-        TokenCmd::Create { role, region, assessor, label, expires_in } => {
+        TokenCmd::Create { role, region, assessor, label, expires_in, device_keys } => {
             let role: Role = role.parse().map_err(|e| Failure(3, e))?;
             let lifetime = expires_in.as_deref().map(auth::parse_lifetime).transpose().map_err(|e| Failure(3, e))?;
-            let new = NewToken { role, region, assessor, label };
+            let device_keys = sidak_server::access_api::parse_device_keys(&device_keys).map_err(|e| Failure(3, e))?;
+            let new = NewToken { role, region, assessor, label, device_keys };
             let asked = sidak_server::access_api::create_asked(&new, expires_in.as_deref());
             let action = Action::new(Kind::TokenCreate, "sidak-server token create", asked);
             let view = audit::audited_blocking(db, &cli_actor(None), &action, now, |tx| {

@@ -124,6 +124,7 @@ pub fn push(
         if let Some(b) = permit(tx, who, *origin, ops)? {
             new_bindings.insert(*origin, b);
         }
+        check_issued_key(tx, who, *origin, ops)?;
     }
     let mut clock = ledger::clock(tx)?;
     let mut effects = PushEffects::default();
@@ -290,6 +291,40 @@ fn store_one(
     Ok(())
 }
 
+/// The key an origin's own ops in a push register (its device record's `public_key`).
+fn registered_key(origin: OriginId, ops: &[Op]) -> Option<PublicKey> {
+    ops.iter()
+        .find(|o| o.entity.kind == EntityKind::Device && o.entity.id.0 == origin.0 && o.field == "public_key")
+        .and_then(|o| o.value.as_str().and_then(|s| s.parse::<PublicKey>().ok()))
+}
+
+/// An assessor token issued for device keys pushes only origins that hold (or register
+/// in this push) one of them: a copied token does not let another device in.
+fn check_issued_key(tx: &Transaction<'_>, who: &Principal, origin: OriginId, ops: &[Op]) -> Result<(), ApiError> {
+    if who.role != Role::Assessor {
+        return Ok(());
+    }
+    let issued = crate::auth::device_keys(tx, &who.token_id)?;
+    if issued.is_empty() {
+        return Ok(());
+    }
+    let key = match ledger::public_key(tx, origin)? {
+        Some(k) => Some(k),
+        None => registered_key(origin, ops),
+    };
+    match key {
+        Some(k) if issued.contains(&k) => Ok(()),
+        Some(k) => Err(ApiError::origin_forbidden(format!(
+            "origin {origin}: its device key {k} is not one this token ({}) was issued for; ask the admin for a token for this device",
+            who.token_id
+        ))),
+        None => Err(ApiError::origin_forbidden(format!(
+            "origin {origin}: token {} was issued for device keys, and this origin registers none",
+            who.token_id
+        ))),
+    }
+}
+
 /// The quarantine code of ops whose chain head is not signed by their origin's key.
 pub const BAD_SIGNATURE: &str = "bad_signature";
 
@@ -302,10 +337,7 @@ fn check_signature(
     ops: &[Op],
     head: Option<&SignedHead>,
 ) -> Result<Result<Option<SignedHead>, Rejection>, ApiError> {
-    let registered = ops
-        .iter()
-        .find(|o| o.entity.kind == EntityKind::Device && o.entity.id.0 == origin.0 && o.field == "public_key")
-        .and_then(|o| o.value.as_str().and_then(|s| s.parse::<PublicKey>().ok()));
+    let registered = registered_key(origin, ops);
     let key = match ledger::public_key(tx, origin)? {
         Some(k) => k,
         None => match registered {

@@ -852,6 +852,7 @@ async fn every_role_against_every_endpoint() {
                     region: Some("sulbar".into()),
                     assessor: None,
                     label: None,
+                    device_keys: Vec::new(),
                 },
                 T0,
             )
@@ -870,6 +871,7 @@ async fn every_role_against_every_endpoint() {
                         region: Some("jateng".into()),
                         assessor: Some("a3".into()),
                         label: Some(label.into()),
+                        device_keys: Vec::new(),
                     },
                     T0,
                 )
@@ -1526,6 +1528,7 @@ async fn an_upload_stays_resumable_and_a_finished_file_is_private() {
                     region: Some("sulbar".into()),
                     assessor: None,
                     label: None,
+                    device_keys: Vec::new(),
                 },
                 T0,
             )

@@ -64,6 +64,7 @@ impl Harness {
                             region: region.map(str::to_owned),
                             assessor: assessor.map(str::to_owned),
                             label: None,
+                            device_keys: Vec::new(),
                         },
                         T0,
                     )
