@@ -15,8 +15,22 @@ use num_traits::{One, Signed, ToPrimitive, Zero};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An exact rational number.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Exact(BigRational);
+///
+/// Scoring adds and multiplies small fractions (weights such as `21.85`, answer
+/// values, counts of respondents), so a number is kept as a reduced `i128` fraction
+/// and only moves to a heap-allocated big rational when an operation would overflow.
+/// Every operation is exact either way, and a value always has one representation
+/// (a big rational that fits is brought back), so equality and hashing are plain.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Exact(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    /// `n / d`, reduced, with `d > 0`.
+    Small { n: i128, d: i128 },
+    /// Only for values that do not fit `Small`.
+    Big(BigRational),
+}
 
 /// Why a number could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,50 +40,158 @@ pub struct ParseExactError {
     pub text: String,
 }
 
+/// The greatest common divisor of two magnitudes (binary GCD); `gcd(0, x) = x`.
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    if a == 0 {
+        return b;
+    }
+    if b == 0 {
+        return a;
+    }
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
+    }
+}
+
 impl Exact {
+    /// `n / d` reduced; `None` when it does not fit (only `i128::MIN` edge cases).
+    fn small(n: i128, d: i128) -> Option<Exact> {
+        debug_assert!(d != 0);
+        let g = gcd(n.unsigned_abs(), d.unsigned_abs());
+        let g = i128::try_from(g).ok()?;
+        let (mut n, mut d) = (n / g, d / g);
+        if d < 0 {
+            n = n.checked_neg()?;
+            d = d.checked_neg()?;
+        }
+        Some(Exact(Repr::Small { n, d }))
+    }
+
+    /// A big rational, brought back to `Small` when it fits.
+    fn from_big(r: BigRational) -> Exact {
+        match (r.numer().to_i128(), r.denom().to_i128()) {
+            // BigRational is kept reduced with a positive denominator.
+            (Some(n), Some(d)) => Exact(Repr::Small { n, d }),
+            _ => Exact(Repr::Big(r)),
+        }
+    }
+
+    /// The value as a big rational.
+    fn to_big(&self) -> BigRational {
+        match &self.0 {
+            Repr::Small { n, d } => BigRational::new_raw(BigInt::from(*n), BigInt::from(*d)),
+            Repr::Big(r) => r.clone(),
+        }
+    }
+
     /// Zero.
     pub fn zero() -> Exact {
-        Exact(BigRational::zero())
+        Exact(Repr::Small { n: 0, d: 1 })
     }
 
     /// One.
     pub fn one() -> Exact {
-        Exact(BigRational::one())
+        Exact(Repr::Small { n: 1, d: 1 })
     }
 
     /// An integer.
     pub fn from_int(n: i64) -> Exact {
-        Exact(BigRational::from_integer(BigInt::from(n)))
+        Exact(Repr::Small { n: i128::from(n), d: 1 })
     }
 
     /// `num / den`; `den` must not be zero.
     pub fn ratio(num: i64, den: i64) -> Exact {
         assert!(den != 0, "Exact::ratio with a zero denominator");
-        Exact(BigRational::new(BigInt::from(num), BigInt::from(den)))
+        Exact::small(i128::from(num), i128::from(den)).expect("an i64 fraction fits")
     }
 
     /// True when the number is zero.
     pub fn is_zero(&self) -> bool {
-        self.0.is_zero()
+        matches!(self.0, Repr::Small { n: 0, .. })
     }
 
     /// True when the number is below zero.
     pub fn is_negative(&self) -> bool {
-        self.0.is_negative()
+        match &self.0 {
+            Repr::Small { n, .. } => *n < 0,
+            Repr::Big(r) => r.is_negative(),
+        }
     }
 
     /// True when the number is a whole number.
     pub fn is_integer(&self) -> bool {
-        self.0.is_integer()
+        match &self.0 {
+            Repr::Small { d, .. } => *d == 1,
+            Repr::Big(r) => r.is_integer(),
+        }
     }
 
     /// `self / other`, or `None` when `other` is zero.
     pub fn checked_div(&self, other: &Exact) -> Option<Exact> {
-        if other.0.is_zero() {
-            None
-        } else {
-            Some(Exact(&self.0 / &other.0))
+        if other.is_zero() {
+            return None;
         }
+        if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &other.0) {
+            // (n1/d1) / (n2/d2) = (n1/d1) * (d2/n2)
+            if let Some(r) = Exact::mul_small(*n1, *d1, *d2, *n2) {
+                return Some(r);
+            }
+        }
+        Some(Exact::from_big(self.to_big() / other.to_big()))
+    }
+
+    fn add_small(n1: i128, d1: i128, n2: i128, d2: i128) -> Option<Exact> {
+        if d1 == d2 {
+            return Exact::small(n1.checked_add(n2)?, d1);
+        }
+        let g = i128::try_from(gcd(d1.unsigned_abs(), d2.unsigned_abs())).ok()?;
+        let n = n1.checked_mul(d2 / g)?.checked_add(n2.checked_mul(d1 / g)?)?;
+        Exact::small(n, (d1 / g).checked_mul(d2)?)
+    }
+
+    /// `(n1/d1) * (n2/d2)` for `d1 > 0` and `d2 != 0`, cross-reduced first.
+    fn mul_small(n1: i128, d1: i128, n2: i128, d2: i128) -> Option<Exact> {
+        let g1 = i128::try_from(gcd(n1.unsigned_abs(), d2.unsigned_abs())).ok()?.max(1);
+        let g2 = i128::try_from(gcd(n2.unsigned_abs(), d1.unsigned_abs())).ok()?.max(1);
+        let n = (n1 / g1).checked_mul(n2 / g2)?;
+        let d = (d1 / g2).checked_mul(d2 / g1)?;
+        Exact::small(n, d)
+    }
+
+    fn add_ref(&self, rhs: &Exact) -> Exact {
+        if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &rhs.0) {
+            if let Some(r) = Exact::add_small(*n1, *d1, *n2, *d2) {
+                return r;
+            }
+        }
+        Exact::from_big(self.to_big() + rhs.to_big())
+    }
+
+    fn sub_ref(&self, rhs: &Exact) -> Exact {
+        if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &rhs.0) {
+            if let Some(r) = n2.checked_neg().and_then(|m| Exact::add_small(*n1, *d1, m, *d2)) {
+                return r;
+            }
+        }
+        Exact::from_big(self.to_big() - rhs.to_big())
+    }
+
+    fn mul_ref(&self, rhs: &Exact) -> Exact {
+        if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &rhs.0) {
+            if let Some(r) = Exact::mul_small(*n1, *d1, *n2, *d2) {
+                return r;
+            }
+        }
+        Exact::from_big(self.to_big() * rhs.to_big())
     }
 
     /// The smaller of two numbers.
@@ -92,7 +214,19 @@ impl Exact {
 
     /// Rounds half away from zero to two decimals: the published figure.
     pub fn publish(&self) -> Published {
-        let scaled = &self.0 * BigRational::from_integer(BigInt::from(100));
+        if let Repr::Small { n, d } = self.0 {
+            // round(|n| * 100 / d) = floor((200 |n| + d) / 2d), with the sign put back.
+            let magnitude = n
+                .unsigned_abs()
+                .checked_mul(200)
+                .and_then(|m| m.checked_add(d as u128))
+                .and_then(|m| (d as u128).checked_mul(2).map(|dd| m / dd))
+                .and_then(|h| i64::try_from(h).ok());
+            if let Some(h) = magnitude {
+                return Published { hundredths: if n < 0 { -h } else { h } };
+            }
+        }
+        let scaled = self.to_big() * BigRational::from_integer(BigInt::from(100));
         let half = BigRational::new(BigInt::from(1), BigInt::from(2));
         let rounded = if scaled.is_negative() { -((-scaled) + half).floor() } else { (scaled + half).floor() };
         let hundredths = rounded.to_integer().to_i64().expect("published figures fit in i64 hundredths");
@@ -102,7 +236,19 @@ impl Exact {
     /// The number of decimal places needed to write the number exactly, or `None`
     /// when it has no finite decimal expansion.
     pub fn decimal_places(&self) -> Option<u32> {
-        let mut den = self.0.denom().clone();
+        if let Repr::Small { d, .. } = self.0 {
+            let mut den = d as u128;
+            let twos = den.trailing_zeros();
+            den >>= twos;
+            let mut fives = 0;
+            while den % 5 == 0 {
+                den /= 5;
+                fives += 1;
+            }
+            return (den == 1).then_some(twos.max(fives));
+        }
+        let r = self.to_big();
+        let mut den = r.denom().clone();
         let two = BigInt::from(2);
         let five = BigInt::from(5);
         let (mut twos, mut fives) = (0u32, 0u32);
@@ -119,20 +265,55 @@ impl Exact {
 
     /// Writes the number as a decimal when it has a finite expansion, else as `n/d`.
     pub fn to_text(&self) -> String {
-        match self.decimal_places() {
-            Some(0) => self.0.to_integer().to_string(),
+        let places = self.decimal_places();
+        if let (Repr::Small { n, d }, Some(p)) = (&self.0, places) {
+            // d divides 10^p, so n * (10^p / d) is the number in units of 10^-p.
+            let scaled = 10i128.checked_pow(p).and_then(|scale| n.checked_mul(scale / d));
+            if let Some(scaled) = scaled {
+                return decimal_text(scaled < 0, &scaled.unsigned_abs().to_string(), p as usize);
+            }
+        }
+        let r = self.to_big();
+        match places {
+            Some(0) => r.to_integer().to_string(),
             Some(places) => {
                 let scale = BigInt::from(10).pow(places);
-                let scaled = (&self.0 * BigRational::from_integer(scale)).to_integer();
-                let negative = scaled.is_negative();
-                let digits = scaled.abs().to_string();
-                let places = places as usize;
-                let padded = format!("{digits:0>width$}", width = places + 1);
-                let (int, frac) = padded.split_at(padded.len() - places);
-                format!("{}{int}.{frac}", if negative { "-" } else { "" })
+                let scaled = (&r * BigRational::from_integer(scale)).to_integer();
+                decimal_text(scaled.is_negative(), &scaled.abs().to_string(), places as usize)
             }
-            None => format!("{}/{}", self.0.numer(), self.0.denom()),
+            None => format!("{}/{}", r.numer(), r.denom()),
         }
+    }
+}
+
+/// `digits` (a magnitude in units of 10^-places) written as a decimal.
+fn decimal_text(negative: bool, digits: &str, places: usize) -> String {
+    let sign = if negative { "-" } else { "" };
+    if places == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = places + 1);
+    let (int, frac) = padded.split_at(padded.len() - places);
+    format!("{sign}{int}.{frac}")
+}
+
+impl PartialOrd for Exact {
+    fn partial_cmp(&self, other: &Exact) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Exact {
+    fn cmp(&self, other: &Exact) -> std::cmp::Ordering {
+        if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &other.0) {
+            if d1 == d2 {
+                return n1.cmp(n2);
+            }
+            if let (Some(a), Some(b)) = (n1.checked_mul(*d2), n2.checked_mul(*d1)) {
+                return a.cmp(&b);
+            }
+        }
+        self.to_big().cmp(&other.to_big())
     }
 }
 
@@ -148,9 +329,9 @@ impl FromStr for Exact {
                 if den.is_zero() {
                     return Err(err());
                 }
-                Ok(Exact(num / den))
+                Ok(Exact::from_big(num / den))
             }
-            None => parse_decimal(text).map(Exact).ok_or_else(err),
+            None => parse_decimal(text).map(Exact::from_big).ok_or_else(err),
         }
     }
 }
@@ -210,30 +391,30 @@ pub fn exact_from_json(value: &serde_json::Value) -> Result<Exact, ParseExactErr
 }
 
 macro_rules! forward_binop {
-    ($trait:ident, $method:ident) => {
+    ($trait:ident, $method:ident, $by_ref:ident) => {
         impl std::ops::$trait<&Exact> for &Exact {
             type Output = Exact;
             fn $method(self, rhs: &Exact) -> Exact {
-                Exact(std::ops::$trait::$method(&self.0, &rhs.0))
+                self.$by_ref(rhs)
             }
         }
         impl std::ops::$trait<Exact> for Exact {
             type Output = Exact;
             fn $method(self, rhs: Exact) -> Exact {
-                Exact(std::ops::$trait::$method(self.0, rhs.0))
+                self.$by_ref(&rhs)
             }
         }
         impl std::ops::$trait<&Exact> for Exact {
             type Output = Exact;
             fn $method(self, rhs: &Exact) -> Exact {
-                Exact(std::ops::$trait::$method(self.0, &rhs.0))
+                self.$by_ref(rhs)
             }
         }
     };
 }
-forward_binop!(Add, add);
-forward_binop!(Sub, sub);
-forward_binop!(Mul, mul);
+forward_binop!(Add, add, add_ref);
+forward_binop!(Sub, sub, sub_ref);
+forward_binop!(Mul, mul, mul_ref);
 
 impl std::iter::Sum for Exact {
     fn sum<I: Iterator<Item = Exact>>(iter: I) -> Exact {
@@ -362,6 +543,55 @@ mod tests {
     fn writes_numbers_back() {
         for (input, text) in [("21.850", "21.85"), ("3", "3"), ("1/9", "1/9"), ("-0.5", "-0.5"), ("0.05", "0.05")] {
             assert_eq!(input.parse::<Exact>().unwrap().to_text(), text);
+        }
+    }
+
+    fn reference(e: &Exact) -> BigRational {
+        e.to_big()
+    }
+
+    /// Numbers near the edges of `i128` as well as everyday fractions, so that the
+    /// fallback to big rationals is exercised as much as the fast path.
+    fn any_exact() -> impl proptest::strategy::Strategy<Value = Exact> {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            -1000i128..1000,
+            Just(i128::MAX),
+            Just(i128::MIN),
+            Just(i128::MAX / 3),
+            Just(-(1i128 << 100)),
+            any::<i64>().prop_map(i128::from),
+            any::<i128>(),
+        ];
+        (part.clone(), part.prop_filter("a denominator", |d| *d != 0))
+            .prop_map(|(n, d)| Exact::from_big(BigRational::new(BigInt::from(n), BigInt::from(d))))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_big_rationals(a in any_exact(), b in any_exact()) {
+            let (ra, rb) = (reference(&a), reference(&b));
+            let canonical = |e: &Exact, r: BigRational| {
+                assert_eq!(reference(e), r, "value");
+                assert_eq!(*e, Exact::from_big(r), "one representation per value");
+            };
+            canonical(&(&a + &b), &ra + &rb);
+            canonical(&(&a - &b), &ra - &rb);
+            canonical(&(&a * &b), &ra * &rb);
+            match a.checked_div(&b) {
+                Some(q) => canonical(&q, &ra / &rb),
+                None => assert!(rb.is_zero()),
+            }
+            assert_eq!(a.cmp(&b), ra.cmp(&rb));
+            assert_eq!(a == b, ra == rb);
+            assert_eq!(a.is_negative(), ra.is_negative());
+            assert_eq!(a.is_integer(), ra.is_integer());
+            let big = Exact(Repr::Big(ra.clone()));
+            assert_eq!(a.decimal_places(), big.decimal_places());
+            assert_eq!(a.to_text(), big.to_text());
+            if (&ra * BigRational::from_integer(BigInt::from(100))).abs() < BigRational::from_integer(BigInt::from(i64::MAX / 4)) {
+                assert_eq!(a.publish(), big.publish());
+            }
         }
     }
 
