@@ -457,19 +457,16 @@ const APPLY_FIRST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, 
 /// scope, and returns the institution whose results it may change.
 pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<String>, ApiError> {
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
-    tx.execute(
-        sql,
-        params![
-            op.entity.id.to_string(),
-            op.field,
-            op.entity.kind.name(),
-            canonical_json(&op.value),
-            op.origin.to_string(),
-            op.seq as i64,
-            op.hlc.ms as i64,
-            op.hlc.c as i64
-        ],
-    )?;
+    tx.prepare_cached(sql)?.execute(params![
+        op.entity.id.to_string(),
+        op.field,
+        op.entity.kind.name(),
+        canonical_json(&op.value),
+        op.origin.to_string(),
+        op.seq as i64,
+        op.hlc.ms as i64,
+        op.hlc.c as i64
+    ])?;
     let id = op.entity.id.to_string();
     let scope = derive_scope(tx, &op.entity, author)?;
     let before = entity_scope(tx, &id)?;

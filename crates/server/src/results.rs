@@ -213,7 +213,8 @@ pub fn institution_input(
             let f = fields_of(tx, &e)?;
             let (Some(sha), Some(indicator)) = (text(&f, "sha256"), text(&f, "indicator")) else { continue };
             let complete: bool = tx
-                .query_row("SELECT complete FROM blobs WHERE sha256 = ?1", [&sha], |r| r.get::<_, i64>(0))
+                .prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?
+                .query_row([&sha], |r| r.get::<_, i64>(0))
                 .optional()?
                 .is_some_and(|c| c == 1);
             if complete {
@@ -337,12 +338,15 @@ pub fn institution_input(
 
 /// The instrument versions an institution's visits and assignments use.
 fn instruments_used(tx: &Transaction<'_>, institution: &str) -> Result<BTreeSet<InstrumentRef>, ApiError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT DISTINCT i.value FROM fields k JOIN fields i ON i.entity = k.entity AND i.field = 'instrument'
+         WHERE k.kind IN ('visit', 'assignment') AND k.field = 'institution' AND k.value = json_quote(?1)",
+    )?;
+    let rows = stmt.query_map([institution], |r| r.get::<_, String>(0))?;
     let mut out = BTreeSet::new();
-    for kind in ["visit", "assignment"] {
-        for e in children(tx, kind, "institution", institution)? {
-            if let Some(r) = crate::ledger::field(tx, &e, "instrument")?.and_then(|v| serde_json::from_value(v).ok()) {
-                out.insert(r);
-            }
+    for row in rows {
+        if let Ok(r) = serde_json::from_str(&row?) {
+            out.insert(r);
         }
     }
     Ok(out)
@@ -411,11 +415,8 @@ fn store_results(
      -> Result<(), ApiError> {
         keep.insert((kind.to_owned(), entity.to_owned(), instrument.clone()));
         let held: Option<String> = tx
-            .query_row(
-                "SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
-                params![kind, entity, instrument],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
+            .query_row(params![kind, entity, instrument], |r| r.get(0))
             .optional()?;
         if held.as_deref() == Some(document.as_str()) {
             return Ok(());
@@ -424,14 +425,15 @@ fn store_results(
         set_meta(tx, "results_seq", &next.to_string())?;
         let status = serde_json::to_value(outcome.status)?.as_str().unwrap_or_default().to_owned();
         let counts = Counts::of(&serde_json::from_str(&document)?);
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed, required, answered, missing)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
              ON CONFLICT (kind, entity, instrument) DO UPDATE SET code = excluded.code, name = excluded.name, type = excluded.type, region = excluded.region,
                  status = excluded.status, score = excluded.score, provisional = excluded.provisional, grade = excluded.grade, zone = excluded.zone,
                  document = excluded.document, changed = excluded.changed, required = excluded.required, answered = excluded.answered,
                  missing = excluded.missing",
-            params![
+        )?
+        .execute(params![
                 kind,
                 entity,
                 instrument,
@@ -450,8 +452,7 @@ fn store_results(
                 counts.required,
                 counts.answered,
                 counts.missing
-            ],
-        )?;
+        ])?;
         changed += 1;
         Ok(())
     };
@@ -466,11 +467,10 @@ fn store_results(
     )?;
     for unit in &result.units {
         let entity: Option<String> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT u.entity FROM fields u JOIN fields c ON c.entity = u.entity AND c.field = 'code' WHERE u.kind = 'unit' AND u.field = 'institution' AND u.value = json_quote(?1) AND c.value = json_quote(?2)",
-                params![institution, unit.id],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![institution, unit.id], |r| r.get(0))
             .optional()?;
         let entity = entity.unwrap_or_else(|| unit.id.clone());
         upsert("unit", &entity, &unit.id, &unit.name, &unit.unit_type, &unit.outcome, serde_json::to_string(unit)?)?;
