@@ -145,6 +145,16 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         time(bound)
     );
 
+    let (rows, bytes): (i64, i64) = server
+        .state
+        .db()
+        .read_blocking(|tx| {
+            Ok(tx.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(document)), 0) FROM results", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?)
+        })
+        .map_err(|e: sidak_server::error::ApiError| anyhow!("result sizes: {e}"))?;
+    println!("  the recompute stored {rows} result rows holding {:.1} MB of documents", bytes as f64 / 1e6);
     breakdown(&server, &instruments)?;
 
     // One more visit to the first institution, by a second device of its assessor.
