@@ -111,3 +111,39 @@ fn every_answer_is_proven_and_unsigned_ops_are_held_back() {
     assert_eq!(o.status.code(), Some(6), "{text}");
     assert!(text.contains(&format!("BROKEN: op {seq} was altered")), "{text}");
 }
+
+#[test]
+fn the_centre_proves_every_answer_a_region_forwarded() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+    let centre = Server::start();
+    centre.import_registry(&registry(&["jateng"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let region = Server::start();
+    let peer = centre.token(sidak_server::auth::Role::Peer, Some("jateng"), None);
+    region.replicate(&centre.url(), &peer).expect("the region fetches its season");
+
+    // The device syncs only with its region; the region replicates to the centre.
+    let mut device = Device::new(&region.state, "a1", "jateng");
+    device.sync(&region.url()).unwrap();
+    device.record_unit("disdukcapil", 2, 10, &mut rng);
+    assert!(device.sync(&region.url()).unwrap().complete);
+    let r = region.replicate(&centre.url(), &peer).expect("the region replicates");
+    assert!(r.caught_up, "{r:?}");
+    let me = device.field.identity().unwrap().unwrap().origin;
+    let key = device.field.device_key().unwrap();
+    assert_eq!(
+        centre.read(|tx| sidak_server::ledger::public_key(tx, me)),
+        Some(key),
+        "the centre holds the device's key"
+    );
+
+    // At the centre, every answer behind the institution's figure is proven the device's.
+    let out = server_cli(centre.dir(), &["provenance", "--institution", "kota-jateng", "--json"]);
+    let proof: Value = serde_json::from_str(&out).unwrap();
+    let answers = proof["answers"].as_array().unwrap();
+    assert!(answers.len() > 50, "{}", answers.len());
+    for a in answers {
+        assert_eq!(a["proof"]["status"], "verified", "{a}");
+        assert_eq!(a["recorded_by"], "a1", "{a}");
+    }
+}
