@@ -274,6 +274,12 @@ impl Device {
         self.sync_with(&opts)
     }
 
+    /// The ops this device wrote itself (its own origin), in seq order.
+    pub fn own_ops(&mut self) -> Vec<sidak_core::op::Op> {
+        let me = self.field.identity().expect("identity").expect("set up").origin;
+        self.field.all_ops().expect("ops").into_iter().filter(|o| o.origin == me).collect()
+    }
+
     /// Syncs with options.
     pub fn sync_with(&mut self, opts: &SyncOptions) -> Result<SyncSummary, sidak_field::sync::SyncError> {
         self.field.sync(opts, &mut |_| {})
@@ -426,12 +432,21 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Runs a `sidak-server` admin command on a data directory; returns stdout.
+/// Runs a `sidak-server` command on a data directory; its output, whatever the exit.
+pub fn server_run(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("sidak-server")).arg("--data-dir").arg(dir).args(args).output().expect("sidak-server runs")
+}
+
+/// Runs a `sidak-server` admin command that must succeed; returns stdout.
 pub fn server_cli(dir: &Path, args: &[&str]) -> String {
-    let out =
-        Command::new(binary("sidak-server")).arg("--data-dir").arg(dir).args(args).output().expect("sidak-server runs");
+    let out = server_run(dir, args);
     assert!(out.status.success(), "sidak-server {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A chain as (seq, hash) pairs, the way [`server_chain`] lists a server's.
+pub fn chain_of(ops: &[sidak_core::op::Op]) -> Vec<(i64, String)> {
+    ops.iter().map(|o| (o.seq as i64, o.hash.to_hex())).collect()
 }
 
 /// Every chain head a server holds signed for an origin (as devices pushed them), or,

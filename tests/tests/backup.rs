@@ -24,12 +24,7 @@ fn a_server_restored_from_a_backup_is_refilled_by_its_devices() {
     let out = server_cli(server.dir(), &["backup", "--to", copy.to_str().unwrap()]);
     assert!(out.contains("evidence file(s)"), "{out}");
     // A second backup into the same directory is refused: it never overwrites a store.
-    let o = std::process::Command::new(binary("sidak-server"))
-        .arg("--data-dir")
-        .arg(server.dir())
-        .args(["backup", "--to", copy.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = server_run(server.dir(), &["backup", "--to", copy.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Tuesday's work reaches the server, then the server's disk dies.

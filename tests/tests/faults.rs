@@ -79,7 +79,7 @@ fn run_schedule(server: &Server, k: u64, seed: u64) -> (u64, u64) {
 
     // No op lost, none duplicated, the chain verified.
     let me = device.field.identity().unwrap().unwrap().origin;
-    let mine: Vec<_> = device.field.all_ops().unwrap().into_iter().filter(|o| o.origin == me).collect();
+    let mine = device.own_ops();
     let held = server_chain(server, &me.to_string());
     assert_eq!(
         held,

@@ -5,8 +5,6 @@
 //! kept in quarantine with the reason, never applied; a row altered in the store
 //! afterwards breaks the proof.
 
-use std::process::Command;
-
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use sidak_core::chain::ChainHead;
@@ -43,7 +41,7 @@ fn every_answer_is_proven_and_unsigned_ops_are_held_back() {
     let key = server.read(|tx| sidak_server::ledger::public_key(tx, me)).expect("a registered key");
     let heads = server.read(|tx| sidak_server::ledger::signed_heads(tx, me, 0, u64::MAX));
     assert!(!heads.is_empty() && heads.iter().all(|h| h.verify(&key).is_ok()));
-    let mine: Vec<Op> = device.field.all_ops().unwrap().into_iter().filter(|o| o.origin == me).collect();
+    let mine = device.own_ops();
     assert_eq!(heads.last().unwrap().seq, mine.last().unwrap().seq, "the last push's head is signed");
 
     // Every answer behind the institution's result is proven.
@@ -101,12 +99,7 @@ fn every_answer_is_proven_and_unsigned_ops_are_held_back() {
             Ok::<_, sidak_server::error::ApiError>(())
         })
         .unwrap();
-    let o = Command::new(binary("sidak-server"))
-        .arg("--data-dir")
-        .arg(server.dir())
-        .args(["provenance", "--institution", "kota-jateng"])
-        .output()
-        .unwrap();
+    let o = server_run(server.dir(), &["provenance", "--institution", "kota-jateng"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(6), "{text}");
     assert!(text.contains(&format!("BROKEN: op {seq} was altered")), "{text}");

@@ -29,15 +29,6 @@ fn duplicates(server: &Server) -> i64 {
     })
 }
 
-fn own_ops(device: &mut Device) -> Vec<Op> {
-    let me = device.field.identity().unwrap().unwrap().origin;
-    device.field.all_ops().unwrap().into_iter().filter(|o| o.origin == me).collect()
-}
-
-fn chain_of(ops: &[Op]) -> Vec<(i64, String)> {
-    ops.iter().map(|o| (o.seq as i64, o.hash.to_hex())).collect()
-}
-
 fn origin_of(device: &mut Device) -> String {
     device.field.identity().unwrap().unwrap().origin.to_string()
 }
@@ -112,7 +103,7 @@ fn two_regions_and_a_centre() {
     aceh.replicate(&centre.url(), &peer_a).unwrap();
     for d in [&mut a1, &mut a2, &mut b1] {
         let origin = origin_of(d);
-        assert_eq!(server_chain(&centre, &origin), chain_of(&own_ops(d)), "{} reached the centre", d.assessor);
+        assert_eq!(server_chain(&centre, &origin), chain_of(&d.own_ops()), "{} reached the centre", d.assessor);
     }
     for e in evidence_of(&mut a1) {
         let here = a1.field.blobs().read_all(&e.sha256.parse().unwrap()).unwrap();
@@ -121,7 +112,7 @@ fn two_regions_and_a_centre() {
 
     // Acknowledgements flow down: the region tells the device what the centre holds.
     let s = a1.sync(&jateng.url()).unwrap();
-    let head = own_ops(&mut a1).len() as u64;
+    let head = a1.own_ops().len() as u64;
     assert_eq!(s.upstream_held, Some(head), "the device learns that the centre holds all of it");
     let status = a1.field.status().unwrap();
     assert!(!status.visit_acks.is_empty() && status.visit_acks.iter().all(|v| v.server && v.centre), "{status:?}");
@@ -135,17 +126,17 @@ fn two_regions_and_a_centre() {
     let s = a2.sync_with(&SyncOptions::new(&centre.url(), &direct)).expect("a direct sync to the centre");
     assert!(s.complete && s.upstream_held.is_none(), "the centre is the top: {s:?}");
     let a2_origin = origin_of(&mut a2);
-    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&own_ops(&mut a2)));
+    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&a2.own_ops()));
     // The region receives those ops from the centre, and the device's next sync with
     // its region sends nothing twice.
     jateng.replicate(&centre.url(), &peer_j).unwrap();
-    assert_eq!(server_chain(&jateng, &a2_origin), chain_of(&own_ops(&mut a2)), "the region holds them too");
+    assert_eq!(server_chain(&jateng, &a2_origin), chain_of(&a2.own_ops()), "the region holds them too");
     let s = a2.sync(&jateng.url()).unwrap();
     assert_eq!((s.pushed, s.unsent_ops), (0, 0), "{s:?}");
     a2.record_unit("dpmptsp", 1, 0, &mut rng);
     a2.sync(&jateng.url()).unwrap();
     jateng.replicate(&centre.url(), &peer_j).unwrap();
-    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&own_ops(&mut a2)));
+    assert_eq!(server_chain(&centre, &a2_origin), chain_of(&a2.own_ops()));
     for s in [&centre, &jateng] {
         assert_eq!(duplicates(s), 0, "an op that came both ways is stored once");
     }
@@ -160,7 +151,7 @@ fn two_regions_and_a_centre() {
     let r = aceh.replicate(&centre.url(), &peer_a).expect("aceh catches up");
     assert!(r.caught_up && r.pushed > 0 && r.files > 0 && r.pulled > 0, "{r:?}");
     let b1_origin = origin_of(&mut b1);
-    assert_eq!(server_chain(&centre, &b1_origin), chain_of(&own_ops(&mut b1)));
+    assert_eq!(server_chain(&centre, &b1_origin), chain_of(&b1.own_ops()));
     b1.sync(&aceh.url()).unwrap();
     assert_eq!(b1.field.assignments().unwrap().len(), 2, "the week's new assignment reached the device");
 
@@ -176,7 +167,7 @@ fn two_regions_and_a_centre() {
         vec![(server_ops(&centre, &centre_origin.to_string()), head_signer(&centre, centre_origin))];
     for d in [&mut a1, &mut a2, &mut b1] {
         let origin = d.field.identity().unwrap().unwrap().origin;
-        feeds.push((own_ops(d), head_signer(&centre, origin)));
+        feeds.push((d.own_ops(), head_signer(&centre, origin)));
     }
     for region in [&jateng, &aceh] {
         let origin = region.state.server_origin();
@@ -251,16 +242,11 @@ fn two_regions_and_a_centre() {
             Ok::<_, sidak_server::error::ApiError>(())
         })
         .unwrap();
-    let o = std::process::Command::new(binary("sidak-server"))
-        .arg("--data-dir")
-        .arg(centre.dir())
-        .args(["manifest", "compare", "--with", &jateng.url(), "--token", &jateng_admin])
-        .output()
-        .unwrap();
+    let o = server_run(centre.dir(), &["manifest", "compare", "--with", &jateng.url(), "--token", &jateng_admin]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(6), "differences exit 6: {text}");
-    let a2_head = own_ops(&mut a2).len();
-    let a1_head = own_ops(&mut a1).len();
+    let a2_head = a2.own_ops().len();
+    let a1_head = a1.own_ops().len();
     assert!(text.contains(&format!("{a2_origin}: ops 25..{a2_head} held below, missing here")), "{text}");
     assert!(text.contains(&format!("{a2_origin}: here, op 25 is missing")), "{text}");
     assert!(text.contains(&format!("{a1_origin}: ops 40..{a1_head} held here, missing below")), "{text}");
@@ -304,9 +290,7 @@ fn replication_runs_by_itself_and_catches_up_after_the_centre_was_down() {
     device.record_unit("disdukcapil", 2, 30, &mut rng);
     device.sync(&region.url()).unwrap();
     let origin = origin_of(&mut device);
-    eventually("the centre holds the device's day", || {
-        server_chain(&centre, &origin) == chain_of(&own_ops(&mut device))
-    });
+    eventually("the centre holds the device's day", || server_chain(&centre, &origin) == chain_of(&device.own_ops()));
 
     // The centre goes down; the region keeps accepting the device's work.
     let addr = centre.addr;
@@ -315,9 +299,9 @@ fn replication_runs_by_itself_and_catches_up_after_the_centre_was_down() {
     assert!(device.sync(&region.url()).unwrap().complete);
     // It comes back where it was: replication catches up without anyone's help.
     let centre = Server::start_at(centre_dir.path(), addr);
-    eventually("the centre caught up", || server_chain(&centre, &origin) == chain_of(&own_ops(&mut device)));
+    eventually("the centre caught up", || server_chain(&centre, &origin) == chain_of(&device.own_ops()));
     eventually("the device learnt it", || {
-        device.sync(&region.url()).ok().and_then(|s| s.upstream_held) == Some(own_ops(&mut device).len() as u64)
+        device.sync(&region.url()).ok().and_then(|s| s.upstream_held) == Some(device.own_ops().len() as u64)
     });
     replicator.stop();
 }

@@ -2,8 +2,6 @@
 //! a clear message and loses nothing the device recorded; a token issued for a
 //! device's key lets that device in and no other, however the secret was copied.
 
-use std::process::Command;
-
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use sidak_e2e::harness::*;
@@ -15,12 +13,10 @@ fn token_id(server: &Server, secret: &str) -> String {
     server.read(|tx| Ok(sidak_server::auth::principal_for(tx, secret)?.expect("a token with this secret").token_id))
 }
 
-/// The device's own ops as (seq, hash), the way [`server_chain`] lists the server's.
+/// The device's origin and its own chain, the way [`server_chain`] lists the server's.
 fn own_chain(device: &mut Device) -> (String, Vec<(i64, String)>) {
     let me = device.field.identity().unwrap().unwrap().origin;
-    let ops = device.field.all_ops().unwrap();
-    let chain = ops.iter().filter(|o| o.origin == me).map(|o| (o.seq as i64, o.hash.to_hex())).collect();
-    (me.to_string(), chain)
+    (me.to_string(), chain_of(&device.own_ops()))
 }
 
 #[test]
@@ -80,10 +76,6 @@ fn a_token_revoked_mid_sync_is_refused_at_once_and_nothing_is_lost() {
     assert_eq!(device.field.status().unwrap().unsent_ops, 0);
 }
 
-fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(binary("sidak-server")).arg("--data-dir").arg(server.dir()).args(args).output().unwrap()
-}
-
 #[test]
 fn a_token_issued_for_a_device_key_lets_only_that_device_in() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
@@ -98,14 +90,14 @@ fn a_token_issued_for_a_device_key_lets_only_that_device_in() {
     assert_eq!(shown.json["device_key"], json!(key));
     assert!(shown.human.contains(&key), "{}", shown.human);
 
-    let made = cli(
-        &server,
+    let made = server_run(
+        server.dir(),
         &["token", "create", "--role", "assessor", "--region", "jateng", "--assessor", "a1", "--device-key", &key],
     );
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let secret = String::from_utf8(made.stdout).unwrap().trim().to_owned();
-    let listed: Value =
-        serde_json::from_slice(&cli(&server, &["token", "list", "--json"]).stdout).expect("token list --json");
+    let listed: Value = serde_json::from_slice(&server_run(server.dir(), &["token", "list", "--json"]).stdout)
+        .expect("token list --json");
     let issued = listed["tokens"].as_array().unwrap().iter().find(|t| t["device_keys"] == json!([key])).cloned();
     let issued = issued.expect("the token is listed with its device key");
 
@@ -134,9 +126,9 @@ fn a_token_issued_for_a_device_key_lets_only_that_device_in() {
     assert!(other.sync(&server.url()).unwrap().complete);
 
     // Rotation keeps the keys; keys are for assessor tokens and must be keys.
-    let rotated = cli(&server, &["token", "rotate", issued["id"].as_str().unwrap()]);
+    let rotated = server_run(server.dir(), &["token", "rotate", issued["id"].as_str().unwrap()]);
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
-    let listed: Value = serde_json::from_slice(&cli(&server, &["token", "list", "--json"]).stdout).unwrap();
+    let listed: Value = serde_json::from_slice(&server_run(server.dir(), &["token", "list", "--json"]).stdout).unwrap();
     let keyed = listed["tokens"].as_array().unwrap().iter().filter(|t| t["device_keys"] == json!([key])).count();
     assert_eq!(keyed, 2, "the rotated token and its successor are both issued for the phone: {listed}");
     for (args, says) in [
@@ -144,10 +136,11 @@ fn a_token_issued_for_a_device_key_lets_only_that_device_in() {
         (vec!["--role", "supervisor", "--region", "jateng", "--device-key", key.as_str()], "only assessor tokens"),
     ] {
         let before = listed["tokens"].as_array().unwrap().len();
-        let out = cli(&server, &[&["token", "create"][..], &args].concat());
+        let out = server_run(server.dir(), &[&["token", "create"][..], &args].concat());
         assert!(!out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
-        let now: Value = serde_json::from_slice(&cli(&server, &["token", "list", "--json"]).stdout).unwrap();
+        let now: Value =
+            serde_json::from_slice(&server_run(server.dir(), &["token", "list", "--json"]).stdout).unwrap();
         assert_eq!(now["tokens"].as_array().unwrap().len(), before, "a refused create makes no token");
     }
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::Value;
 use sidak_core::chain::verify_chains;
 use sidak_field::Field;
@@ -26,10 +26,7 @@ enum Action {
 
 #[test]
 fn sigkill_while_recording_loses_nothing_that_was_acknowledged() {
-    let seed: u64 =
-        std::env::var("SIDAK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("crash test seed {seed} (set SIDAK_CRASH_SEED to replay)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("crash test");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let cli = Cli::new(&data);

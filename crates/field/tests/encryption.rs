@@ -294,10 +294,7 @@ fn changing_the_passphrase_keeps_every_op_and_photo() {
 
 #[test]
 fn sigkill_during_a_passphrase_change_leaves_exactly_one_passphrase_working() {
-    let seed: u64 =
-        std::env::var("SIDAK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("passphrase kill seed {seed} (set SIDAK_CRASH_SEED to replay)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("passphrase kill");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let (_cli, visit, photo, digest) = recorded_day(&data, &tmp.path().join("in"), "8");

@@ -367,8 +367,9 @@ pub struct TokenView {
     pub replaced_by: Option<String>,
     /// The token it replaced by rotation.
     pub replaces: Option<String>,
-    /// The device keys it was issued for (empty: it trusts each origin's first key).
-    pub device_keys: Vec<String>,
+    /// The device keys it was issued for, sorted (empty: it trusts each origin's
+    /// first key).
+    pub device_keys: Vec<PublicKey>,
     /// Where it stands now.
     pub status: TokenStatus,
 }
@@ -395,7 +396,7 @@ impl TokenView {
             self.replaced_by.as_ref().map(|n| format!(" (replaced by {n})")).unwrap_or_default(),
             match self.device_keys.as_slice() {
                 [] => String::new(),
-                [one] => format!("  device key {}…", &one[..one.len().min(16)]),
+                [one] => format!("  device key {}…", &one.to_hex()[..16]),
                 many => format!("  {} device keys", many.len()),
             },
             self.label.as_deref().map(|l| format!("\"{l}\"")).unwrap_or_default(),
@@ -431,7 +432,8 @@ fn token_row(r: &rusqlite::Row<'_>, now_ms: i64) -> rusqlite::Result<TokenView> 
         replaces: r.get(10)?,
         device_keys: {
             let joined: Option<String> = r.get(11)?;
-            let mut keys: Vec<String> = joined.iter().flat_map(|j| j.split(',')).map(str::to_owned).collect();
+            let mut keys: Vec<PublicKey> =
+                joined.iter().flat_map(|j| j.split(',')).filter_map(|k| k.parse().ok()).collect();
             keys.sort();
             keys
         },
@@ -522,7 +524,7 @@ pub fn rotate_token(
         region: old.region,
         assessor: old.assessor,
         label: old.label,
-        device_keys: old.device_keys.iter().filter_map(|k| k.parse().ok()).collect(),
+        device_keys: old.device_keys,
     };
     let (new_id, secret) = create_token_until(tx, &new, lifetime.map(|ms| now_ms.saturating_add(ms)), now_ms)?;
     tx.execute(

@@ -5,36 +5,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
 use common::*;
 use serde_json::Value;
-
-fn server(h: &Harness, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sidak-server"))
-        .arg("--data-dir")
-        .arg(h._dir.path())
-        .args(args)
-        .env_remove("SIDAK_DATA_DIR")
-        .env("USER", "operator-7")
-        .output()
-        .expect("runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(&o));
-    o
-}
 
 fn json_of(o: &Output) -> Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
@@ -48,7 +24,7 @@ fn clock_at_now_plus(h: &Harness, ms: i64) {
 #[tokio::test]
 async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() {
     let h = Harness::new();
-    let o = ok(server(
+    let o = ok(server_cli(
         &h,
         &["token", "create", "--role", "supervisor", "--region", "jateng", "--label", "Bu Sri", "--expires-in", "90d"],
     ));
@@ -57,7 +33,7 @@ async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() 
     clock_at_now_plus(&h, 0);
     assert_eq!(h.call("GET", "/v1/whoami", Some(&secret), None).await.0, StatusCode::OK);
 
-    let listed = json_of(&ok(server(&h, &["token", "list", "--json"])));
+    let listed = json_of(&ok(server_cli(&h, &["token", "list", "--json"])));
     let text = listed.to_string();
     for s in [&secret, &h.admin, &h.supervisor, &h.assessor] {
         assert!(
@@ -75,12 +51,12 @@ async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() 
     );
     let lifetime = mine["expires_at"].as_i64().unwrap() - mine["created_at"].as_i64().unwrap();
     assert_eq!(lifetime, 90 * 86_400_000);
-    let human = stdout(&ok(server(&h, &["token", "list"])));
+    let human = stdout(&ok(server_cli(&h, &["token", "list"])));
     let line = human.lines().find(|l| l.starts_with(&id)).unwrap();
     assert!(line.contains("supervisor") && line.contains("active") && line.contains("\"Bu Sri\""), "{line}");
 
     // Rotate with a minute of grace: both secrets work, then only the new one.
-    let o = ok(server(&h, &["token", "rotate", &id, "--grace", "60"]));
+    let o = ok(server_cli(&h, &["token", "rotate", &id, "--grace", "60"]));
     let new = stdout(&o).trim().to_owned();
     assert!(new.starts_with("sdk_") && new != secret);
     assert!(stderr(&o).contains(&format!("replaces {id}")), "{}", stderr(&o));
@@ -92,13 +68,13 @@ async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() 
     let (s, e) = h.call("GET", "/v1/whoami", Some(&secret), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(e["message"].as_str().unwrap().contains("revoked"), "{e}");
-    let listed = json_of(&ok(server(&h, &["token", "list", "--json"])));
+    let listed = json_of(&ok(server_cli(&h, &["token", "list", "--json"])));
     let new_view = listed["tokens"].as_array().unwrap().iter().find(|t| t["replaces"] == id.as_str()).unwrap().clone();
     assert_eq!(new_view["label"], "Bu Sri");
     let new_id = new_view["id"].as_str().unwrap().to_owned();
 
     // Revoke: refused at once.
-    let o = ok(server(&h, &["token", "revoke", &new_id]));
+    let o = ok(server_cli(&h, &["token", "revoke", &new_id]));
     assert!(stdout(&o).contains("revoked"), "{}", stdout(&o));
     clock_at_now_plus(&h, 0);
     let (s, e) = h.call("GET", "/v1/admin/audit", Some(&new), None).await;
@@ -106,21 +82,21 @@ async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() 
     assert!(e["message"].as_str().unwrap().contains("was revoked"), "{e}");
 
     // Refusals: exit codes, and those after the checks of their input are audited.
-    let o = server(&h, &["token", "revoke", "tok_nothing"]);
+    let o = server_cli(&h, &["token", "revoke", "tok_nothing"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    let o = server(&h, &["token", "rotate", &new_id]);
+    let o = server_cli(&h, &["token", "rotate", &new_id]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("is revoked"), "{}", stderr(&o));
-    let o = server(&h, &["token", "create", "--role", "admin", "--expires-in", "12"]);
+    let o = server_cli(&h, &["token", "create", "--role", "admin", "--expires-in", "12"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a lifetime"), "{}", stderr(&o));
 
     // The other actions of the command line.
-    ok(server(&h, &["recompute"]));
+    ok(server_cli(&h, &["recompute"]));
     let backup = tempfile::tempdir().unwrap();
-    ok(server(&h, &["backup", "--to", backup.path().to_str().unwrap()]));
+    ok(server_cli(&h, &["backup", "--to", backup.path().to_str().unwrap()]));
 
-    let log = json_of(&ok(server(&h, &["audit", "--json"])));
+    let log = json_of(&ok(server_cli(&h, &["audit", "--json"])));
     let entries = log["entries"].as_array().unwrap();
     let got: Vec<(&str, &str)> =
         entries.iter().map(|e| (e["kind"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
@@ -151,7 +127,7 @@ async fn tokens_are_listed_rotated_revoked_and_every_change_is_audited_as_cli() 
         .unwrap()
         .contains(&format!("created {id} (supervisor, region jateng, label \"Bu Sri\"")));
     assert!(entries[6]["summary"].as_str().unwrap().contains("backed up"), "{}", entries[6]);
-    let human = stdout(&ok(server(&h, &["audit", "--since", &entries[4]["id"].to_string()])));
+    let human = stdout(&ok(server_cli(&h, &["audit", "--since", &entries[4]["id"].to_string()])));
     assert_eq!(human.lines().count(), 2, "{human}");
     assert!(human.lines().next().unwrap().contains("recompute"), "{human}");
     // The server's listing shows the command line's entries; a jateng supervisor sees

@@ -5,34 +5,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
-
-fn server(h: &Harness, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sidak-server"))
-        .arg("--data-dir")
-        .arg(h._dir.path())
-        .args(args)
-        .env_remove("SIDAK_DATA_DIR")
-        .output()
-        .expect("runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(&o));
-    o
-}
 
 fn count(h: &Harness, sql: &'static str) -> i64 {
     h.state
@@ -56,14 +33,15 @@ fn token_create_prints_the_secret_once_and_checks_the_scope() {
         (&["--role", "assessor", "--region", "Jawa Tengah", "--assessor", "a1"][..], "region and assessor are codes"),
         (&["--role", "owner", "--region", "jateng"][..], "unknown role `owner`"),
     ] {
-        let o = server(&h, &[&["token", "create"][..], args].concat());
+        let o = server_cli(&h, &[&["token", "create"][..], args].concat());
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).starts_with("sidak-server: ") && stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
         assert!(stdout(&o).is_empty(), "{args:?}: no secret is printed");
     }
     assert_eq!(tokens(&h), before, "refused tokens are not stored");
 
-    let o = ok(server(&h, &["token", "create", "--role", "peer", "--region", "sulbar", "--label", "regional server"]));
+    let o =
+        ok(server_cli(&h, &["token", "create", "--role", "peer", "--region", "sulbar", "--label", "regional server"]));
     let secret = stdout(&o).trim().to_owned();
     assert!(secret.starts_with("sdk_") && !secret.contains(' '), "{secret}");
     assert!(stderr(&o).contains("only its hash is stored"), "{}", stderr(&o));
@@ -93,10 +71,10 @@ fn instrument_publish_adds_a_version_once() {
     std::fs::write(&file, doc.to_string()).unwrap();
     let published = |h: &Harness| count(h, "SELECT COUNT(*) FROM instruments WHERE id = 'ikm-2017' AND version = 2");
     assert_eq!(published(&h), 0);
-    let o = ok(server(&h, &["instrument", "publish", file.to_str().unwrap()]));
+    let o = ok(server_cli(&h, &["instrument", "publish", file.to_str().unwrap()]));
     assert_eq!(stdout(&o).trim(), "ikm-2017@2 published");
     assert_eq!(published(&h), 1);
-    let o = ok(server(&h, &["instrument", "publish", file.to_str().unwrap()]));
+    let o = ok(server_cli(&h, &["instrument", "publish", file.to_str().unwrap()]));
     assert_eq!(stdout(&o).trim(), "ikm-2017@2 was already published");
     assert_eq!(published(&h), 1);
     // Other content under a published version, and an invalid document: exit 3, nothing
@@ -104,13 +82,13 @@ fn instrument_publish_adds_a_version_once() {
     let before = h.fingerprint();
     doc["title"] = json!("changed");
     std::fs::write(&file, doc.to_string()).unwrap();
-    let o = server(&h, &["instrument", "publish", file.to_str().unwrap()]);
+    let o = server_cli(&h, &["instrument", "publish", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("ikm-2017@2"), "{}", stderr(&o));
     doc["version"] = json!(3);
     doc["bands"][0]["min"] = json!("1.00");
     std::fs::write(&file, doc.to_string()).unwrap();
-    let o = server(&h, &["instrument", "publish", file.to_str().unwrap()]);
+    let o = server_cli(&h, &["instrument", "publish", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("$.bands"), "{}", stderr(&o));
     assert_eq!(h.fingerprint(), before);
@@ -137,7 +115,7 @@ async fn conflicts_quarantine_and_recompute_through_the_cli() {
         assert_eq!(s, StatusCode::OK, "{r}");
     }
 
-    let listed: Value = serde_json::from_str(&stdout(&ok(server(&h, &["conflicts"])))).unwrap();
+    let listed: Value = serde_json::from_str(&stdout(&ok(server_cli(&h, &["conflicts"])))).unwrap();
     let conflicts = listed["conflicts"].as_array().unwrap();
     assert_eq!(conflicts.len(), 1, "{listed}");
     assert_eq!(
@@ -148,10 +126,11 @@ async fn conflicts_quarantine_and_recompute_through_the_cli() {
     assert!(values.contains(&&json!(1)) && values.contains(&&json!(3)), "{listed}");
     let (_, api) = h.call("GET", "/v1/admin/conflicts", Some(&h.admin), None).await;
     assert_eq!(listed, api, "the CLI lists what the API does");
-    let sulbar: Value = serde_json::from_str(&stdout(&ok(server(&h, &["conflicts", "--region", "sulbar"])))).unwrap();
+    let sulbar: Value =
+        serde_json::from_str(&stdout(&ok(server_cli(&h, &["conflicts", "--region", "sulbar"])))).unwrap();
     assert_eq!(sulbar, json!({"conflicts": []}));
 
-    let listed: Value = serde_json::from_str(&stdout(&ok(server(&h, &["quarantine"])))).unwrap();
+    let listed: Value = serde_json::from_str(&stdout(&ok(server_cli(&h, &["quarantine"])))).unwrap();
     let held = listed["quarantine"].as_array().unwrap();
     assert_eq!(held.len(), 1, "{listed}");
     assert_eq!(
@@ -160,9 +139,11 @@ async fn conflicts_quarantine_and_recompute_through_the_cli() {
     );
     let (_, api) = h.call("GET", "/v1/admin/quarantine", Some(&h.admin), None).await;
     assert_eq!(listed, api);
-    let jateng: Value = serde_json::from_str(&stdout(&ok(server(&h, &["quarantine", "--region", "jateng"])))).unwrap();
+    let jateng: Value =
+        serde_json::from_str(&stdout(&ok(server_cli(&h, &["quarantine", "--region", "jateng"])))).unwrap();
     assert_eq!(jateng, listed);
-    let sulbar: Value = serde_json::from_str(&stdout(&ok(server(&h, &["quarantine", "--region", "sulbar"])))).unwrap();
+    let sulbar: Value =
+        serde_json::from_str(&stdout(&ok(server_cli(&h, &["quarantine", "--region", "sulbar"])))).unwrap();
     assert_eq!(sulbar, json!({"quarantine": []}));
 
     // Recompute from scratch: the same documents, byte for byte.
@@ -193,7 +174,7 @@ async fn conflicts_quarantine_and_recompute_through_the_cli() {
             tx.execute("UPDATE results SET document = '{}'", []).map_err(sidak_server::error::ApiError::from)
         })
         .unwrap();
-    let o = ok(server(&h, &["recompute"]));
+    let o = ok(server_cli(&h, &["recompute"]));
     assert_eq!(stdout(&o).trim(), "recomputed 2 institution(s)");
     let again = documents(&h);
     assert_eq!(again, incremental, "recomputed from scratch, byte for byte");

@@ -4,29 +4,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
 
 fn review(h: &Harness, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sidak-server"))
-        .arg("--data-dir")
-        .arg(h._dir.path())
-        .arg("review")
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
-    o
+    server_cli(h, &[&["review"], args].concat())
 }
 
 #[tokio::test]

@@ -8,15 +8,24 @@ use std::time::Duration;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
-    let h = Harness::new();
+/// Serves the harness's store on a real socket at 127.0.0.1:0; sending on the
+/// returned channel shuts the server down gracefully.
+async fn serve(
+    h: &Harness,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(sidak_server::api::serve(listener, h.state.clone(), async move {
         let _ = stopped.await;
     }));
+    (addr, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
+    let h = Harness::new();
+    let (addr, stop, server) = serve(&h).await;
     let client = reqwest::Client::builder().gzip(true).build().unwrap();
     let base = format!("http://{addr}");
     let health: serde_json::Value = client.get(format!("{base}/v1/health")).send().await.unwrap().json().await.unwrap();
@@ -121,12 +130,7 @@ async fn serves_on_a_socket_and_finishes_in_flight_pushes_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_failed_auth_brake_keys_on_the_peer_address() {
     let h = Harness::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sidak_server::api::serve(listener, h.state.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, server) = serve(&h).await;
     let client = reqwest::Client::new();
     let whoami = format!("http://{addr}/v1/whoami");
     for i in 0..10 {

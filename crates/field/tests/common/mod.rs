@@ -84,3 +84,13 @@ impl Cli {
         String::from_utf8(o.stderr).unwrap()
     }
 }
+
+/// The random source of a kill test: seeded from `SIDAK_CRASH_SEED` to replay a
+/// failure, else at random; the seed is printed either way.
+pub fn crash_rng(what: &str) -> rand::rngs::StdRng {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 =
+        std::env::var("SIDAK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{what} seed {seed} (set SIDAK_CRASH_SEED to replay)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}

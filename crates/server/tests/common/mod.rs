@@ -307,3 +307,32 @@ pub fn product_id(h: &Harness, unit: &str, code: &str) -> String {
         })
         .unwrap()
 }
+
+/// Runs the real `sidak-server` binary on the harness's store, as the login
+/// `operator-7` (the name the audit log records for the command line).
+pub fn server_cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sidak-server"))
+        .arg("--data-dir")
+        .arg(h._dir.path())
+        .args(args)
+        .env_remove("SIDAK_DATA_DIR")
+        .env("USER", "operator-7")
+        .output()
+        .expect("runs")
+}
+
+/// A command's standard output.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's standard error.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a command succeeded and hands its output on.
+pub fn ok(o: std::process::Output) -> std::process::Output {
+    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(&o));
+    o
+}
