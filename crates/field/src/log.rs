@@ -67,9 +67,8 @@ pub fn observe_clock(tx: &Transaction<'_>, remote: Hlc, now_ms: u64) -> Result<b
 /// The head of an origin's chain held here: (seq, hash).
 pub fn head(tx: &Transaction<'_>, origin: OriginId) -> Result<(u64, Sha256Digest), FieldError> {
     let row: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM ops WHERE origin = ?1 ORDER BY seq DESC LIMIT 1", [origin.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT seq, hash FROM ops WHERE origin = ?1 ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut stmt| stmt.query_row([origin.to_string()], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(db)?;
     match row {
@@ -109,11 +108,8 @@ pub fn append(
 /// The version of a field this device currently sees.
 fn current_version(tx: &Transaction<'_>, entity: &EntityRef, field: &str) -> Result<Option<OpRef>, FieldError> {
     let row: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2",
-            params![entity.id.to_string(), field],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT v_origin, v_seq FROM fields WHERE entity = ?1 AND field = ?2")
+        .and_then(|mut stmt| stmt.query_row(params![entity.id.to_string(), field], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(db)?;
     row.map(|(origin, seq)| {
@@ -126,10 +122,12 @@ fn current_version(tx: &Transaction<'_>, entity: &EntityRef, field: &str) -> Res
 /// Stores an op (own or pulled). Returns false if it was already held.
 pub fn insert(tx: &Transaction<'_>, op: &Op) -> Result<bool, FieldError> {
     let n = tx
-        .execute(
+        .prepare_cached(
             "INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
-            params![
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
                 op.origin.to_string(),
                 op.seq as i64,
                 op.hlc.ms as i64,
@@ -143,8 +141,8 @@ pub fn insert(tx: &Transaction<'_>, op: &Op) -> Result<bool, FieldError> {
                 op.parent.map(|p| p.seq as i64),
                 op.prev.to_hex(),
                 op.hash.to_hex(),
-            ],
-        )
+            ])
+        })
         .map_err(db)?;
     Ok(n == 1)
 }
@@ -153,20 +151,20 @@ pub fn insert(tx: &Transaction<'_>, op: &Op) -> Result<bool, FieldError> {
 /// the greatest (hlc, origin, seq) wins, or the least for write-once fields.
 pub fn apply(tx: &Transaction<'_>, op: &Op) -> Result<(), FieldError> {
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
-    tx.execute(
-        sql,
-        params![
-            op.entity.id.to_string(),
-            op.field,
-            op.entity.kind.name(),
-            canonical_json(&op.value),
-            op.origin.to_string(),
-            op.seq as i64,
-            op.hlc.ms as i64,
-            op.hlc.c as i64,
-        ],
-    )
-    .map_err(db)?;
+    tx.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                op.entity.id.to_string(),
+                op.field,
+                op.entity.kind.name(),
+                canonical_json(&op.value),
+                op.origin.to_string(),
+                op.seq as i64,
+                op.hlc.ms as i64,
+                op.hlc.c as i64,
+            ])
+        })
+        .map_err(db)?;
     Ok(())
 }
 
@@ -245,11 +243,8 @@ fn row_to_op(r: &rusqlite::Row<'_>) -> Result<Op, FieldError> {
 /// The held op at (origin, seq), by hash.
 pub fn hash_at(tx: &Transaction<'_>, origin: OriginId, seq: u64) -> Result<Option<Sha256Digest>, FieldError> {
     let h: Option<String> = tx
-        .query_row(
-            "SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2",
-            params![origin.to_string(), seq as i64],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT hash FROM ops WHERE origin = ?1 AND seq = ?2")
+        .and_then(|mut stmt| stmt.query_row(params![origin.to_string(), seq as i64], |r| r.get(0)))
         .optional()
         .map_err(db)?;
     h.map(|h| parse_digest(&h)).transpose()

@@ -149,6 +149,9 @@ impl Store {
         // battery cannot take back what the assessor was told was saved.
         conn.pragma_update(None, "synchronous", "FULL").map_err(&e)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(&e)?;
+        // Room for every statement an answer's write and a sync run, so none is
+        // compiled again per op.
+        conn.set_prepared_statement_cache_capacity(64);
         migrate(&mut conn).map_err(&e)?;
         let mut store = Store { conn, dir: dir.to_owned(), instruments: BTreeMap::new() };
         store.reload_instruments()?;
@@ -247,15 +250,15 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// A value from the `meta` table.
 pub(crate) fn meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<String>> {
-    tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+    tx.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()
 }
 
 /// Sets a value in the `meta` table.
 pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )?;
+    )?
+    .execute([key, value])?;
     Ok(())
 }
 
