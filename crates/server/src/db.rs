@@ -210,6 +210,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (token_id, public_key)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 8: an institution's result document is stored without its units' documents,
+    //    which its unit rows hold already; `units` lists their record ids, in the
+    //    document's order, and reading splices them in. NULL: the document is whole.
+    r#"
+    ALTER TABLE results ADD COLUMN units TEXT;
+    "#,
 ];
 
 /// Why the database failed.

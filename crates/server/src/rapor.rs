@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{OptionalExtension, Transaction};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use sidak_core::instrument::{Instrument, InstrumentRef, Level};
@@ -248,13 +248,7 @@ pub fn institution_document(
     institution: &str,
     instrument: &InstrumentRef,
 ) -> Result<Option<doc::Institution>, ApiError> {
-    let text: Option<String> = tx
-        .query_row(
-            "SELECT document FROM results WHERE kind = 'institution' AND entity = ?1 AND instrument = ?2",
-            params![institution, instrument.to_string()],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let text = crate::results::stored_document(tx, "institution", institution, &instrument.to_string())?;
     match text {
         None => Ok(None),
         Some(t) => serde_json::from_str(&t).map(Some).map_err(ApiError::internal),

@@ -17,8 +17,8 @@ use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, Respond
 use sidak_core::num::{Exact, Published};
 use sidak_core::records::ANSWER_PREFIX;
 use sidak_core::scoring::{
-    score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, ProductInput, RespondentInput,
-    UnitInput,
+    score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, NodeResult, ProductInput,
+    RespondentInput, Status, UnitInput, UnitResult,
 };
 
 use crate::db::{meta, set_meta};
@@ -139,35 +139,202 @@ fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&Value
     }
 }
 
+/// One record's kind and fields, and the clock stamp of its `value` field (what orders
+/// corrections).
+struct Record {
+    kind: String,
+    fields: BTreeMap<String, Value>,
+    value_stamp: (i64, i64, String),
+}
+
+/// Every record an institution's results read, by id: loaded in one query through each
+/// record's stored institution (`entities.institution`), with the records that query
+/// cannot place yet (corrections and deductions of records not here yet, records that
+/// arrived before the record they belong to) looked up by their fields as before.
+struct Records {
+    institution: String,
+    by_id: BTreeMap<String, Record>,
+}
+
+impl Records {
+    fn load(tx: &Transaction<'_>, institution: &str) -> Result<Records, ApiError> {
+        let mut by_id: BTreeMap<String, Record> = BTreeMap::new();
+        let mut stmt = tx.prepare_cached(
+            "SELECT f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin
+             FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
+             UNION ALL
+             SELECT f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin
+             FROM entities e JOIN fields f ON f.entity = e.entity
+             WHERE e.institution IS NULL AND e.kind IN ('correction', 'deduction')",
+        )?;
+        let mut rows = stmt.query([institution])?;
+        while let Some(r) = rows.next()? {
+            let entity: String = r.get(0)?;
+            let field: String = r.get(2)?;
+            let value: Value =
+                serde_json::from_str(r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?).unwrap_or(Value::Null);
+            let record = by_id.entry(entity).or_insert_with_key(|_| Record {
+                kind: String::new(),
+                fields: BTreeMap::new(),
+                value_stamp: (0, 0, String::new()),
+            });
+            if record.kind.is_empty() {
+                record.kind = r.get(1)?;
+            }
+            if field == "value" {
+                record.value_stamp = (r.get(4)?, r.get(5)?, r.get(6)?);
+            }
+            record.fields.insert(field, value);
+        }
+        drop(rows);
+        drop(stmt);
+        let mut records = Records { institution: institution.to_owned(), by_id };
+        // Visits, units and assignments name their institution (or unit) in a field.
+        let mut tops = children(tx, "visit", "institution", institution)?;
+        let units = children(tx, "unit", "institution", institution)?;
+        for u in &units {
+            tops.extend(children(tx, "assignment", "unit", u)?);
+        }
+        tops.extend(units);
+        for id in tops {
+            if !records.by_id.contains_key(&id) {
+                records.fetch(tx, &id)?;
+                // Its questionnaires and evidence were not placed either.
+                for kind in ["respondent", "evidence"] {
+                    for child in children(tx, kind, "visit", &id)? {
+                        if !records.by_id.contains_key(&child) {
+                            records.fetch(tx, &child)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Reads one record into the set by its id.
+    fn fetch(&mut self, tx: &Transaction<'_>, id: &str) -> Result<(), ApiError> {
+        let mut stmt =
+            tx.prepare_cached("SELECT kind, field, value, hlc_ms, hlc_c, v_origin FROM fields WHERE entity = ?1")?;
+        let mut rows = stmt.query([id])?;
+        let mut record = Record { kind: String::new(), fields: BTreeMap::new(), value_stamp: (0, 0, String::new()) };
+        while let Some(r) = rows.next()? {
+            record.kind = r.get(0)?;
+            let field: String = r.get(1)?;
+            if field == "value" {
+                record.value_stamp = (r.get(3)?, r.get(4)?, r.get(5)?);
+            }
+            record.fields.insert(
+                field,
+                serde_json::from_str(r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?).unwrap_or(Value::Null),
+            );
+        }
+        if !record.kind.is_empty() {
+            self.by_id.insert(id.to_owned(), record);
+        }
+        Ok(())
+    }
+
+    /// Records of `kind` whose `field` names `target`, by id.
+    fn children<'r>(
+        &'r self,
+        kind: &'r str,
+        field: &'r str,
+        target: &'r str,
+    ) -> impl Iterator<Item = (&'r String, &'r Record)> + 'r {
+        self.by_id
+            .iter()
+            .filter(move |(_, r)| r.kind == kind && r.fields.get(field).and_then(Value::as_str) == Some(target))
+    }
+
+    /// Records of `kind` whose `target` field names `target`.
+    fn targeting<'r>(&'r self, kind: &'r str, target: &'r str) -> impl Iterator<Item = (&'r String, &'r Record)> + 'r {
+        self.by_id.iter().filter(move |(_, r)| {
+            r.kind == kind && r.fields.get("target").and_then(|t| t.get("id")).and_then(Value::as_str) == Some(target)
+        })
+    }
+
+    fn fields(&self, id: &str) -> Option<&BTreeMap<String, Value>> {
+        self.by_id.get(id).map(|r| &r.fields)
+    }
+
+    /// The instrument versions the institution's visits and assignments use.
+    fn instruments_used(&self) -> BTreeSet<InstrumentRef> {
+        self.by_id
+            .values()
+            .filter(|r| {
+                matches!(r.kind.as_str(), "visit" | "assignment")
+                    && r.fields.get("institution").and_then(Value::as_str) == Some(self.institution.as_str())
+            })
+            .filter_map(|r| instrument_of(&r.fields))
+            .collect()
+    }
+
+    /// Active corrections of `targets` by (target record, field): the latest by its
+    /// `value` op's clock stamp wins.
+    fn corrections(&self, targets: &BTreeSet<String>) -> BTreeMap<(String, String), Value> {
+        let mut out: BTreeMap<(String, String), ((i64, i64, String), Value)> = BTreeMap::new();
+        for (id, r) in &self.by_id {
+            if r.kind != "correction" || text(&r.fields, "status").as_deref() == Some("withdrawn") {
+                continue;
+            }
+            let Some(target) = r.fields.get("target").and_then(|t| t.get("id")).and_then(Value::as_str) else {
+                continue;
+            };
+            if !targets.contains(target) {
+                continue;
+            }
+            let (Some(field), Some(value)) = (text(&r.fields, "field"), r.fields.get("value")) else { continue };
+            let stamp = (r.value_stamp.0, r.value_stamp.1, format!("{}{id}", r.value_stamp.2));
+            let key = (target.to_owned(), field);
+            if out.get(&key).is_none_or(|(held, _)| *held < stamp) {
+                out.insert(key, (stamp, value.clone()));
+            }
+        }
+        out.into_iter().map(|(k, (_, v))| (k, v)).collect()
+    }
+}
+
 /// The scoring input of an institution for one instrument, from current state.
 pub fn institution_input(
     tx: &Transaction<'_>,
     institution: &str,
     instrument: &Instrument,
 ) -> Result<Option<InstitutionInput>, ApiError> {
-    let inst = fields_of(tx, institution)?;
-    let Some(code) = text(&inst, "code") else { return Ok(None) };
+    let records = Records::load(tx, institution)?;
+    Ok(input_of(tx, &records, instrument)?.map(|(input, _)| input))
+}
+
+/// The scoring input of the institution `records` hold, for one instrument, and the
+/// record id of each of its units (in the input's order).
+fn input_of(
+    tx: &Transaction<'_>,
+    records: &Records,
+    instrument: &Instrument,
+) -> Result<Option<(InstitutionInput, Vec<String>)>, ApiError> {
+    let institution = records.institution.as_str();
+    let Some(inst) = records.fields(institution) else { return Ok(None) };
+    let Some(code) = text(inst, "code") else { return Ok(None) };
     let reference = &instrument.reference;
-    let units = children(tx, "unit", "institution", institution)?;
-    let unit_fields: BTreeMap<String, BTreeMap<String, Value>> =
-        units.iter().map(|u| Ok((u.clone(), fields_of(tx, u)?))).collect::<Result<_, ApiError>>()?;
+    let unit_fields: BTreeMap<&str, &BTreeMap<String, Value>> =
+        records.children("unit", "institution", institution).map(|(id, r)| (id.as_str(), &r.fields)).collect();
 
     // Visits recorded with this instrument and submitted.
     let mut visits = Vec::new();
-    for v in children(tx, "visit", "institution", institution)? {
-        let f = fields_of(tx, &v)?;
-        if instrument_of(&f).as_ref() != Some(reference) || text(&f, "status").as_deref() != Some("submitted") {
+    for (v, r) in records.children("visit", "institution", institution) {
+        let f = &r.fields;
+        if instrument_of(f).as_ref() != Some(reference) || text(f, "status").as_deref() != Some("submitted") {
             continue;
         }
-        let (Some(unit), Some(product)) = (text(&f, "unit"), text(&f, "product")) else { continue };
-        let location = text(&f, "location").and_then(|l| Location::from_name(&l)).unwrap_or(Location::OwnOffice);
+        let (Some(unit), Some(product)) = (text(f, "unit"), text(f, "product")) else { continue };
+        let location = text(f, "location").and_then(|l| Location::from_name(&l)).unwrap_or(Location::OwnOffice);
         let order = (f.get("finished_at").and_then(Value::as_i64).unwrap_or(0), v.clone());
         let answers = f
             .iter()
             .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
             .collect();
         visits.push(Visit {
-            id: v,
+            id: v.clone(),
             unit,
             product,
             location,
@@ -178,65 +345,76 @@ pub fn institution_input(
         });
     }
     visits.sort_by(|a, b| a.order.cmp(&b.order));
+    let visit_index: BTreeMap<String, usize> = visits.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
 
-    // Respondents of those visits.
-    let mut respondents: Vec<Respondent> = Vec::new();
-    for v in &visits {
-        for r in children(tx, "respondent", "visit", &v.id)? {
-            let f = fields_of(tx, &r)?;
-            let Some(kind) = text(&f, "kind").and_then(|k| RespondentKind::from_name(&k)) else { continue };
-            let answers = f
-                .iter()
-                .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
-                .collect();
-            respondents.push(Respondent { id: r, visit: v.id.clone(), kind, answers, field_values: BTreeMap::new() });
+    // Respondents of those visits, in visit order.
+    let mut of_visit: BTreeMap<usize, Vec<Respondent>> = BTreeMap::new();
+    let mut evidence: Vec<(usize, &BTreeMap<String, Value>)> = Vec::new();
+    for (id, r) in &records.by_id {
+        let Some(at) = r.fields.get("visit").and_then(Value::as_str).and_then(|v| visit_index.get(v)) else { continue };
+        match r.kind.as_str() {
+            "respondent" => {
+                let Some(kind) = text(&r.fields, "kind").and_then(|k| RespondentKind::from_name(&k)) else { continue };
+                let answers = r
+                    .fields
+                    .iter()
+                    .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
+                    .collect();
+                of_visit.entry(*at).or_default().push(Respondent {
+                    id: id.clone(),
+                    visit: visits[*at].id.clone(),
+                    kind,
+                    answers,
+                    field_values: BTreeMap::new(),
+                });
+            }
+            "evidence" => evidence.push((*at, &r.fields)),
+            _ => {}
         }
     }
+    let mut respondents: Vec<Respondent> = of_visit.into_values().flatten().collect();
 
     // Corrections replace the values they correct.
     let targets: BTreeSet<String> =
         visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.id.clone())).collect();
-    let fixes = corrections(tx, &targets)?;
-    for ((target, field), value) in &fixes {
+    let respondent_index: BTreeMap<String, usize> =
+        respondents.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+    for ((target, field), value) in &records.corrections(&targets) {
         let Some(indicator) = field.strip_prefix(ANSWER_PREFIX) else { continue };
-        if let Some(v) = visits.iter_mut().find(|v| &v.id == target) {
+        if let Some(v) = visit_index.get(target).map(|&i| &mut visits[i]) {
             correct(&mut v.answers, &mut v.field_values, indicator, value);
         }
-        if let Some(r) = respondents.iter_mut().find(|r| &r.id == target) {
+        if let Some(r) = respondent_index.get(target).map(|&i| &mut respondents[i]) {
             correct(&mut r.answers, &mut r.field_values, indicator, value);
         }
     }
 
     // Evidence, once its file is complete here.
-    for v in &mut visits {
-        for e in children(tx, "evidence", "visit", &v.id)? {
-            let f = fields_of(tx, &e)?;
-            let (Some(sha), Some(indicator)) = (text(&f, "sha256"), text(&f, "indicator")) else { continue };
-            let complete: bool = tx
-                .prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?
-                .query_row([&sha], |r| r.get::<_, i64>(0))
-                .optional()?
-                .is_some_and(|c| c == 1);
-            if complete {
-                v.evidence.entry(indicator).or_default().push(sha);
-            }
+    let mut complete = tx.prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?;
+    for (at, f) in evidence {
+        let (Some(sha), Some(indicator)) = (text(f, "sha256"), text(f, "indicator")) else { continue };
+        let done = complete.query_row([&sha], |r| r.get::<_, i64>(0)).optional()?.is_some_and(|c| c == 1);
+        if done {
+            visits[at].evidence.entry(indicator).or_default().push(sha);
         }
     }
+    drop(complete);
 
     // Units and products in play: assigned with this instrument, or visited with it.
     let mut in_play: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for a in units.iter().flat_map(|u| children(tx, "assignment", "unit", u).unwrap_or_default()) {
-        let f = fields_of(tx, &a)?;
-        if instrument_of(&f).as_ref() != Some(reference) || text(&f, "status").as_deref() == Some("cancelled") {
-            continue;
+    for unit in unit_fields.keys() {
+        for (_, a) in records.children("assignment", "unit", unit) {
+            let f = &a.fields;
+            if instrument_of(f).as_ref() != Some(reference) || text(f, "status").as_deref() == Some("cancelled") {
+                continue;
+            }
+            let products = f
+                .get("products")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            in_play.entry((*unit).to_owned()).or_default().extend::<BTreeSet<String>>(products);
         }
-        let Some(unit) = text(&f, "unit") else { continue };
-        let products = f
-            .get("products")
-            .and_then(Value::as_array)
-            .map(|p| p.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        in_play.entry(unit).or_default().extend::<BTreeSet<String>>(products);
     }
     for v in &visits {
         in_play.entry(v.unit.clone()).or_default().insert(v.product.clone());
@@ -277,39 +455,48 @@ pub fn institution_input(
             })
             .collect()
     };
-    let deductions = |target: &str| -> Result<Vec<DeductionInput>, ApiError> {
+    let deductions = |target: &str| -> Vec<DeductionInput> {
         let mut out = Vec::new();
-        for d in tx
-            .prepare_cached("SELECT entity FROM fields WHERE kind = 'deduction' AND field = 'target' AND json_extract(value, '$.id') = ?1 ORDER BY entity")?
-            .query_map([target], |r| r.get::<_, String>(0))?
-        {
-            let f = fields_of(tx, &d?)?;
-            if text(&f, "status").as_deref() == Some("withdrawn") {
+        for (_, d) in records.targeting("deduction", target) {
+            let f = &d.fields;
+            if text(f, "status").as_deref() == Some("withdrawn") {
                 continue;
             }
-            let (Some(id), Some(points), Some(reason)) = (text(&f, "rule"), text(&f, "points").and_then(|p| p.parse().ok()), text(&f, "reason")) else { continue };
+            let (Some(id), Some(points), Some(reason)) =
+                (text(f, "rule"), text(f, "points").and_then(|p| p.parse().ok()), text(f, "reason"))
+            else {
+                continue;
+            };
             if instrument.deduction(&id).is_some() {
                 out.push(DeductionInput { id, points, reason });
             }
         }
-        Ok(out)
+        out
     };
 
     let all: Vec<&Visit> = visits.iter().collect();
     let all_ids: BTreeSet<&str> = visits.iter().map(|v| v.id.as_str()).collect();
     let mut unit_inputs = Vec::new();
+    let mut unit_ids = Vec::new();
     for (unit, products) in &in_play {
-        let Some(uf) = unit_fields.get(unit) else { continue };
+        let Some(uf) = unit_fields.get(unit.as_str()) else { continue };
         let of_unit: Vec<&Visit> = visits.iter().filter(|v| &v.unit == unit).collect();
-        let unit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id.as_str()).collect();
+        let visit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id.as_str()).collect();
         let mut product_inputs = Vec::new();
         for p in products {
-            let pf = fields_of(tx, p)?;
+            let fetched;
+            let pf = match records.fields(p) {
+                Some(f) => f,
+                None => {
+                    fetched = fields_of(tx, p)?;
+                    &fetched
+                }
+            };
             let of_product: Vec<&Visit> = of_unit.iter().copied().filter(|v| &v.product == p).collect();
             let location = of_product.last().map(|v| v.location).unwrap_or(Location::OwnOffice);
             product_inputs.push(ProductInput {
-                id: text(&pf, "code").unwrap_or_else(|| p.clone()),
-                name: text(&pf, "name").unwrap_or_default(),
+                id: text(pf, "code").unwrap_or_else(|| p.clone()),
+                name: text(pf, "name").unwrap_or_default(),
                 location,
                 answers: answers_at(Level::Product, &of_product),
             });
@@ -319,37 +506,23 @@ pub fn institution_input(
             name: text(uf, "name").unwrap_or_default(),
             unit_type: text(uf, "type").unwrap_or_default(),
             answers: answers_at(Level::Unit, &of_unit),
-            respondents: respondents_at(Level::Unit, &unit_ids),
-            deductions: deductions(unit)?,
+            respondents: respondents_at(Level::Unit, &visit_ids),
+            deductions: deductions(unit),
             products: product_inputs,
         });
+        unit_ids.push(unit.clone());
     }
-    Ok(Some(InstitutionInput {
+    let input = InstitutionInput {
         id: code,
-        name: text(&inst, "name").unwrap_or_default(),
-        kind: text(&inst, "type").unwrap_or_default(),
-        region: text(&inst, "region"),
+        name: text(inst, "name").unwrap_or_default(),
+        kind: text(inst, "type").unwrap_or_default(),
+        region: text(inst, "region"),
         answers: answers_at(Level::Institution, &all),
         respondents: respondents_at(Level::Institution, &all_ids),
-        deductions: deductions(institution)?,
+        deductions: deductions(institution),
         units: unit_inputs,
-    }))
-}
-
-/// The instrument versions an institution's visits and assignments use.
-fn instruments_used(tx: &Transaction<'_>, institution: &str) -> Result<BTreeSet<InstrumentRef>, ApiError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT DISTINCT i.value FROM fields k JOIN fields i ON i.entity = k.entity AND i.field = 'instrument'
-         WHERE k.kind IN ('visit', 'assignment') AND k.field = 'institution' AND k.value = json_quote(?1)",
-    )?;
-    let rows = stmt.query_map([institution], |r| r.get::<_, String>(0))?;
-    let mut out = BTreeSet::new();
-    for row in rows {
-        if let Ok(r) = serde_json::from_str(&row?) {
-            out.insert(r);
-        }
-    }
-    Ok(out)
+    };
+    Ok(Some((input, unit_ids)))
 }
 
 /// Recomputes one institution's results; returns how many result rows changed.
@@ -358,14 +531,16 @@ pub fn recompute(
     instruments: &BTreeMap<InstrumentRef, Instrument>,
     institution: &str,
 ) -> Result<usize, ApiError> {
+    let records = Records::load(tx, institution)?;
     let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut cursor = Cursor::read(tx)?;
     let mut changed = 0;
-    for reference in instruments_used(tx, institution)? {
+    for reference in records.instruments_used() {
         let Some(instrument) = instruments.get(&reference) else {
             tracing::warn!(%institution, instrument = %reference, "results wait for an instrument this tier does not hold");
             continue;
         };
-        let Some(input) = institution_input(tx, institution, instrument)? else { continue };
+        let Some((input, unit_ids)) = input_of(tx, &records, instrument)? else { continue };
         let result = match score_institution(instrument, &input) {
             Ok(r) => r,
             Err(e) => {
@@ -373,8 +548,25 @@ pub fn recompute(
                 continue;
             }
         };
-        changed += store_results(tx, institution, &reference, &input, &result, &mut keep)?;
+        // The result orders its units by code; the input knows each one's record.
+        let units: BTreeMap<&str, &str> =
+            input.units.iter().zip(&unit_ids).map(|(u, id)| (u.id.as_str(), id.as_str())).collect();
+        let entities: Vec<String> = result
+            .units
+            .iter()
+            .map(|u| units.get(u.id.as_str()).map_or_else(|| u.id.clone(), |e| (*e).to_owned()))
+            .collect();
+        let mut rows = Rows {
+            tx,
+            institution,
+            instrument: reference.to_string(),
+            region: input.region.clone(),
+            cursor: &mut cursor,
+            keep: &mut keep,
+        };
+        changed += rows.store(result, &entities)?;
     }
+    cursor.save(tx)?;
     // Drop rows for instruments or units no longer in play.
     let mut stmt = tx.prepare_cached("SELECT kind, entity, instrument FROM results WHERE institution = ?1")?;
     let stale: Vec<(String, String, String)> = stmt
@@ -394,88 +586,200 @@ pub fn recompute(
     Ok(changed)
 }
 
-fn store_results(
-    tx: &Transaction<'_>,
-    institution: &str,
-    reference: &InstrumentRef,
-    input: &InstitutionInput,
-    result: &InstitutionResult,
-    keep: &mut BTreeSet<(String, String, String)>,
-) -> Result<usize, ApiError> {
-    let instrument = reference.to_string();
-    let mut changed = 0;
-    let region = input.region.clone();
-    let mut upsert = |kind: &str,
-                      entity: &str,
-                      code: &str,
-                      name: &str,
-                      typ: &str,
-                      outcome: &sidak_core::scoring::Outcome,
-                      document: String|
-     -> Result<(), ApiError> {
-        keep.insert((kind.to_owned(), entity.to_owned(), instrument.clone()));
-        let held: Option<String> = tx
-            .prepare_cached("SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
-            .query_row(params![kind, entity, instrument], |r| r.get(0))
-            .optional()?;
-        if held.as_deref() == Some(document.as_str()) {
-            return Ok(());
+/// The results cursor (`results_seq`): read once per recompute, moved in memory for
+/// each changed row, written back once.
+struct Cursor {
+    read: i64,
+    next: i64,
+}
+
+impl Cursor {
+    fn read(tx: &Transaction<'_>) -> Result<Cursor, ApiError> {
+        let read = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Cursor { read, next: read })
+    }
+
+    fn bump(&mut self) -> i64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn save(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        if self.next != self.read {
+            set_meta(tx, "results_seq", &self.next.to_string())?;
         }
-        let next: i64 = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
-        set_meta(tx, "results_seq", &next.to_string())?;
-        let status = serde_json::to_value(outcome.status)?.as_str().unwrap_or_default().to_owned();
-        let counts = Counts::of(&serde_json::from_str(&document)?);
+        Ok(())
+    }
+}
+
+/// Where an institution's result rows for one instrument go.
+struct Rows<'a, 't> {
+    tx: &'a Transaction<'t>,
+    institution: &'a str,
+    instrument: String,
+    region: Option<String>,
+    cursor: &'a mut Cursor,
+    keep: &'a mut BTreeSet<(String, String, String)>,
+}
+
+/// One result row to store.
+struct Row<'a> {
+    kind: &'static str,
+    entity: &'a str,
+    code: &'a str,
+    name: &'a str,
+    typ: &'a str,
+    outcome: &'a sidak_core::scoring::Outcome,
+    counts: Counts,
+    document: String,
+    /// For an institution: its units' record ids, whose documents complete its own.
+    units: Option<String>,
+}
+
+impl Rows<'_, '_> {
+    /// Stores an institution's result and its units' (each unit document once: the
+    /// institution's row lists its units and [`stored_document`] splices them in).
+    /// Returns how many rows changed; the institution's row changes with any unit's.
+    fn store(&mut self, mut result: InstitutionResult, entities: &[String]) -> Result<usize, ApiError> {
+        let units = std::mem::take(&mut result.units);
+        let mut changed = 0;
+        let mut counts = Counts::default();
+        for (unit, entity) in units.iter().zip(entities) {
+            let c = Counts::of_unit(unit);
+            counts.required += c.required;
+            counts.answered += c.answered;
+            changed += self.upsert(
+                Row {
+                    kind: "unit",
+                    entity,
+                    code: &unit.id,
+                    name: &unit.name,
+                    typ: &unit.unit_type,
+                    outcome: &unit.outcome,
+                    counts: c,
+                    document: serde_json::to_string(unit)?,
+                    units: None,
+                },
+                false,
+            )?;
+        }
+        counts.missing = result.missing.len() as u32;
+        let own = serde_json::to_string(&result)?;
+        // `units` is the document's last member, written empty here.
+        let (document, listed) = if own.ends_with(r#""units":[]}"#) {
+            (own, Some(serde_json::to_string(entities)?))
+        } else {
+            result.units = units;
+            (serde_json::to_string(&result)?, None)
+        };
+        changed += self.upsert(
+            Row {
+                kind: "institution",
+                entity: self.institution,
+                code: &result.id,
+                name: &result.name,
+                typ: &result.kind,
+                outcome: &result.outcome,
+                counts,
+                document,
+                units: listed,
+            },
+            changed > 0,
+        )?;
+        Ok(changed)
+    }
+
+    /// Inserts or updates one row unless it holds this document already (and `force`
+    /// is false); returns 1 if it changed.
+    fn upsert(&mut self, row: Row<'_>, force: bool) -> Result<usize, ApiError> {
+        let tx = self.tx;
+        self.keep.insert((row.kind.to_owned(), row.entity.to_owned(), self.instrument.clone()));
+        let held: Option<(String, Option<String>)> = tx
+            .prepare_cached("SELECT document, units FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
+            .query_row(params![row.kind, row.entity, self.instrument], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if !force && held.as_ref().is_some_and(|(d, u)| *d == row.document && *u == row.units) {
+            return Ok(0);
+        }
+        let next = self.cursor.bump();
+        let outcome = row.outcome;
         tx.prepare_cached(
-            "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed, required, answered, missing)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+            "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed, required, answered, missing, units)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
              ON CONFLICT (kind, entity, instrument) DO UPDATE SET code = excluded.code, name = excluded.name, type = excluded.type, region = excluded.region,
                  status = excluded.status, score = excluded.score, provisional = excluded.provisional, grade = excluded.grade, zone = excluded.zone,
                  document = excluded.document, changed = excluded.changed, required = excluded.required, answered = excluded.answered,
-                 missing = excluded.missing",
+                 missing = excluded.missing, units = excluded.units",
         )?
         .execute(params![
-                kind,
-                entity,
-                instrument,
-                institution,
-                code,
-                name,
-                typ,
-                region,
-                status,
-                outcome.score.map(|s| s.to_string()),
-                outcome.provisional.map(|s| s.to_string()),
-                outcome.grading.as_ref().map(|g| g.grade.clone()),
-                outcome.grading.as_ref().and_then(|g| g.zone).map(|z| z.name().to_owned()),
-                document,
-                next,
-                counts.required,
-                counts.answered,
-                counts.missing
+            row.kind,
+            row.entity,
+            self.instrument,
+            self.institution,
+            row.code,
+            row.name,
+            row.typ,
+            self.region,
+            status_name(outcome.status),
+            outcome.score.map(|s| s.to_string()),
+            outcome.provisional.map(|s| s.to_string()),
+            outcome.grading.as_ref().map(|g| g.grade.clone()),
+            outcome.grading.as_ref().and_then(|g| g.zone).map(|z| z.name().to_owned()),
+            row.document,
+            next,
+            row.counts.required,
+            row.counts.answered,
+            row.counts.missing,
+            row.units
         ])?;
-        changed += 1;
-        Ok(())
-    };
-    upsert(
-        "institution",
-        institution,
-        &result.id,
-        &result.name,
-        &result.kind,
-        &result.outcome,
-        serde_json::to_string(result)?,
-    )?;
-    for unit in &result.units {
-        let entity: Option<String> = tx
-            .prepare_cached(
-                "SELECT u.entity FROM fields u JOIN fields c ON c.entity = u.entity AND c.field = 'code' WHERE u.kind = 'unit' AND u.field = 'institution' AND u.value = json_quote(?1) AND c.value = json_quote(?2)",
-            )?
-            .query_row(params![institution, unit.id], |r| r.get(0))
-            .optional()?;
-        let entity = entity.unwrap_or_else(|| unit.id.clone());
-        upsert("unit", &entity, &unit.id, &unit.name, &unit.unit_type, &unit.outcome, serde_json::to_string(unit)?)?;
+        Ok(1)
     }
-    Ok(changed)
+}
+
+/// A status as documents name it.
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Complete => "complete",
+        Status::Incomplete => "incomplete",
+        Status::NotApplicable => "not_applicable",
+    }
+}
+
+/// A stored result document, whole: an institution's row keeps its own document with
+/// an empty `units` list and the record ids of its units, whose documents (stored once,
+/// in their own rows) are spliced in here in that order.
+pub fn stored_document(
+    tx: &Transaction<'_>,
+    kind: &str,
+    entity: &str,
+    instrument: &str,
+) -> Result<Option<String>, ApiError> {
+    let row: Option<(String, Option<String>)> = tx
+        .prepare_cached("SELECT document, units FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
+        .query_row(params![kind, entity, instrument], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((document, units)) = row else { return Ok(None) };
+    let Some(units) = units else { return Ok(Some(document)) };
+    let ids: Vec<String> = serde_json::from_str(&units)?;
+    let Some(head) = document.strip_suffix("]}") else {
+        return Err(ApiError::internal(format!("the stored result of {entity} does not end with its units")));
+    };
+    let mut out = String::with_capacity(document.len() + ids.len() * 16_384);
+    out.push_str(head);
+    let mut unit =
+        tx.prepare_cached("SELECT document FROM results WHERE kind = 'unit' AND entity = ?1 AND instrument = ?2")?;
+    for (i, id) in ids.iter().enumerate() {
+        let doc: Option<String> = unit.query_row(params![id, instrument], |r| r.get(0)).optional()?;
+        let Some(doc) = doc else {
+            return Err(ApiError::internal(format!("the result of {entity} lists unit {id}, which has none")));
+        };
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&doc);
+    }
+    out.push_str("]}");
+    Ok(Some(out))
 }
 
 impl From<serde_json::Error> for ApiError {
@@ -558,9 +862,31 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Counts a unit or institution result document: its indicators (the leaves of
+    /// Counts a unit's result: its indicators (the leaves of
     /// each unit's dimensions → variables → indicators tree) that are complete or
     /// incomplete, and its `missing` list.
+    pub fn of_unit(unit: &UnitResult) -> Counts {
+        fn leaves(node: &NodeResult, out: &mut Counts) {
+            if node.children.is_empty() {
+                match node.outcome.status {
+                    Status::Complete => {
+                        out.required += 1;
+                        out.answered += 1;
+                    }
+                    Status::Incomplete => out.required += 1,
+                    Status::NotApplicable => {}
+                }
+            } else {
+                node.children.iter().for_each(|c| leaves(c, out));
+            }
+        }
+        let mut out = Counts::default();
+        unit.dimensions.iter().for_each(|d| leaves(d, &mut out));
+        out.missing = unit.missing.len() as u32;
+        out
+    }
+
+    /// The same counts from a stored document (rows stored before they were kept).
     pub fn of(document: &Value) -> Counts {
         fn leaves(node: &Value, out: &mut Counts) {
             match node.get("children").and_then(Value::as_array) {
@@ -603,14 +929,15 @@ impl Counts {
 /// Fills in the completeness of rows stored before it was kept (migration 4).
 pub fn backfill_counts(tx: &Transaction<'_>) -> Result<usize, ApiError> {
     let mut stmt = tx.prepare(
-        "SELECT kind, entity, instrument, document FROM results
+        "SELECT kind, entity, instrument FROM results
          WHERE required IS NULL OR answered IS NULL OR missing IS NULL",
     )?;
-    let rows: Vec<(String, String, String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+    let rows: Vec<(String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     drop(stmt);
-    for (kind, entity, instrument, document) in &rows {
-        let counts = Counts::of(&serde_json::from_str(document)?);
+    for (kind, entity, instrument) in &rows {
+        let Some(document) = stored_document(tx, kind, entity, instrument)? else { continue };
+        let counts = Counts::of(&serde_json::from_str(&document)?);
         tx.execute(
             "UPDATE results SET required = ?4, answered = ?5, missing = ?6 WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
             params![kind, entity, instrument, counts.required, counts.answered, counts.missing],
@@ -681,11 +1008,7 @@ pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(R
         |i: &str| i.split_once('@').map(|(id, v)| (id.to_owned(), v.parse::<u32>().unwrap_or(0))).unwrap_or_default();
     let Some((entity, instrument)) = found.into_iter().max_by_key(|(_, i)| version_key(i)) else { return Ok(None) };
     let row = rows(tx, kind, None, -1, None)?.into_iter().find(|r| r.id == entity && r.instrument == instrument);
-    let doc: String = tx.query_row(
-        "SELECT document FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
-        params![kind, entity, instrument],
-        |r| r.get(0),
-    )?;
+    let doc = stored_document(tx, kind, &entity, &instrument)?.unwrap_or_default();
     Ok(row.map(|r| (r, serde_json::from_str(&doc).unwrap_or(Value::Null))))
 }
 

@@ -1593,3 +1593,75 @@ async fn tokens_are_stored_only_as_their_hash() {
         assert!(!bytes.windows(secret.len() - 4).any(|w| w == &secret.as_bytes()[4..]), "a secret is on disk");
     }
 }
+
+#[tokio::test]
+async fn an_institution_document_is_served_whole_and_moves_with_its_units() {
+    async fn served(h: &Harness, path: String) -> Value {
+        let (s, doc) = h.call("GET", &path, Some(&h.supervisor), None).await;
+        assert_eq!(s, StatusCode::OK, "{doc}");
+        doc
+    }
+    /// The unit rows (record id, stored document) and the institution's stored and
+    /// whole documents for `instrument`.
+    fn stored(h: &Harness, institution: &str, instrument: &str) -> (Vec<(String, String)>, String, String) {
+        let (institution, instrument) = (institution.to_owned(), instrument.to_owned());
+        h.state
+            .db()
+            .read_blocking(move |tx| {
+                let units = tx
+                    .prepare("SELECT entity, document FROM results WHERE kind = 'unit' AND institution = ?1 AND instrument = ?2 ORDER BY code")?
+                    .query_map([&institution, &instrument], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                let own = tx.query_row(
+                    "SELECT document FROM results WHERE kind = 'institution' AND entity = ?1 AND instrument = ?2",
+                    [&institution, &instrument],
+                    |r| r.get(0),
+                )?;
+                let whole = sidak_server::results::stored_document(tx, "institution", &institution, &instrument)?.unwrap();
+                Ok::<_, sidak_server::error::ApiError>((units, own, whole))
+            })
+            .unwrap()
+    }
+    let h = Harness::new();
+    let mut dev = Device::new(81, "a1", "jateng");
+    let visit = ipp_visit(&mut dev, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 3);
+    assert_eq!(push(&h, &h.assessor, dev.batch(0)).await.0, StatusCode::OK);
+    let institution = h.id_of("institution", "kota-sukamaju");
+    let whole = served(&h, format!("/v1/results/institutions/{institution}")).await;
+    let instrument = whole["row"]["instrument"].as_str().unwrap().to_owned();
+    let (units, own, _) = stored(&h, &institution, &instrument);
+    // Stored once: the institution's row holds its own part, its unit rows the rest.
+    assert!(own.ends_with(r#""units":[]}"#), "{own}");
+    assert!(units.len() >= 2, "{units:?}");
+    // Served whole: each unit's document, in code order, as the unit's own row serves it.
+    let listed = whole["result"]["units"].as_array().unwrap();
+    assert_eq!(listed.len(), units.len(), "{whole}");
+    for ((entity, document), in_whole) in units.iter().zip(listed) {
+        assert_eq!(&serde_json::from_str::<Value>(document).unwrap(), in_whole);
+        assert_eq!(&served(&h, format!("/v1/results/units/{entity}")).await["result"], in_whole);
+    }
+    // The row's completeness counts the whole document.
+    let counts = sidak_server::results::Counts::of(&whole["result"]);
+    assert_eq!(
+        (whole["row"]["required"].as_u64(), whole["row"]["answered"].as_u64(), whole["row"]["missing"].as_u64()),
+        (Some(counts.required.into()), Some(counts.answered.into()), Some(counts.missing.into())),
+        "{whole}"
+    );
+    assert!(counts.required > 0 && counts.missing > 0);
+
+    // A correction to the value already recorded changes the unit's document (it shows
+    // the field value beside it) and nothing of the institution's own part: the
+    // institution's row moves all the same, since what it serves changed.
+    let (_, own_before, whole_before) = stored(&h, &institution, "ipp-2017@1");
+    let before = result_row(&h, "institutions", "kota-sukamaju", "ipp-2017@1").await;
+    let field = format!("answer.{}", IPP[0]);
+    let body = json!({"target": {"kind": "visit", "id": visit.id}, "field": field, "value": 3, "reason": "checked"});
+    let (s, made) = h.call("POST", "/v1/review/corrections", Some(&h.admin), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let (_, own_after, whole_after) = stored(&h, &institution, "ipp-2017@1");
+    assert_eq!(own_after, own_before, "the institution's own part is unchanged");
+    assert_ne!(whole_after, whole_before, "its unit's document changed");
+    assert!(whole_after.contains(r#""field_value":3"#), "{whole_after}");
+    let after = result_row(&h, "institutions", "kota-sukamaju", "ipp-2017@1").await;
+    assert!(after["changed"].as_i64() > before["changed"].as_i64(), "{before} {after}");
+}
