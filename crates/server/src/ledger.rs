@@ -571,6 +571,58 @@ pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, A
     })())
 }
 
+/// Writes a pulled op's wire JSON (`PulledOp`) straight from a row of
+/// `SELECT server_seq, received_at, quarantined, <OP_COLUMNS>`, without decoding the op
+/// only to encode it again: the ids and digests are stored as their wire text and the
+/// value as its canonical JSON. What a client decodes is the op `row_op` builds (a
+/// test pulls every kind of value both ways).
+pub fn write_pulled_op(r: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
+    use std::io::Write as _;
+    let text = |i: usize| -> rusqlite::Result<&str> { r.get_ref(i)?.as_str().map_err(rusqlite::Error::from) };
+    let int = |i: usize| -> rusqlite::Result<i64> { r.get(i) };
+    let string = |out: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(&mut *out, s).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let io = |e: std::io::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    write!(out, r#"{{"server_seq":{},"received_at":{},"op":{{"origin":"#, int(0)?, int(1)?).map_err(io)?;
+    string(out, text(3)?)?;
+    write!(
+        out,
+        r#","seq":{},"hlc":{{"ms":{},"c":{}}},"wall":{},"entity":{{"kind":"#,
+        int(4)?,
+        int(5)?,
+        int(6)?,
+        int(7)?
+    )
+    .map_err(io)?;
+    string(out, text(8)?)?;
+    out.extend_from_slice(br#","id":"#);
+    string(out, text(9)?)?;
+    out.extend_from_slice(br#"},"field":"#);
+    string(out, text(10)?)?;
+    out.extend_from_slice(br#","value":"#);
+    out.extend_from_slice(text(11)?.as_bytes());
+    out.extend_from_slice(br#","parent":"#);
+    match (r.get_ref(12)?.as_str_or_null().map_err(rusqlite::Error::from)?, r.get::<_, Option<i64>>(13)?) {
+        (Some(origin), Some(seq)) => {
+            out.extend_from_slice(br#"{"origin":"#);
+            string(out, origin)?;
+            write!(out, r#","seq":{seq}}}"#).map_err(io)?;
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(br#","prev":"#);
+    string(out, text(14)?)?;
+    out.extend_from_slice(br#","hash":"#);
+    string(out, text(15)?)?;
+    out.push(b'}');
+    if int(2)? == 1 {
+        out.extend_from_slice(br#","quarantined":true"#);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 /// The server's own identity: its origin.
 pub fn server_binding(tx: &Transaction<'_>) -> Result<Binding, ApiError> {
     let origin: OriginId = meta(tx, "server_origin")?

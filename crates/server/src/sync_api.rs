@@ -125,7 +125,7 @@ async fn pull_ops(
     State(state): State<AppState>,
     Caller(who): Caller,
     RawQuery(raw): RawQuery,
-) -> Result<Json<PullResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = parse_query(raw, &["cursor", "limit"])?;
     let limit = match query.get("limit") {
         None => limits::DEFAULT_PULL_LIMIT,
@@ -158,22 +158,34 @@ async fn pull_ops(
             }
             let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
             let mut stmt = tx.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![after as i64, who.region, who.assessor, limit as i64 + 1], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, ledger::row_op(r, 3)?))
-            })?;
-            let mut ops = Vec::new();
-            for row in rows {
-                let (server_seq, received_at, quarantined, op) = row?;
-                ops.push(PulledOp { server_seq: server_seq as u64, received_at, op: op?, quarantined: quarantined == 1 });
+            let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1])?;
+            // The page is written as it is read: `PullResponse`'s JSON, each op's from its row.
+            let mut body = Vec::with_capacity(limit.min(1000) * 420 + 200);
+            body.extend_from_slice(br#"{"ops":["#);
+            let (mut n, mut seq_written, mut more) = (0usize, after, false);
+            while let Some(r) = rows.next()? {
+                if n == limit {
+                    more = true;
+                    break;
+                }
+                if n > 0 {
+                    body.push(b',');
+                }
+                ledger::write_pulled_op(r, &mut body)?;
+                seq_written = r.get::<_, i64>(0)? as u64;
+                n += 1;
             }
-            let more = ops.len() > limit;
-            ops.truncate(limit);
-            let seq = if more { ops.last().map(|o| o.server_seq).unwrap_or(after) } else { last as u64 };
+            let seq = if more { seq_written } else { last as u64 };
             let hlc = ledger::clock(tx)?.last();
-            Ok(PullResponse { ops, cursor: Cursor { store, seq }, more, server_hlc: hlc })
+            body.extend_from_slice(br#"],"cursor":"#);
+            serde_json::to_writer(&mut body, &Cursor { store, seq })?;
+            write!(body, r#","more":{more},"server_hlc":"#).map_err(ApiError::internal)?;
+            serde_json::to_writer(&mut body, &hlc)?;
+            body.push(b'}');
+            Ok(body)
         })
         .await?;
-    Ok(Json(page))
+    Ok(bytes_response("application/json", page))
 }
 
 /// True when the caller's scope covers an origin's binding.

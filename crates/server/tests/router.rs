@@ -1665,3 +1665,42 @@ async fn an_institution_document_is_served_whole_and_moves_with_its_units() {
     let after = result_row(&h, "institutions", "kota-sukamaju", "ipp-2017@1").await;
     assert!(after["changed"].as_i64() > before["changed"].as_i64(), "{before} {after}");
 }
+
+#[tokio::test]
+async fn a_pulled_page_decodes_to_exactly_the_ops_pushed() {
+    let h = Harness::new();
+    let mut dev = Device::new(82, "a1", "jateng");
+    let visit = ipp_visit(&mut dev, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    // A revision (with the version it saw) and a note whose text needs escaping.
+    let seen = dev.ops.iter().rev().find(|o| o.field == format!("answer.{}", IPP[0])).unwrap().op_ref();
+    dev.write(visit, &format!("answer.{}", IPP[0]), json!(3), Some(seen));
+    let note = EntityRef { kind: EntityKind::Note, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(note, "visit", json!(visit.id.to_string()), None);
+    dev.write(note, "text", json!("Loket \"A\" tutup — antre 2½ jam 🙂\n\tpetugas: \\ tidak ada\u{1}"), None);
+    let (s, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+
+    let (mut pulled, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/ops/pull?limit=7&cursor={c}"),
+            None => "/v1/ops/pull?limit=7".to_owned(),
+        };
+        let (s, page) = h.call("GET", &path, Some(&h.admin), None).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let page: sidak_core::wire::PullResponse = serde_json::from_value(page).unwrap();
+        assert!(page.ops.len() <= 7);
+        pulled.extend(page.ops);
+        cursor = Some(page.cursor.to_string());
+        if !page.more {
+            break;
+        }
+    }
+    for op in &dev.ops {
+        let found = pulled.iter().find(|p| p.op.origin == op.origin && p.op.seq == op.seq).map(|p| &p.op);
+        assert_eq!(found, Some(op), "op {} as pulled", op.op_ref());
+        assert_eq!(op.compute_hash(), op.hash);
+    }
+    let seqs: Vec<u64> = pulled.iter().map(|p| p.server_seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
