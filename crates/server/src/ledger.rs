@@ -240,21 +240,43 @@ pub fn store_op(
     received_at: i64,
     quarantined: bool,
 ) -> Result<i64, ApiError> {
-    let server_seq = store_row(tx, op, author, received_at, quarantined)?;
-    tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1")?
-        .execute(params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at])?;
+    let scope = derive_scope(tx, &op.entity, author)?;
+    let server_seq = store_row(tx, op, author, received_at, quarantined, &scope)?;
+    move_head(tx, op, received_at)?;
     Ok(server_seq)
 }
 
-/// Stores an op's row with its scope tags, without moving its origin's head.
+/// Applies an admitted, valid op and stores it as the new head of its origin's chain,
+/// deriving its record's scope once: after applying, so that the op's own row is
+/// tagged as [`apply`] would re-tag it. Returns the institution whose results it may
+/// change.
+pub fn store_applied(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+) -> Result<Option<String>, ApiError> {
+    let scope = apply_scoped(tx, op, author)?;
+    store_row(tx, op, author, received_at, false, &scope)?;
+    move_head(tx, op, received_at)?;
+    Ok(scope.institution)
+}
+
+fn move_head(tx: &Transaction<'_>, op: &Op, received_at: i64) -> Result<(), ApiError> {
+    tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1")?
+        .execute(params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at])?;
+    Ok(())
+}
+
+/// Stores an op's row with its record's scope tags, without moving its origin's head.
 fn store_row(
     tx: &Transaction<'_>,
     op: &Op,
     author: &Binding,
     received_at: i64,
     quarantined: bool,
+    scope: &Scope,
 ) -> Result<i64, ApiError> {
-    let scope = derive_scope(tx, &op.entity, author)?;
     let class = class_of(&op.entity, author);
     let assessor = match class {
         "registry" | "review" => None,
@@ -278,7 +300,7 @@ fn store_row(
             op.hash.to_hex(),
             received_at,
             quarantined as i64,
-            if class == "origin" { author.region.clone().or(scope.region) } else { scope.region },
+            if class == "origin" { author.region.as_deref().or(scope.region.as_deref()) } else { scope.region.as_deref() },
             assessor,
             class,
         ],
@@ -427,14 +449,16 @@ pub fn absorb(
     } else {
         sidak_core::records::check_op(op, author.author(), &ServerView { tx, instruments })
     };
-    store_row(tx, op, &author, now_ms, verdict.is_err())?;
     match verdict {
         Ok(()) => {
-            if let Some(inst) = apply(tx, op, &author)? {
+            let scope = apply_scoped(tx, op, &author)?;
+            store_row(tx, op, &author, now_ms, false, &scope)?;
+            if let Some(inst) = scope.institution {
                 dirty.insert(inst);
             }
         }
         Err(r) => {
+            store_row(tx, op, &author, now_ms, true, &derive_scope(tx, &op.entity, &author)?)?;
             let code = if held_upstream { "held_upstream".to_owned() } else { r.code.to_string() };
             quarantine(tx, op, &code, &r.message, now_ms)?;
         }
@@ -456,6 +480,11 @@ const APPLY_FIRST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, 
 /// Applies an op to the fields (as `sidak_core::merge` would), updates its record's
 /// scope, and returns the institution whose results it may change.
 pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<String>, ApiError> {
+    Ok(apply_scoped(tx, op, author)?.institution)
+}
+
+/// [`apply`], returning the record's scope as it is now.
+fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope, ApiError> {
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
     tx.prepare_cached(sql)?.execute(params![
         op.entity.id.to_string(),
@@ -495,7 +524,7 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
                (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))")?.execute(params![id, scope.institution, scope.region],
         )?;
     }
-    Ok(scope.institution)
+    Ok(scope)
 }
 
 /// Records a quarantined op's reason.

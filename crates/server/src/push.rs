@@ -265,15 +265,14 @@ fn store_one(
         Some(r) => Err(r.clone()),
         None => check_op(op, author.author(), &ServerView { tx, instruments }),
     };
-    let quarantined = verdict.is_err();
-    ledger::store_op(tx, op, author, now_ms, quarantined)?;
     match verdict {
         Ok(()) => {
-            if let Some(inst) = ledger::apply(tx, op, author)? {
+            if let Some(inst) = ledger::store_applied(tx, op, author, now_ms)? {
                 effects.dirty.insert(inst);
             }
         }
         Err(rejection) => {
+            ledger::store_op(tx, op, author, now_ms, true)?;
             let code = if refused.is_some() {
                 BAD_SIGNATURE.to_owned()
             } else {
