@@ -17,8 +17,8 @@ use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, Respond
 use sidak_core::num::{Exact, Published};
 use sidak_core::records::ANSWER_PREFIX;
 use sidak_core::scoring::{
-    score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, NodeResult, ProductInput,
-    RespondentInput, Status, UnitInput, UnitResult,
+    score_institution, AnswerInput, DeductionInput, InstitutionInput, NodeResult, ProductInput, RespondentInput,
+    Status, UnitInput, UnitResult,
 };
 
 use crate::db::{meta, set_meta};
@@ -531,40 +531,13 @@ pub fn recompute(
     instruments: &BTreeMap<InstrumentRef, Instrument>,
     institution: &str,
 ) -> Result<usize, ApiError> {
-    let records = Records::load(tx, institution)?;
     let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut cursor = Cursor::read(tx)?;
     let mut changed = 0;
-    for reference in records.instruments_used() {
-        let Some(instrument) = instruments.get(&reference) else {
-            tracing::warn!(%institution, instrument = %reference, "results wait for an instrument this tier does not hold");
-            continue;
-        };
-        let Some((input, unit_ids)) = input_of(tx, &records, instrument)? else { continue };
-        let result = match score_institution(instrument, &input) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(%institution, instrument = %reference, error = %e, "stored answers do not score");
-                continue;
-            }
-        };
-        // The result orders its units by code; the input knows each one's record.
-        let units: BTreeMap<&str, &str> =
-            input.units.iter().zip(&unit_ids).map(|(u, id)| (u.id.as_str(), id.as_str())).collect();
-        let entities: Vec<String> = result
-            .units
-            .iter()
-            .map(|u| units.get(u.id.as_str()).map_or_else(|| u.id.clone(), |e| (*e).to_owned()))
-            .collect();
-        let mut rows = Rows {
-            tx,
-            institution,
-            instrument: reference.to_string(),
-            region: input.region.clone(),
-            cursor: &mut cursor,
-            keep: &mut keep,
-        };
-        changed += rows.store(result, &entities)?;
+    for (instrument, job) in jobs(tx, instruments, institution)? {
+        if let Some(scored) = job.score(instrument) {
+            changed += scored?.write(tx, &mut cursor, &mut keep)?;
+        }
     }
     cursor.save(tx)?;
     // Drop rows for instruments or units no longer in play.
@@ -586,114 +559,157 @@ pub fn recompute(
     Ok(changed)
 }
 
-/// The results cursor (`results_seq`): read once per recompute, moved in memory for
-/// each changed row, written back once.
-struct Cursor {
-    read: i64,
-    next: i64,
+/// What an institution's results need scored: one job per instrument version its
+/// visits and assignments use (and this tier holds).
+fn jobs<'i>(
+    tx: &Transaction<'_>,
+    instruments: &'i BTreeMap<InstrumentRef, Instrument>,
+    institution: &str,
+) -> Result<Vec<(&'i Instrument, Job)>, ApiError> {
+    let records = Records::load(tx, institution)?;
+    let mut out = Vec::new();
+    for reference in records.instruments_used() {
+        let Some(instrument) = instruments.get(&reference) else {
+            tracing::warn!(%institution, instrument = %reference, "results wait for an instrument this tier does not hold");
+            continue;
+        };
+        let Some((input, unit_ids)) = input_of(tx, &records, instrument)? else { continue };
+        out.push((instrument, Job { institution: institution.to_owned(), input, unit_ids }));
+    }
+    Ok(out)
 }
 
-impl Cursor {
-    fn read(tx: &Transaction<'_>) -> Result<Cursor, ApiError> {
-        let read = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Cursor { read, next: read })
-    }
+/// An institution's scoring input for one instrument, with its units' record ids.
+struct Job {
+    institution: String,
+    input: InstitutionInput,
+    unit_ids: Vec<String>,
+}
 
-    fn bump(&mut self) -> i64 {
-        self.next += 1;
-        self.next
-    }
-
-    fn save(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
-        if self.next != self.read {
-            set_meta(tx, "results_seq", &self.next.to_string())?;
-        }
-        Ok(())
+impl Job {
+    /// Scores the input and writes its result documents. Pure (no store), so that a
+    /// full recompute runs it beside the store's reads. `None`: the stored answers do
+    /// not score (logged).
+    fn score(self, instrument: &Instrument) -> Option<Result<Scored, ApiError>> {
+        let reference = &instrument.reference;
+        let mut result = match score_institution(instrument, &self.input) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(institution = %self.institution, instrument = %reference, error = %e, "stored answers do not score");
+                return None;
+            }
+        };
+        // The result orders its units by code; the input knows each one's record.
+        let ids: BTreeMap<&str, &str> =
+            self.input.units.iter().zip(&self.unit_ids).map(|(u, id)| (u.id.as_str(), id.as_str())).collect();
+        let entities: Vec<String> = result
+            .units
+            .iter()
+            .map(|u| ids.get(u.id.as_str()).map_or_else(|| u.id.clone(), |e| (*e).to_owned()))
+            .collect();
+        Some((|| {
+            let units = std::mem::take(&mut result.units);
+            let mut counts = Counts::default();
+            let mut unit_rows = Vec::with_capacity(units.len());
+            for (unit, entity) in units.iter().zip(&entities) {
+                let c = Counts::of_unit(unit);
+                counts.required += c.required;
+                counts.answered += c.answered;
+                unit_rows.push(Row {
+                    kind: "unit",
+                    entity: entity.clone(),
+                    code: unit.id.clone(),
+                    name: unit.name.clone(),
+                    typ: unit.unit_type.clone(),
+                    outcome: unit.outcome.clone(),
+                    counts: c,
+                    document: serde_json::to_string(unit)?,
+                    units: None,
+                });
+            }
+            counts.missing = result.missing.len() as u32;
+            let own = serde_json::to_string(&result)?;
+            // `units` is the document's last member, written empty here.
+            let (document, listed) = if own.ends_with(r#""units":[]}"#) {
+                (own, Some(serde_json::to_string(&entities)?))
+            } else {
+                result.units = units;
+                (serde_json::to_string(&result)?, None)
+            };
+            let own = Row {
+                kind: "institution",
+                entity: self.institution.clone(),
+                code: result.id.clone(),
+                name: result.name.clone(),
+                typ: result.kind.clone(),
+                outcome: result.outcome.clone(),
+                counts,
+                document,
+                units: listed,
+            };
+            Ok(Scored {
+                institution: self.institution,
+                instrument: reference.to_string(),
+                region: self.input.region,
+                units: unit_rows,
+                own,
+            })
+        })())
     }
 }
 
-/// Where an institution's result rows for one instrument go.
-struct Rows<'a, 't> {
-    tx: &'a Transaction<'t>,
-    institution: &'a str,
+/// An institution's result for one instrument, as the rows to store.
+struct Scored {
+    institution: String,
     instrument: String,
     region: Option<String>,
-    cursor: &'a mut Cursor,
-    keep: &'a mut BTreeSet<(String, String, String)>,
+    units: Vec<Row>,
+    own: Row,
 }
 
 /// One result row to store.
-struct Row<'a> {
+struct Row {
     kind: &'static str,
-    entity: &'a str,
-    code: &'a str,
-    name: &'a str,
-    typ: &'a str,
-    outcome: &'a sidak_core::scoring::Outcome,
+    entity: String,
+    code: String,
+    name: String,
+    typ: String,
+    outcome: sidak_core::scoring::Outcome,
     counts: Counts,
     document: String,
     /// For an institution: its units' record ids, whose documents complete its own.
     units: Option<String>,
 }
 
-impl Rows<'_, '_> {
-    /// Stores an institution's result and its units' (each unit document once: the
+impl Scored {
+    /// Stores the unit rows and the institution's (each unit document once: the
     /// institution's row lists its units and [`stored_document`] splices them in).
     /// Returns how many rows changed; the institution's row changes with any unit's.
-    fn store(&mut self, mut result: InstitutionResult, entities: &[String]) -> Result<usize, ApiError> {
-        let units = std::mem::take(&mut result.units);
+    fn write(
+        self,
+        tx: &Transaction<'_>,
+        cursor: &mut Cursor,
+        keep: &mut BTreeSet<(String, String, String)>,
+    ) -> Result<usize, ApiError> {
         let mut changed = 0;
-        let mut counts = Counts::default();
-        for (unit, entity) in units.iter().zip(entities) {
-            let c = Counts::of_unit(unit);
-            counts.required += c.required;
-            counts.answered += c.answered;
-            changed += self.upsert(
-                Row {
-                    kind: "unit",
-                    entity,
-                    code: &unit.id,
-                    name: &unit.name,
-                    typ: &unit.unit_type,
-                    outcome: &unit.outcome,
-                    counts: c,
-                    document: serde_json::to_string(unit)?,
-                    units: None,
-                },
-                false,
-            )?;
+        for row in &self.units {
+            changed += self.upsert(tx, row, false, cursor, keep)?;
         }
-        counts.missing = result.missing.len() as u32;
-        let own = serde_json::to_string(&result)?;
-        // `units` is the document's last member, written empty here.
-        let (document, listed) = if own.ends_with(r#""units":[]}"#) {
-            (own, Some(serde_json::to_string(entities)?))
-        } else {
-            result.units = units;
-            (serde_json::to_string(&result)?, None)
-        };
-        changed += self.upsert(
-            Row {
-                kind: "institution",
-                entity: self.institution,
-                code: &result.id,
-                name: &result.name,
-                typ: &result.kind,
-                outcome: &result.outcome,
-                counts,
-                document,
-                units: listed,
-            },
-            changed > 0,
-        )?;
+        changed += self.upsert(tx, &self.own, changed > 0, cursor, keep)?;
         Ok(changed)
     }
 
     /// Inserts or updates one row unless it holds this document already (and `force`
     /// is false); returns 1 if it changed.
-    fn upsert(&mut self, row: Row<'_>, force: bool) -> Result<usize, ApiError> {
-        let tx = self.tx;
-        self.keep.insert((row.kind.to_owned(), row.entity.to_owned(), self.instrument.clone()));
+    fn upsert(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        force: bool,
+        cursor: &mut Cursor,
+        keep: &mut BTreeSet<(String, String, String)>,
+    ) -> Result<usize, ApiError> {
+        keep.insert((row.kind.to_owned(), row.entity.clone(), self.instrument.clone()));
         let held: Option<(String, Option<String>)> = tx
             .prepare_cached("SELECT document, units FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
             .query_row(params![row.kind, row.entity, self.instrument], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -701,8 +717,8 @@ impl Rows<'_, '_> {
         if !force && held.as_ref().is_some_and(|(d, u)| *d == row.document && *u == row.units) {
             return Ok(0);
         }
-        let next = self.cursor.bump();
-        let outcome = row.outcome;
+        let next = cursor.bump();
+        let outcome = &row.outcome;
         tx.prepare_cached(
             "INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, score, provisional, grade, zone, document, changed, required, answered, missing, units)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
@@ -733,6 +749,32 @@ impl Rows<'_, '_> {
             row.units
         ])?;
         Ok(1)
+    }
+}
+
+/// The results cursor (`results_seq`): read once per recompute, moved in memory for
+/// each changed row, written back once.
+struct Cursor {
+    read: i64,
+    next: i64,
+}
+
+impl Cursor {
+    fn read(tx: &Transaction<'_>) -> Result<Cursor, ApiError> {
+        let read = meta(tx, "results_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Cursor { read, next: read })
+    }
+
+    fn bump(&mut self) -> i64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn save(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        if self.next != self.read {
+            set_meta(tx, "results_seq", &self.next.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -788,7 +830,10 @@ impl From<serde_json::Error> for ApiError {
     }
 }
 
-/// Recomputes every institution from scratch (results table emptied first).
+/// Recomputes every institution from scratch (results table emptied first). The
+/// store is read and written on this thread while a second one scores: scoring is pure
+/// and about as dear as the reads, so on two cores they overlap. Rows are written in
+/// the order the institutions are read, as one by one would.
 pub fn recompute_all(
     tx: &Transaction<'_>,
     instruments: &BTreeMap<InstrumentRef, Instrument>,
@@ -798,12 +843,43 @@ pub fn recompute_all(
         .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut n = 0;
-    for i in &institutions {
-        recompute(tx, instruments, i)?;
-        n += 1;
-    }
-    Ok(n)
+    let mut cursor = Cursor::read(tx)?;
+    let mut keep = BTreeSet::new();
+    std::thread::scope(|s| -> Result<(), ApiError> {
+        let (to_score, scoring) = std::sync::mpsc::sync_channel::<(&Instrument, Job)>(8);
+        let (to_write, scored) = std::sync::mpsc::channel::<Option<Result<Scored, ApiError>>>();
+        s.spawn(move || {
+            for (instrument, job) in scoring {
+                if to_write.send(job.score(instrument)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (mut sent, mut written) = (0usize, 0usize);
+        for i in &institutions {
+            for job in jobs(tx, instruments, i)? {
+                to_score.send(job).map_err(|_| ApiError::internal("the scoring thread stopped"))?;
+                sent += 1;
+            }
+            while let Ok(done) = scored.try_recv() {
+                written += 1;
+                if let Some(done) = done {
+                    done?.write(tx, &mut cursor, &mut keep)?;
+                }
+            }
+        }
+        drop(to_score);
+        while written < sent {
+            let done = scored.recv().map_err(|_| ApiError::internal("the scoring thread stopped"))?;
+            written += 1;
+            if let Some(done) = done {
+                done?.write(tx, &mut cursor, &mut keep)?;
+            }
+        }
+        Ok(())
+    })?;
+    cursor.save(tx)?;
+    Ok(institutions.len())
 }
 
 /// One row of a results listing.
