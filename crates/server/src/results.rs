@@ -139,12 +139,15 @@ fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&Value
     }
 }
 
+/// A field's clock stamp: HLC milliseconds, counter, and the origin that wrote it.
+type Stamp = (i64, i64, String);
+
 /// One record's kind and fields, and the clock stamp of its `value` field (what orders
 /// corrections).
 struct Record {
     kind: String,
     fields: BTreeMap<String, Value>,
-    value_stamp: (i64, i64, String),
+    value_stamp: Stamp,
 }
 
 /// Every record an institution's results read, by id: loaded in one query through each
@@ -273,7 +276,7 @@ impl Records {
     /// Active corrections of `targets` by (target record, field): the latest by its
     /// `value` op's clock stamp wins.
     fn corrections(&self, targets: &BTreeSet<String>) -> BTreeMap<(String, String), Value> {
-        let mut out: BTreeMap<(String, String), ((i64, i64, String), Value)> = BTreeMap::new();
+        let mut out: BTreeMap<(String, String), (Stamp, Value)> = BTreeMap::new();
         for (id, r) in &self.by_id {
             if r.kind != "correction" || text(&r.fields, "status").as_deref() == Some("withdrawn") {
                 continue;

@@ -1704,3 +1704,55 @@ async fn a_pulled_page_decodes_to_exactly_the_ops_pushed() {
     let seqs: Vec<u64> = pulled.iter().map(|p| p.server_seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
+
+#[tokio::test]
+async fn results_find_records_whose_stored_place_lags_behind() {
+    fn documents(h: &Harness) -> Vec<String> {
+        h.state
+            .db()
+            .read_blocking(|tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT kind || '|' || entity || '|' || instrument || '|' || document || '|' || COALESCE(units, '') FROM results ORDER BY 1",
+                )?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok::<_, sidak_server::error::ApiError>(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .unwrap()
+    }
+    let h = Harness::new();
+    let photo = b"the complaints desk, photographed".to_vec();
+    let digest = sha(&photo);
+    let mut dev = Device::new(83, "a1", "jateng");
+    let visit = ipp_visit(&mut dev, &h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    for ind in &IPP[..3] {
+        cite(&mut dev, visit, ind, &digest);
+    }
+    assert_eq!(push(&h, &h.assessor, dev.batch(0)).await.0, StatusCode::OK);
+    upload(&h, &h.assessor, &photo).await;
+    let body = json!({"target": {"kind": "visit", "id": visit.id}, "field": format!("answer.{}", IPP[4]), "value": 4, "reason": "the photo"});
+    let (s, made) = h.call("POST", "/v1/review/corrections", Some(&h.admin), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let (s, r) = h.call("POST", "/v1/admin/recompute", Some(&h.admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let held = documents(&h);
+    assert!(held.iter().any(|d| d.contains(r#""field_value":2"#)), "the correction is scored");
+    let needs = |ind: &str| held.iter().any(|d| d.contains(&format!("`{ind}` needs evidence")));
+    assert!(!needs(IPP[0]) && needs(IPP[5]), "the evidence counts where it is cited");
+
+    // Records that reached this tier before what they belong to have no institution in
+    // `entities` yet (a visit before its institution's registry record, say): every
+    // such record is still found through its fields, and the results are the same.
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute(
+                "UPDATE entities SET institution = NULL WHERE kind IN ('visit', 'evidence', 'unit', 'product', 'assignment', 'correction')",
+                [],
+            )?;
+            Ok::<_, sidak_server::error::ApiError>(())
+        })
+        .unwrap();
+    let (s, r) = h.call("POST", "/v1/admin/recompute", Some(&h.admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(documents(&h), held);
+}
