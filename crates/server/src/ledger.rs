@@ -231,19 +231,13 @@ fn class_of(entity: &EntityRef, author: &Binding) -> &'static str {
     }
 }
 
-/// Stores an op (applied or quarantined) with its scope tags as the new head of its
-/// origin's chain (the caller admitted it); returns its server_seq.
-pub fn store_op(
-    tx: &Transaction<'_>,
-    op: &Op,
-    author: &Binding,
-    received_at: i64,
-    quarantined: bool,
-) -> Result<i64, ApiError> {
+/// Stores an op held in quarantine (stored, not applied) with its scope tags as the new
+/// head of its origin's chain (the caller admitted it). A valid op goes through
+/// [`store_applied`] instead.
+pub fn store_quarantined(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64) -> Result<(), ApiError> {
     let scope = derive_scope(tx, &op.entity, author)?;
-    let server_seq = store_row(tx, op, author, received_at, quarantined, &scope)?;
-    move_head(tx, op, received_at)?;
-    Ok(server_seq)
+    store_row(tx, op, author, received_at, true, &scope)?;
+    move_head(tx, op, received_at)
 }
 
 /// Applies an admitted, valid op and stores it as the new head of its origin's chain,
@@ -256,10 +250,17 @@ pub fn store_applied(
     author: &Binding,
     received_at: i64,
 ) -> Result<Option<String>, ApiError> {
-    let scope = apply_scoped(tx, op, author)?;
-    store_row(tx, op, author, received_at, false, &scope)?;
+    let scope = apply_and_store_row(tx, op, author, received_at)?;
     move_head(tx, op, received_at)?;
     Ok(scope.institution)
+}
+
+/// Applies a valid op and stores its row tagged with its record's scope as applying
+/// left it (derived once), without moving its origin's head; returns that scope.
+fn apply_and_store_row(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64) -> Result<Scope, ApiError> {
+    let scope = apply_scoped(tx, op, author)?;
+    store_row(tx, op, author, received_at, false, &scope)?;
+    Ok(scope)
 }
 
 fn move_head(tx: &Transaction<'_>, op: &Op, received_at: i64) -> Result<(), ApiError> {
@@ -276,7 +277,7 @@ fn store_row(
     received_at: i64,
     quarantined: bool,
     scope: &Scope,
-) -> Result<i64, ApiError> {
+) -> Result<(), ApiError> {
     let class = class_of(&op.entity, author);
     let assessor = match class {
         "registry" | "review" => None,
@@ -305,12 +306,11 @@ fn store_row(
             class,
         ],
     )?;
-    let server_seq = tx.last_insert_rowid();
     if quarantined {
         tx.prepare_cached("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1")?
             .execute([op.origin.to_string()])?;
     }
-    Ok(server_seq)
+    Ok(())
 }
 
 /// Moves an origin's verified head forward over ops already held beyond it (ops that
@@ -451,9 +451,7 @@ pub fn absorb(
     };
     match verdict {
         Ok(()) => {
-            let scope = apply_scoped(tx, op, &author)?;
-            store_row(tx, op, &author, now_ms, false, &scope)?;
-            if let Some(inst) = scope.institution {
+            if let Some(inst) = apply_and_store_row(tx, op, &author, now_ms)?.institution {
                 dirty.insert(inst);
             }
         }
@@ -685,8 +683,7 @@ pub fn author(
         op.check_form().map_err(|e| ApiError::invalid_body(e.to_string()))?;
         check_op(&op, Author::Server, &ServerView { tx, instruments })
             .map_err(|r| ApiError::invalid_body(format!("{} {}: {}", entity, name, r.message)))?;
-        store_op(tx, &op, &me, now_ms, false)?;
-        if let Some(inst) = apply(tx, &op, &me)? {
+        if let Some(inst) = store_applied(tx, &op, &me, now_ms)? {
             dirty.insert(inst);
         }
         me.head_seq = op.seq;

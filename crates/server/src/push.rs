@@ -272,7 +272,7 @@ fn store_one(
             }
         }
         Err(rejection) => {
-            ledger::store_op(tx, op, author, now_ms, true)?;
+            ledger::store_quarantined(tx, op, author, now_ms)?;
             let code = if refused.is_some() {
                 BAD_SIGNATURE.to_owned()
             } else {

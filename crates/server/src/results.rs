@@ -53,49 +53,6 @@ fn instrument_of(f: &BTreeMap<String, Value>) -> Option<InstrumentRef> {
     f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
-/// Active corrections by (target record, field): the latest one wins.
-fn corrections(
-    tx: &Transaction<'_>,
-    targets: &BTreeSet<String>,
-) -> Result<BTreeMap<(String, String), Value>, ApiError> {
-    let mut out: BTreeMap<(String, String), (i64, i64, String, Value)> = BTreeMap::new();
-    let mut stmt = tx.prepare_cached(
-        "SELECT t.entity, json_extract(t.value, '$.id'), f.value, v.value, v.hlc_ms, v.hlc_c, v.v_origin,
-                (SELECT value FROM fields s WHERE s.entity = t.entity AND s.field = 'status')
-         FROM fields t JOIN fields f ON f.entity = t.entity AND f.field = 'field' JOIN fields v ON v.entity = t.entity AND v.field = 'value'
-         WHERE t.kind = 'correction' AND t.field = 'target'",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, i64>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, Option<String>>(7)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, target, field, value, ms, c, origin, status) = row?;
-        if !targets.contains(&target) || status.as_deref() == Some("\"withdrawn\"") {
-            continue;
-        }
-        let field: String = serde_json::from_str(&field).unwrap_or_default();
-        let value: Value = serde_json::from_str(&value).unwrap_or(Value::Null);
-        let key = (target, field);
-        let stamp = (ms, c, format!("{origin}{id}"));
-        match out.get(&key) {
-            Some((m, cc, o, _)) if (*m, *cc, o.clone()) >= stamp => {}
-            _ => {
-                out.insert(key, (stamp.0, stamp.1, stamp.2, value));
-            }
-        }
-    }
-    Ok(out.into_iter().map(|(k, (_, _, _, v))| (k, v)).collect())
-}
-
 /// One submitted visit, with corrections applied.
 struct Visit {
     id: String,
@@ -144,10 +101,30 @@ type Stamp = (i64, i64, String);
 
 /// One record's kind and fields, and the clock stamp of its `value` field (what orders
 /// corrections).
+#[derive(Default)]
 struct Record {
     kind: String,
     fields: BTreeMap<String, Value>,
     value_stamp: Stamp,
+}
+
+/// The columns a [`Record`] is read from, in this order (from column `at` on).
+const RECORD_COLUMNS: &str = "f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin";
+
+impl Record {
+    /// Takes one field of the record from a row selected with [`RECORD_COLUMNS`].
+    fn take(&mut self, r: &rusqlite::Row<'_>) -> Result<(), ApiError> {
+        if self.kind.is_empty() {
+            self.kind = r.get(1)?;
+        }
+        let field: String = r.get(2)?;
+        if field == "value" {
+            self.value_stamp = (r.get(4)?, r.get(5)?, r.get(6)?);
+        }
+        let value = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
+        self.fields.insert(field, serde_json::from_str(value).unwrap_or(Value::Null));
+        Ok(())
+    }
 }
 
 /// Every record an institution's results read, by id: loaded in one query through each
@@ -160,38 +137,19 @@ struct Records {
 }
 
 impl Records {
+    /// The records an institution's results read (see [`Records`]).
     fn load(tx: &Transaction<'_>, institution: &str) -> Result<Records, ApiError> {
-        let mut by_id: BTreeMap<String, Record> = BTreeMap::new();
-        let mut stmt = tx.prepare_cached(
-            "SELECT f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin
-             FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
-             UNION ALL
-             SELECT f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin
-             FROM entities e JOIN fields f ON f.entity = e.entity
-             WHERE e.institution IS NULL AND e.kind IN ('correction', 'deduction')",
+        let mut records = Records::read(
+            tx,
+            institution,
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
+                 UNION ALL
+                 SELECT {RECORD_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity
+                 WHERE e.institution IS NULL AND e.kind IN ('correction', 'deduction')"
+            ),
+            [institution],
         )?;
-        let mut rows = stmt.query([institution])?;
-        while let Some(r) = rows.next()? {
-            let entity: String = r.get(0)?;
-            let field: String = r.get(2)?;
-            let value: Value =
-                serde_json::from_str(r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?).unwrap_or(Value::Null);
-            let record = by_id.entry(entity).or_insert_with_key(|_| Record {
-                kind: String::new(),
-                fields: BTreeMap::new(),
-                value_stamp: (0, 0, String::new()),
-            });
-            if record.kind.is_empty() {
-                record.kind = r.get(1)?;
-            }
-            if field == "value" {
-                record.value_stamp = (r.get(4)?, r.get(5)?, r.get(6)?);
-            }
-            record.fields.insert(field, value);
-        }
-        drop(rows);
-        drop(stmt);
-        let mut records = Records { institution: institution.to_owned(), by_id };
         // Visits, units and assignments name their institution (or unit) in a field.
         let mut tops = children(tx, "visit", "institution", institution)?;
         let units = children(tx, "unit", "institution", institution)?;
@@ -215,27 +173,40 @@ impl Records {
         Ok(records)
     }
 
-    /// Reads one record into the set by its id.
-    fn fetch(&mut self, tx: &Transaction<'_>, id: &str) -> Result<(), ApiError> {
-        let mut stmt =
-            tx.prepare_cached("SELECT kind, field, value, hlc_ms, hlc_c, v_origin FROM fields WHERE entity = ?1")?;
-        let mut rows = stmt.query([id])?;
-        let mut record = Record { kind: String::new(), fields: BTreeMap::new(), value_stamp: (0, 0, String::new()) };
+    /// The records the rows of `sql` (selecting [`RECORD_COLUMNS`]) hold, as read for
+    /// `institution` (empty where no institution's results are made from them).
+    fn read(
+        tx: &Transaction<'_>,
+        institution: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Records, ApiError> {
+        let mut records = Records { institution: institution.to_owned(), by_id: BTreeMap::new() };
+        records.add(tx, sql, params)?;
+        Ok(records)
+    }
+
+    /// Adds the records the rows of `sql` (selecting [`RECORD_COLUMNS`]) hold.
+    fn add(&mut self, tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<(), ApiError> {
+        let mut stmt = tx.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
         while let Some(r) = rows.next()? {
-            record.kind = r.get(0)?;
-            let field: String = r.get(1)?;
-            if field == "value" {
-                record.value_stamp = (r.get(3)?, r.get(4)?, r.get(5)?);
+            let entity = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            match self.by_id.get_mut(entity) {
+                Some(record) => record.take(r)?,
+                None => {
+                    let mut record = Record::default();
+                    record.take(r)?;
+                    self.by_id.insert(entity.to_owned(), record);
+                }
             }
-            record.fields.insert(
-                field,
-                serde_json::from_str(r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?).unwrap_or(Value::Null),
-            );
-        }
-        if !record.kind.is_empty() {
-            self.by_id.insert(id.to_owned(), record);
         }
         Ok(())
+    }
+
+    /// Reads one record into the set by its id.
+    fn fetch(&mut self, tx: &Transaction<'_>, id: &str) -> Result<(), ApiError> {
+        self.add(tx, &format!("SELECT {RECORD_COLUMNS} FROM fields f WHERE f.entity = ?1"), [id])
     }
 
     /// Records of `kind` whose `field` names `target`, by id.
@@ -1093,10 +1064,19 @@ pub fn document(tx: &Transaction<'_>, kind: &str, key: &str) -> Result<Option<(R
 
 /// The active corrections of these records' fields, by (record id, field): the values
 /// results score instead of the fields' own (the latest by its `value` op's clock
-/// stamp wins). For the report card and the exports, which show both.
+/// stamp wins, as in a recompute). For the report card and the exports, which show both.
 pub fn active_corrections(
     tx: &Transaction<'_>,
     targets: &BTreeSet<String>,
 ) -> Result<BTreeMap<(String, String), Value>, ApiError> {
-    corrections(tx, targets)
+    let corrections = Records::read(
+        tx,
+        "",
+        &format!(
+            "SELECT {RECORD_COLUMNS} FROM fields f
+             WHERE f.entity IN (SELECT entity FROM fields WHERE kind = 'correction' AND field = 'target')"
+        ),
+        [],
+    )?;
+    Ok(corrections.corrections(targets))
 }
