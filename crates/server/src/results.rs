@@ -45,11 +45,45 @@ pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn text(f: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+/// A record's fields, kept sorted by name. The store hands them over in key order, so
+/// they are appended, not inserted into a tree node by node (a hot path: a recompute
+/// reads every field of the institution).
+#[derive(Default)]
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets a field, replacing a value it held.
+    fn insert(&mut self, name: String, value: Value) {
+        match self.0.last() {
+            Some((last, _)) if *last >= name => match self.0.binary_search_by(|(n, _)| n.cmp(&name)) {
+                Ok(i) => self.0[i].1 = value,
+                Err(i) => self.0.insert(i, (name, value)),
+            },
+            _ => self.0.push((name, value)),
+        }
+    }
+
+    /// The fields, by name.
+    fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+impl From<BTreeMap<String, Value>> for Fields {
+    fn from(map: BTreeMap<String, Value>) -> Fields {
+        Fields(map.into_iter().collect())
+    }
+}
+
+fn text(f: &Fields, key: &str) -> Option<String> {
     f.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-fn instrument_of(f: &BTreeMap<String, Value>) -> Option<InstrumentRef> {
+fn instrument_of(f: &Fields) -> Option<InstrumentRef> {
     f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
@@ -104,7 +138,7 @@ type Stamp = (i64, i64, String);
 #[derive(Default)]
 struct Record {
     kind: String,
-    fields: BTreeMap<String, Value>,
+    fields: Fields,
     value_stamp: Stamp,
 }
 
@@ -228,7 +262,7 @@ impl Records {
         })
     }
 
-    fn fields(&self, id: &str) -> Option<&BTreeMap<String, Value>> {
+    fn fields(&self, id: &str) -> Option<&Fields> {
         self.by_id.get(id).map(|r| &r.fields)
     }
 
@@ -290,7 +324,7 @@ fn input_of(
     let Some(inst) = records.fields(institution) else { return Ok(None) };
     let Some(code) = text(inst, "code") else { return Ok(None) };
     let reference = &instrument.reference;
-    let unit_fields: BTreeMap<&str, &BTreeMap<String, Value>> =
+    let unit_fields: BTreeMap<&str, &Fields> =
         records.children("unit", "institution", institution).map(|(id, r)| (id.as_str(), &r.fields)).collect();
 
     // Visits recorded with this instrument and submitted.
@@ -323,7 +357,7 @@ fn input_of(
 
     // Respondents of those visits, in visit order.
     let mut of_visit: BTreeMap<usize, Vec<Respondent>> = BTreeMap::new();
-    let mut evidence: Vec<(usize, &BTreeMap<String, Value>)> = Vec::new();
+    let mut evidence: Vec<(usize, &Fields)> = Vec::new();
     for (id, r) in &records.by_id {
         let Some(at) = r.fields.get("visit").and_then(Value::as_str).and_then(|v| visit_index.get(v)) else { continue };
         match r.kind.as_str() {
@@ -462,7 +496,7 @@ fn input_of(
             let pf = match records.fields(p) {
                 Some(f) => f,
                 None => {
-                    fetched = fields_of(tx, p)?;
+                    fetched = Fields::from(fields_of(tx, p)?);
                     &fetched
                 }
             };
@@ -1079,4 +1113,21 @@ pub fn active_corrections(
         [],
     )?;
     Ok(corrections.corrections(targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_stay_sorted_and_unique_whatever_order_they_come_in() {
+        let mut f = Fields::default();
+        for (name, v) in [("b", 1), ("d", 2), ("a", 3), ("c", 4), ("d", 5), ("e", 6), ("a", 7)] {
+            f.insert(name.to_owned(), Value::from(v));
+        }
+        let held: Vec<(&str, i64)> = f.iter().map(|(n, v)| (n.as_str(), v.as_i64().unwrap())).collect();
+        assert_eq!(held, [("a", 7), ("b", 1), ("c", 4), ("d", 5), ("e", 6)]);
+        assert_eq!(f.get("c"), Some(&Value::from(4)));
+        assert_eq!(f.get("x"), None);
+    }
 }

@@ -86,34 +86,34 @@ pub fn parse_answer(indicator: &Indicator, value: &Value) -> Result<AnswerValue,
     match &indicator.answer {
         AnswerKind::YesNo => value.as_bool().map(AnswerValue::YesNo).ok_or_else(|| wrong("true or false")),
         AnswerKind::Scale { min, max, .. } => {
-            let expected = format!("a whole number from {min} to {max}");
-            let n = value.as_i64().filter(|_| !value.is_f64()).ok_or_else(|| wrong(&expected))?;
+            let expected = || format!("a whole number from {min} to {max}");
+            let n = value.as_i64().filter(|_| !value.is_f64()).ok_or_else(|| wrong(&expected()))?;
             if n < *min || n > *max {
-                return Err(out_of_range(format!("a whole number from {min} to {max}")));
+                return Err(out_of_range(expected()));
             }
             Ok(AnswerValue::Level(n))
         }
         AnswerKind::Choice { options } => {
-            let names = options.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(", ");
-            let id = value.as_str().ok_or_else(|| wrong(&format!("one of the option ids ({names})")))?;
+            let names = || options.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(", ");
+            let id = value.as_str().ok_or_else(|| wrong(&format!("one of the option ids ({})", names())))?;
             if options.iter().any(|o| o.id == id) {
                 Ok(AnswerValue::Choice(id.to_owned()))
             } else {
                 Err(AnswerError::UnknownOption {
                     indicator: indicator.id.clone(),
                     found: id.to_owned(),
-                    options: names,
+                    options: names(),
                 })
             }
         }
         AnswerKind::Count { min, max, .. } => {
-            let range = match max {
+            let range = || match max {
                 Some(max) => format!("a whole number from {min} to {max}"),
                 None => format!("a whole number from {min}"),
             };
-            let n = value.as_i64().filter(|_| !value.is_f64()).ok_or_else(|| wrong(&range))?;
+            let n = value.as_i64().filter(|_| !value.is_f64()).ok_or_else(|| wrong(&range()))?;
             if n < *min || max.is_some_and(|m| n > m) {
-                return Err(out_of_range(range));
+                return Err(out_of_range(range()));
             }
             Ok(AnswerValue::Quantity(Exact::from_int(n)))
         }

@@ -296,14 +296,14 @@ impl<'i> Checker<'i> {
     ) -> Answers<'a> {
         let mut out = BTreeMap::new();
         for (id, answer) in answers {
-            let apath = format!("{path}.answers.{id}");
+            let apath = || format!("{path}.answers.{id}");
             let Some(indicator) = self.instrument.indicator(id) else {
-                self.faults.push(fault(&apath, format!("unknown indicator `{id}` in {}", self.instrument.reference)));
+                self.faults.push(fault(&apath(), format!("unknown indicator `{id}` in {}", self.instrument.reference)));
                 continue;
             };
             if indicator.level != level {
                 self.faults.push(fault(
-                    &apath,
+                    &apath(),
                     format!("indicator `{id}` is answered per {}, not per {}", indicator.level.name(), level.name()),
                 ));
                 continue;
@@ -311,14 +311,14 @@ impl<'i> Checker<'i> {
             match (indicator.source.respondent_kind(), respondent) {
                 (Some(kind), None) => {
                     self.faults.push(fault(
-                        &apath,
+                        &apath(),
                         format!("indicator `{id}` is answered in `{}` questionnaires, not directly", kind.name()),
                     ));
                     continue;
                 }
                 (None, Some(kind)) => {
                     self.faults.push(fault(
-                        &apath,
+                        &apath(),
                         format!(
                             "indicator `{id}` is not part of the `{}` questionnaire (its source is {})",
                             kind.name(),
@@ -329,7 +329,7 @@ impl<'i> Checker<'i> {
                 }
                 (Some(want), Some(got)) if want != got => {
                     self.faults.push(fault(
-                        &apath,
+                        &apath(),
                         format!("indicator `{id}` is answered by `{}` respondents, not `{}`", want.name(), got.name()),
                     ));
                     continue;
@@ -338,7 +338,7 @@ impl<'i> Checker<'i> {
             }
             for (e, digest) in answer.evidence.iter().enumerate() {
                 if let Err(err) = digest.parse::<Sha256Digest>() {
-                    self.faults.push(fault(&format!("{apath}.evidence[{e}]"), err.to_string()));
+                    self.faults.push(fault(&format!("{}.evidence[{e}]", apath()), err.to_string()));
                 }
             }
             match parse_answer(indicator, &answer.value) {
@@ -353,7 +353,7 @@ impl<'i> Checker<'i> {
                         },
                     );
                 }
-                Err(err) => self.faults.push(fault(&apath, err.to_string())),
+                Err(err) => self.faults.push(fault(&apath(), err.to_string())),
             }
         }
         out
@@ -414,6 +414,20 @@ impl Attain {
             Attain::Missing(p) => Attain::Missing(p.map(f)),
             Attain::NotApplicable => Attain::NotApplicable,
         }
+    }
+}
+
+/// A place inside another (`unit `U` / product `P``), written out only when something
+/// there is missing: most answers are there, and the text would be thrown away.
+struct Sub<'a> {
+    place: &'a str,
+    what: &'static str,
+    id: &'a str,
+}
+
+impl fmt::Display for Sub<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} / {} `{}`", self.place, self.what, self.id)
     }
 }
 
@@ -495,7 +509,7 @@ impl<'i> Calc<'i> {
         &self,
         indicator: &Indicator,
         parsed: Option<&Parsed>,
-        place: &str,
+        place: &dyn fmt::Display,
         missing: &mut BTreeSet<String>,
     ) -> Attain {
         match parsed {
@@ -539,7 +553,7 @@ impl<'i> Calc<'i> {
             let a = self.answered(
                 indicator,
                 r.answers.get(indicator.id.as_str()),
-                &format!("{place} / respondent `{}`", r.id),
+                &Sub { place, what: "respondent", id: &r.id },
                 missing,
             );
             if matches!(a, Attain::Value(_)) {
@@ -570,7 +584,7 @@ impl<'i> Calc<'i> {
             None => {
                 let parsed = scope.answers.get(indicator.id.as_str());
                 let attain = if indicator.is_scored() {
-                    self.answered(indicator, parsed, place, missing)
+                    self.answered(indicator, parsed, &place, missing)
                 } else {
                     Attain::NotApplicable
                 };
@@ -602,7 +616,7 @@ impl<'i> Calc<'i> {
                     self.answered(
                         indicator,
                         p.answers.get(indicator.id.as_str()),
-                        &format!("{place} / product `{}`", p.input.id),
+                        &Sub { place, what: "product", id: &p.input.id },
                         missing,
                     ),
                 )
@@ -773,7 +787,7 @@ fn compute_unit(
         .iter()
         .map(|p| {
             let mut pmissing = BTreeSet::new();
-            let pplace = format!("{place} / product `{}`", p.input.id);
+            let pplace = Sub { place: &place, what: "product", id: &p.input.id };
             let tree = calc.tree(
                 |i| i.level == Level::Product && i.is_scored(),
                 |indicator| {
