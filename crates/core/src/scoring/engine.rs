@@ -553,7 +553,7 @@ impl<'i> Calc<'i> {
             let a = self.answered(
                 indicator,
                 r.answers.get(indicator.id.as_str()),
-                &Sub { place, what: "respondent", id: &r.id },
+                &Sub { place, what: "respondent", id: r.id },
                 missing,
             );
             if matches!(a, Attain::Value(_)) {
