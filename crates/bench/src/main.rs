@@ -107,31 +107,13 @@ fn day_of(a: DayArgs) -> day::Day {
     }
 }
 
-/// Where the benchmark's stores live: removed at the end unless asked to keep them.
-enum Kept {
-    Temp(tempfile::TempDir),
-    Dir(std::path::PathBuf),
-}
-
-impl Kept {
-    fn path(&self) -> &std::path::Path {
-        match self {
-            Kept::Temp(t) => t.path(),
-            Kept::Dir(d) => d,
-        }
-    }
-}
-
 fn main() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
+    let mut tmp = tempfile::tempdir()?;
     // SIDAK_BENCH_KEEP=1 leaves the stores behind for a look (sqlite3 on the path printed).
-    let tmp = if std::env::var_os("SIDAK_BENCH_KEEP").is_some() {
-        let kept = tmp.keep();
-        eprintln!("stores kept in {}", kept.display());
-        Kept::Dir(kept)
-    } else {
-        Kept::Temp(tmp)
-    };
+    if std::env::var_os("SIDAK_BENCH_KEEP").is_some() {
+        tmp.disable_cleanup(true);
+        eprintln!("stores kept in {}", tmp.path().display());
+    }
     let (title, rows): (&str, Vec<Row>) = match Cli::parse().bench {
         Bench::FieldAnswers(a) => ("field", field::run(a.answers, a.visits)?),
         Bench::Ingest(a) => ("server ingest", ingest::run(tmp.path(), a.ops)?.0),
