@@ -222,7 +222,10 @@ impl Store {
 /// Opens the database file with SQLCipher's raw key (before anything else touches it)
 /// and reads its schema, which fails with `NotADatabase` under a wrong key.
 pub(crate) fn open_keyed(path: &Path, key: &DbKey) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    // NO_MUTEX: the connection is used by one thread at a time (rusqlite's `Connection` is
+    // not `Sync`), so SQLite's per-connection mutex on every call is pure cost.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.execute_batch(&key.pragma())?;
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
     Ok(conn)
