@@ -248,6 +248,10 @@ thread_local! {
     static IN_STORE_TASK: Cell<bool> = const { Cell::new(false) };
 }
 
+/// How much of the database file a connection maps for reading (a national season's
+/// store is a few GB; beyond this SQLite reads the rest with `pread`).
+const MMAP_SIZE: i64 = 4 << 30;
+
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     // NO_MUTEX: a connection is only ever used by one thread at a time (it is `Send`, not
     // `Sync`), so SQLite's per-connection mutex, taken on every column read, is pure cost.
@@ -260,6 +264,9 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     // FULL: an acknowledged push survives a power cut, not only a crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Reads through a memory map instead of a `pread` and a copy per page: pulls and
+    // recomputes read far more than they write. Pages stay the kernel's page cache.
+    conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
     Ok(conn)
 }
 
