@@ -510,17 +510,21 @@ impl<'i> Calc<'i> {
         indicator: &Indicator,
         parsed: Option<&Parsed>,
         place: &dyn fmt::Display,
-        missing: &mut BTreeSet<String>,
+        missing: Option<&mut BTreeSet<String>>,
     ) -> Attain {
         match parsed {
             None => {
-                missing.insert(format!("{place}: `{}` has no answer", indicator.id));
+                if let Some(missing) = missing {
+                    missing.insert(format!("{place}: `{}` has no answer", indicator.id));
+                }
                 Attain::Missing(None)
             }
             Some(p) => match attainment(indicator, &p.value) {
                 None => Attain::NotApplicable,
                 Some(x) if indicator.evidence_required && p.evidence == 0 => {
-                    missing.insert(format!("{place}: `{}` needs evidence", indicator.id));
+                    if let Some(missing) = missing {
+                        missing.insert(format!("{place}: `{}` needs evidence", indicator.id));
+                    }
                     Attain::Missing(Some(x))
                 }
                 Some(x) => Attain::Value(x),
@@ -554,7 +558,7 @@ impl<'i> Calc<'i> {
                 indicator,
                 r.answers.get(indicator.id.as_str()),
                 &Sub { place, what: "respondent", id: r.id },
-                missing,
+                Some(&mut *missing),
             );
             if matches!(a, Attain::Value(_)) {
                 answered += 1;
@@ -584,7 +588,7 @@ impl<'i> Calc<'i> {
             None => {
                 let parsed = scope.answers.get(indicator.id.as_str());
                 let attain = if indicator.is_scored() {
-                    self.answered(indicator, parsed, &place, missing)
+                    self.answered(indicator, parsed, &place, Some(missing))
                 } else {
                     Attain::NotApplicable
                 };
@@ -593,6 +597,9 @@ impl<'i> Calc<'i> {
         }
     }
 
+    /// A product-level indicator over a unit's products. What each product misses is
+    /// not written here: it is exactly what the product's own tree writes (the same
+    /// indicators, answers and places), and the unit takes those lists over.
     fn product_level(
         &self,
         indicator: &Indicator,
@@ -617,7 +624,7 @@ impl<'i> Calc<'i> {
                         indicator,
                         p.answers.get(indicator.id.as_str()),
                         &Sub { place, what: "product", id: &p.input.id },
-                        missing,
+                        None,
                     ),
                 )
             })
@@ -792,7 +799,7 @@ fn compute_unit(
                 |i| i.level == Level::Product && i.is_scored(),
                 |indicator| {
                     let parsed = p.answers.get(indicator.id.as_str());
-                    IndicatorCalc::with_answer(calc.answered(indicator, parsed, &pplace, &mut pmissing), parsed)
+                    IndicatorCalc::with_answer(calc.answered(indicator, parsed, &pplace, Some(&mut pmissing)), parsed)
                 },
             );
             ProductResult {
@@ -807,6 +814,10 @@ fn compute_unit(
         })
         .collect();
     products.sort_by(|a, b| a.id.cmp(&b.id));
+    // The unit misses what its products miss (see `Calc::product_level`).
+    for p in &products {
+        missing.extend(p.missing.iter().cloned());
+    }
 
     let before = calc.to_score(tree.attain);
     let score = calc.deduct(before.clone(), &unit.scope.deductions);
