@@ -128,20 +128,33 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
     );
 
     let instruments = server.state.instruments();
-    let started = Instant::now();
-    let n = server
+    // Twice: into an empty results table (after a restore, or an instrument change that
+    // alters every document), then over results already up to date (what an operator's
+    // `sidak-server recompute` usually finds: every row is compared, none written).
+    server
         .state
         .db()
-        .write_blocking(|tx| recompute_all(tx, &instruments))
-        .map_err(|e| anyhow!("recompute_all: {e}"))?;
-    let full = started.elapsed();
+        .write_blocking(|tx| Ok::<_, ApiError>(tx.execute("DELETE FROM results", [])?))
+        .map_err(|e| anyhow!("emptying results: {e}"))?;
+    let timed_recompute_all = || -> Result<(usize, Duration)> {
+        let started = Instant::now();
+        let n = server
+            .state
+            .db()
+            .write_blocking(|tx| recompute_all(tx, &instruments))
+            .map_err(|e| anyhow!("recompute_all: {e}"))?;
+        Ok((n, started.elapsed()))
+    };
+    let (n, full) = timed_recompute_all()?;
+    let (_, again) = timed_recompute_all()?;
     let (scanned, records, bound) = scan_and_fold(&server)?;
     if scanned != answers {
         bail!("the store holds {scanned} answers, {answers} were pushed");
     }
     println!(
-        "full recompute of {n} institutions: {}; scan-and-fold of {scanned} answer rows over {records} records: {}",
+        "full recompute of {n} institutions: {} into an empty results table, {} over up-to-date results; scan-and-fold of {scanned} answer rows over {records} records: {}",
         time(full),
+        time(again),
         time(bound)
     );
 
@@ -195,7 +208,16 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         time(worst)
     );
 
-    let x = full.as_secs_f64() / bound.as_secs_f64();
+    let full_row = |what: &str, took: Duration| {
+        let x = took.as_secs_f64() / bound.as_secs_f64();
+        Row::info(
+            format!("full recompute {what}, {n} institutions, {scanned} answers"),
+            time(took),
+            time(bound),
+            ratio(x),
+        )
+        .target("< 1 s and ≤ 2× scan-and-fold", took.as_secs_f64() < 1.0 && x <= 2.0)
+    };
     Ok(vec![
         Row::info(
             format!("season ingest, {devices} devices ({concurrency} at a time), {total} ops"),
@@ -203,8 +225,8 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
             String::new(),
             String::new(),
         ),
-        Row::info(format!("full recompute, {n} institutions, {scanned} answers"), time(full), time(bound), ratio(x))
-            .target("< 1 s and ≤ 2× scan-and-fold", full.as_secs_f64() < 1.0 && x <= 2.0),
+        full_row("into empty results", full),
+        full_row("over up-to-date results", again),
         Row::info(
             format!("incremental recompute, one institution ({} units) after one visit", first.units.len()),
             time(incremental),

@@ -224,16 +224,26 @@ impl Records {
     fn add(&mut self, tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<(), ApiError> {
         let mut stmt = tx.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
+        // The rows come grouped by record (each query reads a record's fields through the
+        // `fields` key), so the record being filled is held aside and the map is searched
+        // only when the id changes, not for every field. Any order stays correct.
+        let mut filling: Option<(String, Record)> = None;
         while let Some(r) = rows.next()? {
             let entity = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            match self.by_id.get_mut(entity) {
-                Some(record) => record.take(r)?,
-                None => {
-                    let mut record = Record::default();
+            match &mut filling {
+                Some((id, record)) if id == entity => record.take(r)?,
+                _ => {
+                    if let Some((id, record)) = filling.take() {
+                        self.by_id.insert(id, record);
+                    }
+                    let mut record = self.by_id.remove(entity).unwrap_or_default();
                     record.take(r)?;
-                    self.by_id.insert(entity.to_owned(), record);
+                    filling = Some((entity.to_owned(), record));
                 }
             }
+        }
+        if let Some((id, record)) = filling {
+            self.by_id.insert(id, record);
         }
         Ok(())
     }
@@ -549,21 +559,12 @@ pub fn recompute(
     }
     cursor.save(tx)?;
     // Drop rows for instruments or units no longer in play.
-    let mut stmt = tx.prepare_cached("SELECT kind, entity, instrument FROM results WHERE institution = ?1")?;
-    let stale: Vec<(String, String, String)> = stmt
-        .query_map([institution], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .filter(|k| !keep.contains(k))
-        .collect();
-    drop(stmt);
-    for (kind, entity, instrument) in stale {
-        tx.execute(
-            "DELETE FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
-            params![kind, entity, instrument],
-        )?;
-        changed += 1;
-    }
+    changed += delete_unless_kept(
+        tx,
+        "SELECT kind, entity, instrument FROM results WHERE institution = ?1",
+        [institution],
+        &keep,
+    )?;
     Ok(changed)
 }
 
@@ -718,11 +719,20 @@ impl Scored {
         keep: &mut BTreeSet<(String, String, String)>,
     ) -> Result<usize, ApiError> {
         keep.insert((row.kind.to_owned(), row.entity.clone(), self.instrument.clone()));
-        let held: Option<(String, Option<String>)> = tx
-            .prepare_cached("SELECT document, units FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
-            .query_row(params![row.kind, row.entity, self.instrument], |r| Ok((r.get(0)?, r.get(1)?)))
+        // Compared in SQLite, so that a stored document (tens of kB) is not copied out.
+        // Every other column follows from the document, except the institution and the
+        // region (a unit's document names neither), so those are compared too.
+        let same: Option<bool> = tx
+            .prepare_cached(
+                "SELECT document = ?4 AND units IS ?5 AND institution = ?6 AND region IS ?7 FROM results
+                 WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+            )?
+            .query_row(
+                params![row.kind, row.entity, self.instrument, row.document, row.units, self.institution, self.region],
+                |r| r.get(0),
+            )
             .optional()?;
-        if !force && held.as_ref().is_some_and(|(d, u)| *d == row.document && *u == row.units) {
+        if !force && same == Some(true) {
             return Ok(0);
         }
         let next = cursor.bump();
@@ -846,7 +856,10 @@ pub fn recompute_all(
     tx: &Transaction<'_>,
     instruments: &BTreeMap<InstrumentRef, Instrument>,
 ) -> Result<usize, ApiError> {
-    tx.execute("DELETE FROM results", [])?;
+    // Rows are compared and rewritten only where they differ (as `recompute` does), and
+    // rows nothing produced any more are deleted at the end: the outcome is the same as
+    // deleting everything first, but an unchanged row keeps its `changed` cursor and is
+    // not written again (a season's documents are a few hundred MB).
     let institutions: Vec<String> = tx
         .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?
         .query_map([], |r| r.get(0))?
@@ -887,7 +900,31 @@ pub fn recompute_all(
         Ok(())
     })?;
     cursor.save(tx)?;
+    delete_unless_kept(tx, "SELECT kind, entity, instrument FROM results", [], &keep)?;
     Ok(institutions.len())
+}
+
+/// Deletes the result rows `sql` selects (kind, entity, instrument) that are not in
+/// `keep`; returns how many.
+fn delete_unless_kept(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    keep: &BTreeSet<(String, String, String)>,
+) -> Result<usize, ApiError> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let stale: Vec<(String, String, String)> = stmt
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|k| !keep.contains(k))
+        .collect();
+    drop(stmt);
+    for (kind, entity, instrument) in &stale {
+        tx.prepare_cached("DELETE FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3")?
+            .execute(params![kind, entity, instrument])?;
+    }
+    Ok(stale.len())
 }
 
 /// One row of a results listing.

@@ -668,9 +668,37 @@ async fn results_are_scoped_exported_and_recompute_identically() {
     };
     let incremental = documents(&h);
     assert!(incremental.len() >= 4);
+    // A recompute rewrites only the rows that differ: damage the store's results (a
+    // document altered, a unit moved to another region, a row lost, a row for nothing)
+    // and the recompute must put back exactly what the incremental one made.
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute_batch(
+                "UPDATE results SET document = '{}' WHERE rowid = (SELECT MIN(rowid) FROM results WHERE kind = 'institution');
+                 UPDATE results SET region = 'elsewhere' WHERE rowid = (SELECT MIN(rowid) FROM results WHERE kind = 'unit');
+                 DELETE FROM results WHERE rowid = (SELECT MAX(rowid) FROM results WHERE kind = 'unit');
+                 INSERT INTO results (kind, entity, instrument, institution, code, name, type, region, status, document, changed, required, answered, missing)
+                 SELECT kind, 'gone', instrument, institution, code, name, type, region, status, document, changed, required, answered, missing
+                 FROM results WHERE kind = 'unit' LIMIT 1;",
+            )?;
+            Ok::<_, sidak_server::error::ApiError>(())
+        })
+        .unwrap();
+    assert_ne!(documents(&h), incremental);
     let (s, r) = h.call("POST", "/v1/admin/recompute", Some(&h.admin), None).await;
     assert_eq!((s, r["institutions"].as_u64()), (StatusCode::OK, Some(2)));
     assert_eq!(documents(&h), incremental, "recompute from scratch gives byte-identical results");
+    let regions: Vec<Option<String>> = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let mut stmt = tx.prepare("SELECT DISTINCT region FROM results")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok::<_, sidak_server::error::ApiError>(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap();
+    assert!(!regions.contains(&Some("elsewhere".to_owned())), "{regions:?}");
 }
 
 #[tokio::test]
