@@ -166,11 +166,15 @@ pub struct Scope {
 
 /// A record's stored scope.
 pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiError> {
-    let row = tx
+    Ok(stored_scope(tx, entity)?.unwrap_or_default())
+}
+
+/// A record's stored scope, `None` when the store has no row for it yet.
+fn stored_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
+    Ok(tx
         .prepare_cached("SELECT region, assessor, institution FROM entities WHERE entity = ?1")?
         .query_row([entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
-        .optional()?;
-    Ok(row.unwrap_or_default())
+        .optional()?)
 }
 
 /// Re-derives a record's scope from its fields and the records it belongs to.
@@ -235,9 +239,20 @@ fn class_of(entity: &EntityRef, author: &Binding) -> &'static str {
 /// head of its origin's chain (the caller admitted it). A valid op goes through
 /// [`store_applied`] instead.
 pub fn store_quarantined(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64) -> Result<(), ApiError> {
-    let scope = derive_scope(tx, &op.entity, author)?;
-    store_row(tx, op, author, received_at, true, &scope)?;
+    store_quarantined_row(tx, op, author, received_at)?;
     move_head(tx, op, received_at)
+}
+
+/// [`store_quarantined`] without moving the origin's head: a push stores a run of one
+/// origin's ops and then moves the head once ([`set_head`]).
+pub fn store_quarantined_row(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+) -> Result<(), ApiError> {
+    let scope = derive_scope(tx, &op.entity, author)?;
+    store_row(tx, op, author, received_at, true, &scope)
 }
 
 /// Applies an admitted, valid op and stores it as the new head of its origin's chain,
@@ -255,6 +270,16 @@ pub fn store_applied(
     Ok(scope.institution)
 }
 
+/// [`store_applied`] without moving the origin's head (see [`store_quarantined_row`]).
+pub fn store_applied_row(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+) -> Result<Option<String>, ApiError> {
+    Ok(apply_and_store_row(tx, op, author, received_at)?.institution)
+}
+
 /// Applies a valid op and stores its row tagged with its record's scope as applying
 /// left it (derived once), without moving its origin's head; returns that scope.
 fn apply_and_store_row(tx: &Transaction<'_>, op: &Op, author: &Binding, received_at: i64) -> Result<Scope, ApiError> {
@@ -264,8 +289,13 @@ fn apply_and_store_row(tx: &Transaction<'_>, op: &Op, author: &Binding, received
 }
 
 fn move_head(tx: &Transaction<'_>, op: &Op, received_at: i64) -> Result<(), ApiError> {
+    set_head(tx, op.origin, ChainHead { seq: op.seq, hash: op.hash }, received_at)
+}
+
+/// Moves an origin's verified head to `head`, an op of its chain stored here.
+pub fn set_head(tx: &Transaction<'_>, origin: OriginId, head: ChainHead, received_at: i64) -> Result<(), ApiError> {
     tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3, last_push_at = ?4 WHERE origin = ?1")?
-        .execute(params![op.origin.to_string(), op.seq as i64, op.hash.to_hex(), received_at])?;
+        .execute(params![origin.to_string(), head.seq as i64, head.hash.to_hex(), received_at])?;
     Ok(())
 }
 
@@ -496,10 +526,14 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
     ])?;
     let id = op.entity.id.to_string();
     let scope = derive_scope(tx, &op.entity, author)?;
-    let before = entity_scope(tx, &id)?;
-    tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
-    )?;
+    let stored = stored_scope(tx, &id)?;
+    // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
+    if stored.as_ref() != Some(&scope) {
+        tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
+        )?;
+    }
+    let before = stored.unwrap_or_default();
     if op.entity.kind == EntityKind::Institution && before.region != scope.region {
         // Records under an institution take its region.
         tx.prepare_cached("UPDATE entities SET region = ?2 WHERE institution = ?1")?

@@ -144,6 +144,15 @@ pub fn push(
             rejected: Vec::new(),
         };
         let mut blocked = false;
+        // Ops stored in this run move the origin's head once, when the run ends (or
+        // before anything reads the head from the store).
+        let mut unsaved_head = false;
+        let save_head = |binding: &Option<ledger::Binding>, unsaved: &mut bool| -> Result<(), ApiError> {
+            if let (Some(b), true) = (binding, std::mem::take(unsaved)) {
+                ledger::set_head(tx, origin, ChainHead { seq: b.head_seq, hash: b.head_hash }, now_ms)?;
+            }
+            Ok(())
+        };
         for op in ops {
             if blocked {
                 result.rejected.push(RejectedOp {
@@ -163,6 +172,7 @@ pub fn push(
                 if let Some(held) = ledger::hash_at(tx, origin, op.seq)? {
                     if held == op.hash {
                         result.duplicates += 1;
+                        save_head(&binding, &mut unsaved_head)?;
                         let h = ledger::advance_head(tx, origin)?;
                         if let Some(b) = binding.as_mut() {
                             b.head_seq = h.seq;
@@ -195,6 +205,7 @@ pub fn push(
                     }
                     let b = binding.as_mut().expect("bound above");
                     store_one(tx, instruments, b, &op, now_ms, signature.as_ref().err(), &mut effects)?;
+                    unsaved_head = true;
                     result.stored += 1;
                     if clock.observe(op.hlc, now_ms.max(0) as u64).is_err()
                         || op.wall > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS as i64)
@@ -222,6 +233,7 @@ pub fn push(
             result.rejected.push(RejectedOp { seq: op.seq, code, message });
             blocked = true;
         }
+        save_head(&binding, &mut unsaved_head)?;
         if let Ok(Some(head)) = &signature {
             if ledger::hash_at(tx, origin, head.seq)? == Some(head.hash) {
                 ledger::store_signed_head(tx, head)?;
@@ -251,7 +263,8 @@ pub fn push(
     Ok((PushResponse { origins: results.into_iter().map(|(_, r)| r).collect(), server_hlc }, effects))
 }
 
-/// Validates and stores one admitted op.
+/// Validates and stores one admitted op, moving `author`'s head in memory only (the
+/// caller saves it).
 fn store_one(
     tx: &Transaction<'_>,
     instruments: &Instruments,
@@ -267,12 +280,12 @@ fn store_one(
     };
     match verdict {
         Ok(()) => {
-            if let Some(inst) = ledger::store_applied(tx, op, author, now_ms)? {
+            if let Some(inst) = ledger::store_applied_row(tx, op, author, now_ms)? {
                 effects.dirty.insert(inst);
             }
         }
         Err(rejection) => {
-            ledger::store_quarantined(tx, op, author, now_ms)?;
+            ledger::store_quarantined_row(tx, op, author, now_ms)?;
             let code = if refused.is_some() {
                 BAD_SIGNATURE.to_owned()
             } else {
