@@ -700,7 +700,7 @@ fn json_str(out: &mut Vec<u8>, s: &[u8]) -> rusqlite::Result<()> {
         out.push(b'"');
         Ok(())
     } else {
-        let s = std::str::from_utf8(s).map_err(|e| rusqlite::Error::Utf8Error(e))?;
+        let s = std::str::from_utf8(s).map_err(rusqlite::Error::Utf8Error)?;
         serde_json::to_writer(&mut *out, s).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     }
 }
