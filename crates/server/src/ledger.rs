@@ -640,30 +640,26 @@ pub fn row_op(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<Op, A
 pub fn write_pulled_op(r: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
     // The stored text is copied as bytes: it went in as Rust strings, so it is UTF-8.
     let text = |i: usize| -> rusqlite::Result<&[u8]> { r.get_ref(i)?.as_bytes().map_err(rusqlite::Error::from) };
-    let int = |out: &mut Vec<u8>, i: usize| -> rusqlite::Result<()> {
+    // A member: its key (with whatever punctuation precedes it), then column `i`.
+    let int = |out: &mut Vec<u8>, key: &[u8], i: usize| -> rusqlite::Result<()> {
+        out.extend_from_slice(key);
         out.extend_from_slice(itoa::Buffer::new().format(r.get::<_, i64>(i)?).as_bytes());
         Ok(())
     };
-    out.extend_from_slice(br#"{"server_seq":"#);
-    int(out, 0)?;
-    out.extend_from_slice(br#","received_at":"#);
-    int(out, 1)?;
-    out.extend_from_slice(br#","op":{"origin":"#);
-    json_str(out, text(3)?)?;
-    out.extend_from_slice(br#","seq":"#);
-    int(out, 4)?;
-    out.extend_from_slice(br#","hlc":{"ms":"#);
-    int(out, 5)?;
-    out.extend_from_slice(br#","c":"#);
-    int(out, 6)?;
-    out.extend_from_slice(br#"},"wall":"#);
-    int(out, 7)?;
-    out.extend_from_slice(br#","entity":{"kind":"#);
-    json_str(out, text(8)?)?;
-    out.extend_from_slice(br#","id":"#);
-    json_str(out, text(9)?)?;
-    out.extend_from_slice(br#"},"field":"#);
-    json_str(out, text(10)?)?;
+    let string = |out: &mut Vec<u8>, key: &[u8], i: usize| -> rusqlite::Result<()> {
+        out.extend_from_slice(key);
+        json_str(out, text(i)?)
+    };
+    int(out, br#"{"server_seq":"#, 0)?;
+    int(out, br#","received_at":"#, 1)?;
+    string(out, br#","op":{"origin":"#, 3)?;
+    int(out, br#","seq":"#, 4)?;
+    int(out, br#","hlc":{"ms":"#, 5)?;
+    int(out, br#","c":"#, 6)?;
+    int(out, br#"},"wall":"#, 7)?;
+    string(out, br#","entity":{"kind":"#, 8)?;
+    string(out, br#","id":"#, 9)?;
+    string(out, br#"},"field":"#, 10)?;
     out.extend_from_slice(br#","value":"#);
     out.extend_from_slice(text(11)?);
     out.extend_from_slice(br#","parent":"#);
@@ -671,16 +667,13 @@ pub fn write_pulled_op(r: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> rusqlite::Re
         Some(origin) if r.get_ref(13)?.as_i64_or_null().map_err(rusqlite::Error::from)?.is_some() => {
             out.extend_from_slice(br#"{"origin":"#);
             json_str(out, origin)?;
-            out.extend_from_slice(br#","seq":"#);
-            int(out, 13)?;
+            int(out, br#","seq":"#, 13)?;
             out.push(b'}');
         }
         _ => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(br#","prev":"#);
-    json_str(out, text(14)?)?;
-    out.extend_from_slice(br#","hash":"#);
-    json_str(out, text(15)?)?;
+    string(out, br#","prev":"#, 14)?;
+    string(out, br#","hash":"#, 15)?;
     out.push(b'}');
     if r.get::<_, i64>(2)? == 1 {
         out.extend_from_slice(br#","quarantined":true"#);
