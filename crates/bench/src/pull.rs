@@ -155,7 +155,15 @@ pub fn run(server: &BenchServer, expected: usize, many: usize) -> Result<Vec<Row
     );
     let mut rows = Vec::new();
     for (clients, gzip) in [(1usize, false), (1, true), (many, true)] {
-        let (n, took) = pull_clients(&url, &token, clients, gzip)?;
+        // Best of three, as the baseline is: one pass of a small store takes tens of
+        // milliseconds, where a neighbour's burst on this shared machine shows.
+        let (mut n, mut took) = (0, Duration::MAX);
+        for _ in 0..3 {
+            let (served, t) = pull_clients(&url, &token, clients, gzip)?;
+            if t < took {
+                (n, took) = (served, t);
+            }
+        }
         let ours = per_sec(n, took);
         let how = if gzip { "gzip" } else { "identity" };
         println!("pull, {clients} client(s), {how}: {n} ops in {:.2} s = {}", took.as_secs_f64(), rate(ours));

@@ -287,23 +287,23 @@ impl TokenCheck {
 
 /// Looks a bearer secret up and says whether it is in force at `now_ms`.
 pub fn check_token(tx: &Transaction<'_>, secret: &str, now_ms: i64) -> Result<TokenCheck, rusqlite::Error> {
+    // Every request runs this: the statement stays compiled in the connection's cache.
     let row = tx
-        .query_row(
+        .prepare_cached(
             "SELECT id, role, region, assessor, expires_at, revoked_at, last_used_at, replaced_by
              FROM tokens WHERE hash = ?1",
-            [token_hash(secret)],
-            |r| {
-                let role: String = r.get(1)?;
-                let principal = Principal {
-                    token_id: r.get(0)?,
-                    role: role.parse().unwrap_or(Role::Assessor),
-                    region: r.get(2)?,
-                    assessor: r.get(3)?,
-                };
-                let times: (Option<i64>, Option<i64>, Option<i64>) = (r.get(4)?, r.get(5)?, r.get(6)?);
-                Ok((principal, times, r.get::<_, Option<String>>(7)?))
-            },
-        )
+        )?
+        .query_row([token_hash(secret)], |r| {
+            let role: String = r.get(1)?;
+            let principal = Principal {
+                token_id: r.get(0)?,
+                role: role.parse().unwrap_or(Role::Assessor),
+                region: r.get(2)?,
+                assessor: r.get(3)?,
+            };
+            let times: (Option<i64>, Option<i64>, Option<i64>) = (r.get(4)?, r.get(5)?, r.get(6)?);
+            Ok((principal, times, r.get::<_, Option<String>>(7)?))
+        })
         .optional()?;
     Ok(match row {
         None => TokenCheck::Unknown,

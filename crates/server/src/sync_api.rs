@@ -152,7 +152,8 @@ async fn pull_ops(
     let page = state
         .db()
         .read(move |tx| {
-            let last: i64 = tx.query_row("SELECT COALESCE(MAX(server_seq), 0) FROM ops", [], |r| r.get(0))?;
+            let last: i64 =
+                tx.prepare_cached("SELECT COALESCE(MAX(server_seq), 0) FROM ops")?.query_row([], |r| r.get(0))?;
             if after > last as u64 {
                 return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
             }
