@@ -16,7 +16,7 @@ use sidak_field::Field;
 use sidak_server::admin::{NewAssignment, REGISTRY_HEADER};
 use sidak_server::auth::Role;
 
-use crate::proxy::{raw_loopback, CountingProxy};
+use crate::proxy::{raw_loopback, raw_loopback_into, CountingProxy};
 use crate::report::{bytes, ratio, time, Row};
 use crate::server::BenchServer;
 
@@ -180,15 +180,19 @@ pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
     for identity in [false, true] {
         let (took, up, down, ops, photo_bytes) = one(tmp, day, identity)?;
         let raw = raw_loopback(up, down)?;
+        let sink = tmp.join(format!("raw-upload-{identity}.bin"));
+        let durable = raw_loopback_into(up, down, Some(&sink))?;
+        std::fs::remove_file(&sink)?;
         let how = if identity { "without gzip" } else { "gzip" };
         println!(
-            "device's day ({how}): {ops} ops, {} photos ({}), synced in {} — {} up, {} down; raw loopback for the same bytes {}",
+            "device's day ({how}): {ops} ops, {} photos ({}), synced in {} — {} up, {} down; raw loopback for the same bytes {}, and written to disk with one fsync {}",
             day.photos,
             bytes(photo_bytes),
             time(took),
             bytes(up),
             bytes(down),
-            time(raw)
+            time(raw),
+            time(durable)
         );
         let x = took.as_secs_f64() / raw.as_secs_f64();
         rows.push(
@@ -200,6 +204,12 @@ pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
             )
             .target("< 2× raw send", x < 2.0),
         );
+        rows.push(Row::info(
+            format!("device's day, {how}, against the same bytes sent and made durable"),
+            time(took),
+            time(durable),
+            ratio(took.as_secs_f64() / durable.as_secs_f64()),
+        ));
     }
     Ok(rows)
 }

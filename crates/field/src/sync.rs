@@ -542,13 +542,18 @@ impl Field {
             let mut status: EvidenceStatus =
                 http.send("evidence", &|c| c.post(http_url(opts, &format!("/v1/evidence/{sha}"))).json(&begin))?;
             let mut damaged = None;
-            while let Some((offset, len)) =
-                next_chunk(status.size, status.received, opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64)
-            {
+            let chunk_bytes = opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64;
+            // The chunk read (decrypted) while the one before it travelled, and where.
+            let mut ahead: Option<(u64, u64, Result<Vec<u8>, FieldError>)> = None;
+            while let Some((offset, len)) = next_chunk(status.size, status.received, chunk_bytes) {
                 if status.complete {
                     break;
                 }
-                let chunk = match self.blobs.read_chunk(&digest, offset, len as usize) {
+                let read = match ahead.take() {
+                    Some((o, l, read)) if (o, l) == (offset, len) => read,
+                    _ => self.blobs.read_chunk(&digest, offset, len as usize),
+                };
+                let chunk = match read {
                     Ok(chunk) => chunk,
                     // The file on this device no longer decrypts (damaged storage): it
                     // cannot be sent as it was. Set it aside, like a mismatch below.
@@ -558,11 +563,20 @@ impl Field {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let answer = http.send("evidence chunk", &|c| {
-                    c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
-                        .header("content-type", "application/octet-stream")
-                        .body(chunk.clone())
+                // The next chunk is decrypted on a second thread while this one is sent
+                // and the server writes it: on a fast link the two would otherwise add up.
+                let blobs = &self.blobs;
+                let (answer, next) = std::thread::scope(|scope| {
+                    let reader = next_chunk(status.size, offset + len, chunk_bytes)
+                        .map(|(o, l)| scope.spawn(move || (o, l, blobs.read_chunk(&digest, o, l as usize))));
+                    let answer = http.send("evidence chunk", &|c| {
+                        c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
+                            .header("content-type", "application/octet-stream")
+                            .body(chunk.clone())
+                    });
+                    (answer, reader.map(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
                 });
+                ahead = next;
                 status = match answer {
                     // The file on this device no longer hashes to its name: sending it
                     // again cannot help (§6.4). Set it aside and carry on with the rest.

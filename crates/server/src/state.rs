@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use sha2::{Digest, Sha256};
+use sidak_core::hash::Sha256Digest;
 use sidak_core::ids::{OriginId, StoreId};
 use sidak_core::instrument::{Instrument, InstrumentRef};
 
@@ -43,7 +45,20 @@ struct Inner {
     changed: Arc<(Mutex<bool>, Condvar)>,
     lockout: Lockout,
     touched: Mutex<HashMap<String, i64>>,
+    uploads: Mutex<HashMap<Sha256Digest, UploadHash>>,
 }
+
+/// The SHA-256 of an upload's bytes so far, fed as each chunk is written, so that a
+/// completed upload is verified without reading its file back.
+struct UploadHash {
+    /// Bytes fed: the part file's length when they were written.
+    fed: u64,
+    hasher: Sha256,
+}
+
+/// At most this many unfinished uploads keep a running hash (a few hundred bytes
+/// each); beyond it they are forgotten, and verified from their files when they end.
+const MAX_RUNNING_HASHES: usize = 4096;
 
 impl AppState {
     /// Opens the store under `data_dir`, creating its identity on first start.
@@ -77,6 +92,7 @@ impl AppState {
                 changed: Arc::new((Mutex::new(false), Condvar::new())),
                 lockout: Lockout::default(),
                 touched: Mutex::new(HashMap::new()),
+                uploads: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -188,5 +204,33 @@ impl AppState {
     /// Where a partial upload lives.
     pub fn upload_path(&self, sha: &str) -> PathBuf {
         self.inner.data_dir.join("uploads").join(format!("{sha}.part"))
+    }
+
+    /// Feeds the running hash of an upload with `bytes`, just written to its part file
+    /// at offset `at`. A hash that did not see exactly the bytes before `at` (a chunk
+    /// whose transaction rolled back, a restart) is dropped, and the upload is then
+    /// verified from its file when it completes.
+    pub fn hash_upload(&self, sha: &Sha256Digest, at: u64, bytes: &[u8]) {
+        let mut uploads = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let running = match uploads.remove(sha) {
+            Some(u) if u.fed == at => Some(u),
+            _ if at == 0 => Some(UploadHash { fed: 0, hasher: Sha256::new() }),
+            _ => None,
+        };
+        if let Some(mut u) = running {
+            if uploads.len() >= MAX_RUNNING_HASHES {
+                uploads.clear();
+            }
+            u.hasher.update(bytes);
+            u.fed += bytes.len() as u64;
+            uploads.insert(*sha, u);
+        }
+    }
+
+    /// The digest of an upload's first `size` bytes, if its running hash saw exactly
+    /// those; forgets the running hash either way.
+    pub fn take_upload_hash(&self, sha: &Sha256Digest, size: u64) -> Option<Sha256Digest> {
+        let running = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(sha)?;
+        (running.fed == size).then(|| Sha256Digest(running.hasher.finalize().into()))
     }
 }

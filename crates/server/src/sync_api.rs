@@ -451,6 +451,7 @@ async fn evidence_chunk(
                 f.sync_all()
             };
             write().map_err(ApiError::internal)?;
+            st.hash_upload(&sha, held.received, new_bytes);
             let received = held.received + new_bytes.len() as u64;
             tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", params![sha.to_hex(), received as i64])?;
             if received == held.size {
@@ -528,7 +529,13 @@ fn complete_upload(
     if !part.exists() {
         std::fs::File::create(&part).map_err(ApiError::internal)?;
     }
-    let bytes_hash = file_digest(&part)?;
+    // The running hash of the chunks as they were written; the file read back when
+    // there is none (the server restarted mid-upload, a chunk's commit failed).
+    let size = std::fs::metadata(&part).map_err(ApiError::internal)?.len();
+    let bytes_hash = match state.take_upload_hash(sha, size) {
+        Some(digest) => digest,
+        None => file_digest(&part)?,
+    };
     if bytes_hash != *sha {
         // Discard the upload entirely: the client announces it again and resends.
         tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [&hex])?;

@@ -1517,6 +1517,48 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A completed upload is verified by the running hash of its chunks as they were
+/// written, and from its file when that hash did not see every byte: here the store
+/// forgets a chunk it wrote (as when the chunk's commit fails after the write), so the
+/// hash runs ahead of the file, is dropped, and the file is read back instead.
+#[tokio::test]
+async fn an_upload_whose_running_hash_missed_a_chunk_is_verified_from_its_file() {
+    let h = Harness::new();
+    let photo: Vec<u8> = (0..250_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let digest = sha(&photo);
+    let announce = json!({"size": photo.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce)).await;
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 0, &photo[..100_000]).await;
+    assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(100_000)));
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET received = 60000 WHERE sha256 = ?1", [&digest])
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    let (s, st) = put_chunk(&h, &h.assessor, &digest, 60_000, &photo[60_000..]).await;
+    assert_eq!((s, &st["complete"]), (StatusCode::OK, &json!(true)), "{st}");
+    let stored = std::fs::read(h.state.blob_path(&digest)).unwrap();
+    assert!(stored == photo, "the stored file is the photo, byte for byte");
+
+    // The same gap with bytes that do not hash to the name: refused, as from a running hash.
+    let wrong: Vec<u8> = photo.iter().map(|b| b ^ 1).collect();
+    let fake = sha(&photo[..1000]);
+    let announce = json!({"size": wrong.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{fake}"), Some(&h.assessor), Some(announce)).await;
+    put_chunk(&h, &h.assessor, &fake, 0, &wrong[..100_000]).await;
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET received = 60000 WHERE sha256 = ?1", [&fake])
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    let (s, e) = put_chunk(&h, &h.assessor, &fake, 60_000, &wrong[60_000..]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")));
+}
+
 #[tokio::test]
 async fn an_upload_stays_resumable_and_a_finished_file_is_private() {
     let h = Harness::new();
