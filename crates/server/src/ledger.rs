@@ -2,7 +2,8 @@
 //! tags, applying them to the materialised fields (the same rule as
 //! `sidak_core::merge`), keeping each record's scope, and writing the server's own ops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -125,14 +126,8 @@ pub struct ServerView<'a, 't> {
 
 impl RecordView for ServerView<'_, '_> {
     fn field(&self, entity: &EntityRef, field: &str) -> Option<Value> {
-        let text: Option<String> = self
-            .tx
-            .prepare_cached("SELECT value FROM fields WHERE entity = ?1 AND field = ?2 AND kind = ?3")
-            .ok()?
-            .query_row(params![entity.id.to_string(), field, entity.kind.name()], |r| r.get(0))
-            .optional()
-            .ok()?;
-        text.and_then(|t| serde_json::from_str(&t).ok())
+        let (kind, value) = field_row(self.tx, &entity.id.to_string(), field).ok()??;
+        (kind == entity.kind.name()).then_some(value)?
     }
 
     fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument> {
@@ -142,11 +137,73 @@ impl RecordView for ServerView<'_, '_> {
 
 /// A field's current value.
 pub fn field(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<Value>, ApiError> {
-    let text: Option<String> = tx
-        .prepare_cached("SELECT value FROM fields WHERE entity = ?1 AND field = ?2")?
-        .query_row(params![entity, field], |r| r.get(0))
+    Ok(field_row(tx, entity, field)?.and_then(|(_, value)| value))
+}
+
+/// A stored field: its record's kind and its value (`None`: the stored text is not JSON).
+type FieldRow = (String, Option<Value>);
+
+/// A field's row, if stored, remembered while a push runs.
+fn field_row(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<FieldRow>, ApiError> {
+    if let Some(known) = memo(|m| m.fields.get(entity).and_then(|f| f.get(field)).cloned()).flatten() {
+        // Test builds hold every remembered read to the store's.
+        debug_assert_eq!(known, read_field_row(tx, entity, field)?, "remembered {entity}.{field} went stale");
+        return Ok(known);
+    }
+    let row = read_field_row(tx, entity, field)?;
+    memo(|m| m.fields.entry(entity.to_owned()).or_default().insert(field.to_owned(), row.clone()));
+    Ok(row)
+}
+
+fn read_field_row(
+    tx: &Transaction<'_>,
+    entity: &str,
+    field: &str,
+) -> Result<Option<(String, Option<Value>)>, ApiError> {
+    let row: Option<(String, String)> = tx
+        .prepare_cached("SELECT kind, value FROM fields WHERE entity = ?1 AND field = ?2")?
+        .query_row(params![entity, field], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    Ok(row.map(|(kind, text)| (kind, serde_json::from_str(&text).ok())))
+}
+
+/// What a push reads again and again: an answer's visit, the visit's institution, their
+/// scopes. Remembered on the thread that runs the push, for the length of the push
+/// ([`remember_reads`]), and kept in step with every write to `fields` and `entities`,
+/// all of which [`apply`] makes.
+#[derive(Default)]
+struct Memo {
+    /// entity → field → its row: kind and value, or `None` for no row.
+    fields: HashMap<String, HashMap<String, Option<FieldRow>>>,
+    /// entity → its stored scope, or `None` for no row.
+    scopes: HashMap<String, Option<Scope>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the memo, if one is in use on this thread.
+fn memo<T>(f: impl FnOnce(&mut Memo) -> T) -> Option<T> {
+    MEMO.with(|m| m.borrow_mut().as_mut().map(f))
+}
+
+/// Remembers the reads of [`field`], record checks and scopes on this thread until the
+/// guard is dropped. For one transaction's work on one thread: nothing else may write
+/// the store meanwhile, which a write transaction guarantees.
+#[must_use = "the reads are remembered only while the guard lives"]
+pub fn remember_reads() -> MemoGuard {
+    MEMO.with(|m| *m.borrow_mut() = Some(Memo::default()));
+    MemoGuard(())
+}
+
+/// Forgets the remembered reads when dropped (see [`remember_reads`]).
+pub struct MemoGuard(());
+
+impl Drop for MemoGuard {
+    fn drop(&mut self) {
+        MEMO.with(|m| *m.borrow_mut() = None);
+    }
 }
 
 fn field_str(tx: &Transaction<'_>, entity: &str, name: &str) -> Result<Option<String>, ApiError> {
@@ -171,6 +228,16 @@ pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiErro
 
 /// A record's stored scope, `None` when the store has no row for it yet.
 fn stored_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
+    if let Some(known) = memo(|m| m.scopes.get(entity).cloned()).flatten() {
+        debug_assert_eq!(known, read_scope(tx, entity)?, "the remembered scope of {entity} went stale");
+        return Ok(known);
+    }
+    let scope = read_scope(tx, entity)?;
+    memo(|m| m.scopes.insert(entity.to_owned(), scope.clone()));
+    Ok(scope)
+}
+
+fn read_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
     Ok(tx
         .prepare_cached("SELECT region, assessor, institution FROM entities WHERE entity = ?1")?
         .query_row([entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
@@ -514,6 +581,8 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<S
 /// [`apply`], returning the record's scope as it is now.
 fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope, ApiError> {
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
+    let id = op.entity.id.to_string();
+    memo(|m| m.fields.get_mut(&id).map(|f| f.remove(&op.field)));
     tx.prepare_cached(sql)?.execute(params![
         op.entity.id.to_string(),
         op.field,
@@ -524,7 +593,6 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
         op.hlc.ms as i64,
         op.hlc.c as i64
     ])?;
-    let id = op.entity.id.to_string();
     let scope = derive_scope(tx, &op.entity, author)?;
     let stored = stored_scope(tx, &id)?;
     // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
@@ -532,10 +600,12 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
         tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
         )?;
+        memo(|m| m.scopes.insert(id.clone(), Some(scope.clone())));
     }
     let before = stored.unwrap_or_default();
     if op.entity.kind == EntityKind::Institution && before.region != scope.region {
         // Records under an institution take its region.
+        memo(|m| m.scopes.clear());
         tx.prepare_cached("UPDATE entities SET region = ?2 WHERE institution = ?1")?
             .execute(params![id, scope.region])?;
         tx.prepare_cached("UPDATE ops SET region = ?2 WHERE region IS NULL AND entity IN (SELECT entity FROM entities WHERE institution = ?1)")?.execute(params![id, scope.region])?;
@@ -552,6 +622,7 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
     if op.entity.kind == EntityKind::Visit && before.institution != scope.institution {
         // A visit learnt where it belongs after its questionnaires, notes or evidence
         // arrived (out of order through another tier): they belong there too.
+        memo(|m| m.scopes.clear());
         tx.prepare_cached("UPDATE entities SET institution = ?2, region = COALESCE(region, ?3) WHERE entity IN
                (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))")?.execute(params![id, scope.institution, scope.region],
         )?;
@@ -836,6 +907,60 @@ pub fn signed_heads(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use sidak_core::hash::Sha256Digest;
+    use sidak_core::hlc::Hlc;
+    use sidak_core::ids::{EntityId, OriginId};
+    use sidak_core::op::Op;
+    use sidak_core::records::{EntityKind, EntityRef};
+
+    use super::{apply, remember_reads, stored_scope, Binding};
+
+    /// The scopes a push remembers follow the writes that move them: a questionnaire
+    /// that arrived before its visit takes the visit's institution when the visit comes,
+    /// and an institution's records take its new region. (Test builds also hold every
+    /// remembered read to the store's, so a stale one fails here too.)
+    #[test]
+    fn remembered_scopes_follow_records_that_learn_where_they_belong() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        let _memo = remember_reads();
+        let binding = |role: &str, assessor: Option<&str>, region: Option<&str>| Binding {
+            origin: OriginId(uuid::Uuid::now_v7()),
+            role: role.into(),
+            assessor: assessor.map(str::to_owned),
+            region: region.map(str::to_owned),
+            head_seq: 0,
+            head_hash: Sha256Digest::ZERO,
+            quarantined: 0,
+        };
+        let (device, server) = (binding("device", Some("a1"), Some("jateng")), binding("server", None, None));
+        let mut seq = 0;
+        let mut write = |author: &Binding, entity: EntityRef, field: &str, value: serde_json::Value| {
+            seq += 1;
+            let op =
+                Op::new(author.origin, seq, Hlc { ms: seq, c: 0 }, 0, entity, field, value, None, Sha256Digest::ZERO);
+            apply(&tx, &op, author).unwrap()
+        };
+        let record = |kind| EntityRef { kind, id: EntityId(uuid::Uuid::now_v7()) };
+        let (institution, visit, respondent) =
+            (record(EntityKind::Institution), record(EntityKind::Visit), record(EntityKind::Respondent));
+        let (inst_id, visit_id, resp_id) =
+            (institution.id.to_string(), visit.id.to_string(), respondent.id.to_string());
+
+        write(&server, institution, "region", json!("jateng"));
+        write(&device, respondent, "visit", json!(visit_id));
+        assert_eq!(stored_scope(&tx, &resp_id).unwrap().unwrap().institution, None, "its visit is not here yet");
+        write(&device, visit, "institution", json!(inst_id));
+        assert_eq!(stored_scope(&tx, &resp_id).unwrap().unwrap().institution.as_deref(), Some(inst_id.as_str()));
+
+        write(&server, institution, "region", json!("jatim"));
+        for id in [&inst_id, &visit_id, &resp_id] {
+            assert_eq!(stored_scope(&tx, id).unwrap().unwrap().region.as_deref(), Some("jatim"), "{id}");
+        }
+    }
+
     #[test]
     fn a_stored_text_is_written_as_serde_json_would() {
         for s in

@@ -117,6 +117,9 @@ pub fn push(
     now_ms: i64,
 ) -> Result<(PushResponse, PushEffects), ApiError> {
     who.require(&[Role::Assessor, Role::Peer, Role::Admin])?;
+    // A batch's ops mostly touch the same few records: their checks and scopes read
+    // the same rows, remembered while this push runs.
+    let _memo = ledger::remember_reads();
     let groups = by_origin(request.ops);
     // Permissions for the whole request before anything is written.
     let mut new_bindings = BTreeMap::new();
