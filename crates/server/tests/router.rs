@@ -1517,6 +1517,18 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Makes the store hold less of an upload than was written, as when a chunk's commit
+/// failed after its bytes were.
+fn forget_received(h: &Harness, sha: &str, received: i64) {
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", rusqlite::params![sha, received])
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+}
+
 /// A completed upload is verified by the running hash of its chunks as they were
 /// written, and from its file when that hash did not see every byte: here the store
 /// forgets a chunk it wrote (as when the chunk's commit fails after the write), so the
@@ -1530,13 +1542,7 @@ async fn an_upload_whose_running_hash_missed_a_chunk_is_verified_from_its_file()
     h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce)).await;
     let (s, st) = put_chunk(&h, &h.assessor, &digest, 0, &photo[..100_000]).await;
     assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(100_000)));
-    h.state
-        .db()
-        .write_blocking(|tx| {
-            tx.execute("UPDATE blobs SET received = 60000 WHERE sha256 = ?1", [&digest])
-                .map_err(sidak_server::error::ApiError::from)
-        })
-        .unwrap();
+    forget_received(&h, &digest, 60_000);
     let (s, st) = put_chunk(&h, &h.assessor, &digest, 60_000, &photo[60_000..]).await;
     assert_eq!((s, &st["complete"]), (StatusCode::OK, &json!(true)), "{st}");
     let stored = std::fs::read(h.state.blob_path(&digest)).unwrap();
@@ -1548,13 +1554,7 @@ async fn an_upload_whose_running_hash_missed_a_chunk_is_verified_from_its_file()
     let announce = json!({"size": wrong.len(), "media_type": "image/jpeg"});
     h.call("POST", &format!("/v1/evidence/{fake}"), Some(&h.assessor), Some(announce)).await;
     put_chunk(&h, &h.assessor, &fake, 0, &wrong[..100_000]).await;
-    h.state
-        .db()
-        .write_blocking(|tx| {
-            tx.execute("UPDATE blobs SET received = 60000 WHERE sha256 = ?1", [&fake])
-                .map_err(sidak_server::error::ApiError::from)
-        })
-        .unwrap();
+    forget_received(&h, &fake, 60_000);
     let (s, e) = put_chunk(&h, &h.assessor, &fake, 60_000, &wrong[60_000..]).await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")));
 }
