@@ -209,7 +209,9 @@ pub fn raw_loopback(up: u64, down: u64) -> Result<std::time::Duration> {
 
 /// [`raw_loopback`], the receiver also writing what it receives to the file `sink` and
 /// syncing it to disk once, at the end, before it answers: the least any server that
-/// acknowledges only durable bytes must do with an upload.
+/// acknowledges only durable bytes must do with an upload. The writes go through
+/// `tokio::fs` (a blocking thread), so that they overlap the sending instead of
+/// stalling the one thread that also drives the client.
 pub fn raw_loopback_into(up: u64, down: u64, sink: Option<&std::path::Path>) -> Result<std::time::Duration> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -217,10 +219,9 @@ pub fn raw_loopback_into(up: u64, down: u64, sink: Option<&std::path::Path>) -> 
         for _ in 0..3 {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let mut file = sink.map(std::fs::File::create).transpose()?;
+            let mut file = sink.map(std::fs::File::create).transpose()?.map(tokio::fs::File::from_std);
             let started = std::time::Instant::now();
             let echo = tokio::spawn(async move {
-                use std::io::Write as _;
                 let (mut s, _) = listener.accept().await?;
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut got = 0u64;
@@ -230,12 +231,13 @@ pub fn raw_loopback_into(up: u64, down: u64, sink: Option<&std::path::Path>) -> 
                         break;
                     }
                     if let Some(f) = file.as_mut() {
-                        f.write_all(&buf[..n])?;
+                        f.write_all(&buf[..n]).await?;
                     }
                     got += n as u64;
                 }
                 if let Some(f) = file.as_mut() {
-                    f.sync_data()?;
+                    f.flush().await?;
+                    f.sync_data().await?;
                 }
                 let chunk = vec![7u8; 256 * 1024];
                 let mut sent = 0u64;

@@ -155,11 +155,7 @@ fn field_row(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<F
     Ok(row)
 }
 
-fn read_field_row(
-    tx: &Transaction<'_>,
-    entity: &str,
-    field: &str,
-) -> Result<Option<(String, Option<Value>)>, ApiError> {
+fn read_field_row(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Option<FieldRow>, ApiError> {
     let row: Option<(String, String)> = tx
         .prepare_cached("SELECT kind, value FROM fields WHERE entity = ?1 AND field = ?2")?
         .query_row(params![entity, field], |r| Ok((r.get(0)?, r.get(1)?)))
