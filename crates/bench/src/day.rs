@@ -33,7 +33,7 @@ pub struct Day {
     pub photos: usize,
     /// Bytes per photo.
     pub photo_bytes: usize,
-    /// Evidence chunk size the client uses (the field client's default: 256 KiB).
+    /// Evidence chunk size the client uses (by default the field client's, `sidak_field::sync::DEFAULT_CHUNK_BYTES`).
     pub chunk: usize,
 }
 

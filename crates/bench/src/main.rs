@@ -58,8 +58,8 @@ struct DayArgs {
     /// Megabytes per photo.
     #[arg(long, default_value_t = 2.0)]
     photo_mb: f64,
-    /// Evidence chunk size in KiB (the field client's default is 256; the protocol allows 1024).
-    #[arg(long, default_value_t = 256)]
+    /// Evidence chunk size in KiB (the field client's default, which is also the most the protocol allows).
+    #[arg(long, default_value_t = sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024)]
     chunk_kib: usize,
 }
 
@@ -131,7 +131,14 @@ fn main() -> Result<()> {
             rows.extend(ingest_rows);
             rows.extend(pull::run(&server, total, 64)?);
             drop(server);
-            let d = DayArgs { visits: 20, answers: 60, respondents: 30, photos: 40, photo_mb: 2.0, chunk_kib: 256 };
+            let d = DayArgs {
+                visits: 20,
+                answers: 60,
+                respondents: 30,
+                photos: 40,
+                photo_mb: 2.0,
+                chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
+            };
             rows.extend(day::run(tmp.path(), &day_of(d))?);
             rows.extend(national::run(tmp.path(), scale, 16)?);
             rows.extend(field::run(2000, 50)?);

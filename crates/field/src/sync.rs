@@ -50,6 +50,10 @@ pub struct SyncOptions {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// The evidence chunk size a device sends unless told otherwise: the largest the
+/// protocol allows, so that a 2 MB photo costs two round trips and two commits.
+pub const DEFAULT_CHUNK_BYTES: usize = limits::MAX_CHUNK_BYTES;
+
 impl SyncOptions {
     /// Defaults for a server and token.
     pub fn new(server: &str, token: &str) -> SyncOptions {
@@ -57,7 +61,7 @@ impl SyncOptions {
             server: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             batch: 500,
-            chunk: 1024 * 1024,
+            chunk: DEFAULT_CHUNK_BYTES,
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
             retry_base: Duration::from_millis(250),
