@@ -76,6 +76,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     "#,
     // 2: sync bookkeeping: acknowledgements per origin, cursor, uploads; lookups by kind.
+    //    `uploads.received` is what the server held when an upload last finished or was
+    //    set aside, not kept per chunk: an upload resumes from the server's own count.
     r#"
     CREATE TABLE acks (
         origin TEXT PRIMARY KEY,

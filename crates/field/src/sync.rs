@@ -593,14 +593,9 @@ impl Field {
                 sent += len;
                 summary.bytes_uploaded += len;
                 (http.progress)(Progress::Uploaded(sent, total));
-                self.store.write(|tx, _| {
-                    tx.execute(
-                        "UPDATE uploads SET received = ?2 WHERE sha256 = ?1",
-                        params![sha, status.received as i64],
-                    )
-                    .map_err(db)?;
-                    Ok(())
-                })?;
+                // No commit per chunk: an upload resumes from the count the server
+                // gives when it is announced again, never from this device's, so a
+                // durable write here would only cost a sync per chunk.
             }
             if let Some(why) = damaged {
                 self.store.write(|tx, _| {
