@@ -448,6 +448,13 @@ impl Db {
     }
 }
 
+/// Runs `f`, which uses the store, on a thread of its own inside a runtime (the body
+/// of a `spawn_blocking`): marked as store work, so that [`Db::calls_on_async_threads`]
+/// counts only calls made where they would stall async tasks.
+pub fn on_blocking_thread<T>(f: impl FnOnce() -> T) -> T {
+    in_store_task(f)
+}
+
 /// Runs `f` marked as store work on a blocking thread.
 fn in_store_task<T>(f: impl FnOnce() -> T) -> T {
     IN_STORE_TASK.with(|flag| flag.set(true));

@@ -23,10 +23,8 @@ use sidak_field::Field;
 use crate::admin::{self, NewAssignment};
 use crate::auth::{create_token, NewToken, Role};
 use crate::error::ApiError;
+use crate::season::{Institution, Season, CENTRE_REGION, INSTRUMENT};
 use crate::state::AppState;
-
-/// The instrument the demo season is assessed with.
-pub const INSTRUMENT: &str = "penilaian-2023@1";
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -86,183 +84,64 @@ pub struct DemoSummary {
     pub seconds: f64,
 }
 
-struct UnitSpec {
-    code: &'static str,
-    name: &'static str,
-    kind: &'static str,
-    products: [(&'static str, &'static str); 2],
-}
+/// The demo's institutions, drawn from the national season that `sidak-bench season`
+/// measures (`crate::season`): three provinces with a city and a regency each, and two
+/// central agencies.
+const DEMO_INSTITUTIONS: [&str; 11] = [
+    "prov-aceh",
+    "kota-banda-aceh",
+    "kab-aceh-besar",
+    "prov-jateng",
+    "kota-magelang",
+    "kab-kendal",
+    "prov-sulsel",
+    "kota-makassar",
+    "kab-maros",
+    "kementerian-atr-bpn",
+    "badan-pom",
+];
 
-const DISDUKCAPIL: UnitSpec = UnitSpec {
-    code: "disdukcapil",
-    name: "Dinas Kependudukan dan Pencatatan Sipil",
-    kind: "disdukcapil",
-    products: [("ktp-el", "KTP elektronik"), ("akta-lahir", "Akta kelahiran")],
-};
-const DPMPTSP: UnitSpec = UnitSpec {
-    code: "dpmptsp",
-    name: "Dinas Penanaman Modal dan Pelayanan Terpadu Satu Pintu",
-    kind: "dpmptsp",
-    products: [("pbg", "Persetujuan Bangunan Gedung"), ("nib", "Nomor Induk Berusaha")],
-};
-const DINKES: UnitSpec = UnitSpec {
-    code: "dinkes",
-    name: "Dinas Kesehatan",
-    kind: "dinkes",
-    products: [
-        ("sip", "Surat Izin Praktik tenaga kesehatan"),
-        ("pirt", "Sertifikat Produksi Pangan Industri Rumah Tangga"),
-    ],
-};
-const PUSKESMAS_1: UnitSpec = UnitSpec {
-    code: "puskesmas-1",
-    name: "UPT Puskesmas Kota",
-    kind: "puskesmas",
-    products: [("rawat-jalan", "Pelayanan rawat jalan"), ("imunisasi", "Imunisasi dasar")],
-};
-const PUSKESMAS_2: UnitSpec = UnitSpec {
-    code: "puskesmas-2",
-    name: "UPT Puskesmas Pinggiran",
-    kind: "puskesmas",
-    products: [("pengobatan-umum", "Pengobatan umum"), ("kia", "Kesehatan ibu dan anak")],
-};
-const DISDIK: UnitSpec = UnitSpec {
-    code: "disdik",
-    name: "Dinas Pendidikan",
-    kind: "disdik",
-    products: [("legalisir-ijazah", "Legalisir ijazah"), ("mutasi-siswa", "Mutasi peserta didik")],
-};
-const DINSOS: UnitSpec = UnitSpec {
-    code: "dinsos",
-    name: "Dinas Sosial",
-    kind: "dinsos",
-    products: [("dtks", "Pendaftaran DTKS"), ("rekomendasi-bansos", "Rekomendasi bantuan sosial")],
-};
-const KANTAH: UnitSpec = UnitSpec {
-    code: "kantah",
-    name: "Kantor Pertanahan",
-    kind: "kantah",
-    products: [("sertifikat", "Pendaftaran tanah pertama kali"), ("roya", "Roya hak tanggungan")],
-};
-const ULPK: UnitSpec = UnitSpec {
-    code: "ulpk",
-    name: "Unit Layanan Pengaduan Konsumen",
-    kind: "ulpk",
-    products: [("izin-edar", "Registrasi izin edar"), ("skp", "Surat keterangan impor")],
-};
+/// The seed of the national season the demo's institutions come from.
+const SEASON_SEED: u64 = 2024;
 
-/// A pemda as the 2022–2024 assessment samples it (domain.md §3.3): Dinkes with two
-/// puskesmas, Disdik, Dinsos, DPMPTSP and Disdukcapil; a province without Disdukcapil.
-const KOTA_UNITS: &[&UnitSpec] = &[&DINKES, &PUSKESMAS_1, &PUSKESMAS_2, &DISDIK, &DINSOS, &DPMPTSP, &DISDUKCAPIL];
-const PROVINSI_UNITS: &[&UnitSpec] = &[&DINKES, &DISDIK, &DINSOS, &DPMPTSP];
+/// How well each demo institution serves, in the order above: spread across the bands,
+/// A and B (green), C (yellow), D and E (red).
+const QUALITIES: [i64; 11] = [3, 2, 1, 3, 3, 2, 2, 0, 1, 3, 2];
 
-struct InstitutionSpec {
-    code: String,
-    name: String,
-    kind: &'static str,
-    region: &'static str,
-    units: Vec<&'static UnitSpec>,
-    /// How well it serves, 0 (badly) ..= 3 (fully): answers are drawn around it.
-    quality: i64,
-}
-
-/// A province: region code, name, its city and its regency (code, name).
-type Province = (&'static str, &'static str, (&'static str, &'static str), (&'static str, &'static str));
-
-fn registry() -> Vec<InstitutionSpec> {
-    let provinces: [Province; 3] = [
-        ("aceh", "Aceh", ("kota-banda-aceh", "Kota Banda Aceh"), ("kab-aceh-besar", "Kabupaten Aceh Besar")),
-        ("jateng", "Jawa Tengah", ("kota-magelang", "Kota Magelang"), ("kab-kendal", "Kabupaten Kendal")),
-        ("sulsel", "Sulawesi Selatan", ("kota-makassar", "Kota Makassar"), ("kab-maros", "Kabupaten Maros")),
-    ];
-    // Spread across the bands: A and B (hijau), C (kuning), D and E (merah).
-    let qualities = [3, 2, 1, 3, 3, 2, 2, 0, 1, 3, 2];
-    let mut out = Vec::new();
-    for (region, province, kota, kab) in provinces {
-        out.push(InstitutionSpec {
-            code: format!("prov-{region}"),
-            name: format!("Pemerintah Provinsi {province}"),
-            kind: "provinsi",
-            region,
-            units: PROVINSI_UNITS.to_vec(),
-            quality: 0,
-        });
-        for (code, name, kind) in [(kota.0, kota.1, "kota"), (kab.0, kab.1, "kabupaten")] {
-            out.push(InstitutionSpec {
-                code: code.to_owned(),
-                name: format!("Pemerintah {name}"),
-                kind,
-                region,
-                units: KOTA_UNITS.to_vec(),
-                quality: 0,
-            });
-        }
-    }
-    out.push(InstitutionSpec {
-        code: "kementerian-atr-bpn".into(),
-        name: "Kementerian Agraria dan Tata Ruang/Badan Pertanahan Nasional".into(),
-        kind: "kementerian",
-        region: "pusat",
-        units: vec![&KANTAH],
-        quality: 0,
-    });
-    out.push(InstitutionSpec {
-        code: "badan-pom".into(),
-        name: "Badan Pengawas Obat dan Makanan".into(),
-        kind: "lembaga",
-        region: "pusat",
-        units: vec![&ULPK],
-        quality: 0,
-    });
-    for (i, inst) in out.iter_mut().enumerate() {
-        inst.quality = qualities[i % qualities.len()];
-    }
-    out
-}
-
-fn registry_csv(institutions: &[InstitutionSpec]) -> String {
-    let mut csv = admin::REGISTRY_HEADER.to_owned() + "\n";
-    for i in institutions {
-        for u in &i.units {
-            for (code, name) in u.products {
-                csv.push_str(&format!(
-                    "{},\"{}\",{},{},{},\"{}\",{},{},\"{}\"\n",
-                    i.code, i.name, i.kind, i.region, u.code, u.name, u.kind, code, name
-                ));
-            }
-        }
-    }
-    csv
+/// The demo's season: its institutions with two products a unit and the instrument's
+/// 30 service users each, so that a laptop records it through the field library in
+/// seconds.
+fn demo_season() -> Season {
+    Season::national(1.0, 1, SEASON_SEED)
+        .sample(&DEMO_INSTITUTIONS, 2, 30, &QUALITIES)
+        .expect("the demo's institutions are in the national season")
 }
 
 /// One assessor's device and what it is to visit.
 struct Assessor {
     code: String,
-    region: &'static str,
-    /// (institution, unit) pairs.
-    units: Vec<(usize, &'static str)>,
+    region: String,
+    /// (institution, unit code) pairs.
+    units: Vec<(usize, String)>,
 }
 
-fn assessors(institutions: &[InstitutionSpec]) -> Vec<Assessor> {
+fn assessors(season: &Season) -> Vec<Assessor> {
+    let institutions = &season.institutions;
     let mut by_region: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, inst) in institutions.iter().enumerate() {
-        by_region.entry(inst.region).or_default().push(i);
+        by_region.entry(inst.region.as_str()).or_default().push(i);
     }
     let mut out = Vec::new();
     for (region, insts) in by_region {
         // Two assessors per province share its units; one for the centre's agencies.
-        let n = if region == "pusat" { 1 } else { 2 };
+        let n = if region == CENTRE_REGION { 1 } else { 2 };
         let mut team: Vec<Assessor> = (1..=n)
-            .map(|k| Assessor {
-                code: format!("asr-{region}-{k:02}"),
-                region: institutions[insts[0]].region,
-                units: Vec::new(),
-            })
+            .map(|k| Assessor { code: format!("asr-{region}-{k:02}"), region: region.to_owned(), units: Vec::new() })
             .collect();
         let mut k = 0;
         for &i in &insts {
             for u in &institutions[i].units {
-                team[k % n].units.push((i, u.code));
+                team[k % n].units.push((i, u.code.clone()));
                 k += 1;
             }
         }
@@ -292,8 +171,9 @@ fn new_token(
 
 /// Sets up the registry, assignments and tokens; returns an admin token.
 pub fn prepare(state: &AppState) -> Result<String, DemoError> {
-    let institutions = registry();
-    let rows = admin::parse_registry(&registry_csv(&institutions))?;
+    let season = demo_season();
+    let institutions = &season.institutions;
+    let rows = admin::parse_registry(&season.registry_csv())?;
     let instruments = state.instruments();
     let now = state.now();
     state.db().write_blocking(|tx| {
@@ -304,12 +184,12 @@ pub fn prepare(state: &AppState) -> Result<String, DemoError> {
         crate::db::set_meta(tx, "demo", "1")?;
         Ok::<_, ApiError>(())
     })?;
-    for a in assessors(&institutions) {
+    for a in assessors(&season) {
         for (i, unit) in &a.units {
             let new = NewAssignment {
                 assessor: a.code.clone(),
                 institution: institutions[*i].code.clone(),
-                unit: (*unit).to_owned(),
+                unit: unit.clone(),
                 products: vec![],
                 instrument: INSTRUMENT.into(),
                 mode: if institutions[*i].kind == "kementerian" { "announced".into() } else { "covert".into() },
@@ -330,13 +210,15 @@ pub fn simulate(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<DemoSummary, DemoError> {
     let started = Instant::now();
-    let institutions = registry();
-    let team = assessors(&institutions);
+    let season = demo_season();
+    let team = assessors(&season);
+    let (institutions, units, products, _) = season.counts();
+    let institutions_list = &season.institutions;
     let mut summary = DemoSummary {
-        regions: institutions.iter().map(|i| i.region).collect::<std::collections::BTreeSet<_>>().len(),
-        institutions: institutions.len(),
-        units: institutions.iter().map(|i| i.units.len()).sum(),
-        products: institutions.iter().map(|i| i.units.len() * 2).sum(),
+        regions: institutions_list.iter().map(|i| i.region.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
+        institutions,
+        units,
+        products,
         devices: team.len() + 1,
         ..DemoSummary::default()
     };
@@ -350,7 +232,7 @@ pub fn simulate(
     ));
     let tokens: Vec<String> = team
         .iter()
-        .map(|a| new_token(state, Role::Assessor, Some(a.region), Some(&a.code), &format!("{} phone", a.code)))
+        .map(|a| new_token(state, Role::Assessor, Some(&a.region), Some(&a.code), &format!("{} phone", a.code)))
         .collect::<Result<_, _>>()?;
 
     // Devices work in parallel, as assessors do.
@@ -360,7 +242,7 @@ pub fn simulate(
             .zip(&tokens)
             .enumerate()
             .map(|(k, (a, token))| {
-                let institutions = &institutions;
+                let institutions = institutions_list;
                 scope.spawn(move || fieldwork(k, a, token, institutions, url, work, seed, progress))
             })
             .collect();
@@ -420,7 +302,7 @@ fn fieldwork(
     k: usize,
     a: &Assessor,
     token: &str,
-    institutions: &[InstitutionSpec],
+    institutions: &[Institution],
     url: &str,
     work: &Path,
     seed: u64,
@@ -439,7 +321,7 @@ fn fieldwork(
         now + ahead
     });
     let mut field = Field::open_with_clock(&dir, &demo_passphrase(), clock).map_err(|e| err(e.to_string()))?;
-    field.init(&a.code, a.region).map_err(|e| err(e.to_string()))?;
+    field.init(&a.code, &a.region).map_err(|e| err(e.to_string()))?;
     // Morning, at the office: assignments and the instrument arrive.
     field.sync(&options(url, token), &mut |_| {}).map_err(|e| err(e.to_string()))?;
     let instrument: Instrument = field
@@ -462,9 +344,9 @@ fn fieldwork(
             .ok_or_else(|| err(format!("no assignment for {}/{unit}", inst.code)))?;
         let value = |rng: &mut StdRng| (inst.quality + rng.gen_range(-1i64..=1)).clamp(0, 3).to_string();
         for (p, product) in assignment.products.iter().enumerate() {
-            let location = match (unit, p) {
-                (&"disdukcapil", 0) => Location::Mpp,
-                (&"dpmptsp", _) => Location::Dpmptsp,
+            let location = match (unit.as_str(), p) {
+                ("disdukcapil", 0) => Location::Mpp,
+                ("dpmptsp", _) => Location::Dpmptsp,
                 (_, 1) if rng.gen_bool(0.2) => Location::Online,
                 _ => Location::OwnOffice,
             };
@@ -504,7 +386,7 @@ fn fieldwork(
                     let count = match (rule.kind, rule.level) {
                         (RespondentKind::ServiceUser, Level::Institution) if served_users.insert(*i) => rule.min,
                         // Kabupaten Maros' Dinsos: the complaint officers were not there.
-                        (RespondentKind::ComplaintOfficer, _) if inst.code == "kab-maros" && *unit == "dinsos" => 0,
+                        (RespondentKind::ComplaintOfficer, _) if inst.code == "kab-maros" && unit == "dinsos" => 0,
                         (_, Level::Unit) => rule.min,
                         _ => 0,
                     };
@@ -572,7 +454,7 @@ fn conflict(a: &Assessor, token: &str, url: &str, work: &Path) -> Result<(), Dem
         Field::open(&work.join("devices").join(&a.code), &demo_passphrase()).map_err(|e| err(e.to_string()))?;
     let tablet_dir = work.join("devices").join(format!("{}-tablet", a.code));
     let mut tablet = Field::open(&tablet_dir, &demo_passphrase()).map_err(|e| err(e.to_string()))?;
-    tablet.init(&a.code, a.region).map_err(|e| err(e.to_string()))?;
+    tablet.init(&a.code, &a.region).map_err(|e| err(e.to_string()))?;
     tablet.sync(&options(url, token), &mut |_| {}).map_err(|e| err(e.to_string()))?;
     let visit = phone
         .visits(false)

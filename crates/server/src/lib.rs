@@ -27,6 +27,7 @@ pub mod results;
 pub mod results_api;
 pub mod review;
 pub mod review_api;
+pub mod season;
 pub mod state;
 pub mod sync_api;
 pub mod synchealth;

@@ -632,7 +632,9 @@ fn demo(dir: &Path, listen: SocketAddr, seed: u64, no_serve: bool) -> Result<(),
         println!("Sidak demo: a season simulated on this machine (server at {url}, data in {})", dir.display());
         let (sim_state, sim_url, work) = (state.clone(), url.clone(), dir.to_owned());
         let summary = tokio::task::spawn_blocking(move || {
-            sidak_server::demo::simulate(&sim_state, &sim_url, &work, seed, &|line| println!("{line}"))
+            sidak_server::db::on_blocking_thread(|| {
+                sidak_server::demo::simulate(&sim_state, &sim_url, &work, seed, &|line| println!("{line}"))
+            })
         })
         .await
         .map_err(|e| Failure(1, e.to_string()))?
