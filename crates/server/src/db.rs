@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -229,20 +229,6 @@ pub struct DbError {
     pub source: rusqlite::Error,
 }
 
-/// When a write transaction's commit reaches the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Synced before the commit returns (`synchronous = FULL`): it survives a power cut.
-    /// Every write that acknowledges data to a caller.
-    Synced,
-    /// Written to the WAL but not synced by itself (`synchronous = NORMAL`): it survives
-    /// the process dying, and the next synced commit syncs it along (the WAL is synced
-    /// whole, in order). A power cut before that may undo it. Only for bookkeeping that
-    /// is redone when lost: an evidence upload's received count, whose bytes are synced
-    /// in their part file first and which a resumed upload re-reads from that file.
-    Deferred,
-}
-
 /// The store: shareable, cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -252,10 +238,6 @@ pub struct Db {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
-    /// Set while the writer runs with `synchronous = NORMAL` for a
-    /// [`Durability::Deferred`] write, and left set if that write panicked: the next
-    /// write restores `FULL` before it begins.
-    deferring: AtomicBool,
     readers: Mutex<Vec<Connection>>,
     queued_writers: AtomicUsize,
     on_async_threads: AtomicUsize,
@@ -300,7 +282,6 @@ impl Db {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
-                deferring: AtomicBool::new(false),
                 readers: Mutex::new(Vec::new()),
                 queued_writers: Default::default(),
                 on_async_threads: Default::default(),
@@ -340,42 +321,15 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.write_blocking_as(Durability::Synced, f)
-    }
-
-    /// [`Db::write_blocking`] with the commit made as `durability` says.
-    pub fn write_blocking_as<T, E: From<DbError>>(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
         let err = |source| DbError { path: self.inner.path.clone(), source };
         self.check_thread();
         self.inner.queued_writers.fetch_add(1, Ordering::SeqCst);
         let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.inner.queued_writers.fetch_sub(1, Ordering::SeqCst);
-        // SQLite refuses to change `synchronous` inside a transaction: set it around one.
-        let deferred = durability == Durability::Deferred;
-        if deferred != self.inner.deferring.load(Ordering::SeqCst) {
-            self.inner.deferring.store(true, Ordering::SeqCst);
-            conn.pragma_update(None, "synchronous", if deferred { "NORMAL" } else { "FULL" }).map_err(err)?;
-            self.inner.deferring.store(deferred, Ordering::SeqCst);
-        }
-        let written = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(err)?;
-            Ok(out)
-        })();
-        if deferred {
-            // The transaction's outcome stands either way: a failure here leaves
-            // `deferring` set, and the next write restores `FULL` before it begins.
-            match conn.pragma_update(None, "synchronous", "FULL") {
-                Ok(()) => self.inner.deferring.store(false, Ordering::SeqCst),
-                Err(e) => tracing::error!(error = %e, "synchronous = FULL not restored after a deferred write"),
-            }
-        }
-        written
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
     }
 
     /// Runs `f` in a read transaction on the current thread.
@@ -416,21 +370,8 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.write_as(Durability::Synced, f).await
-    }
-
-    /// [`Db::write_blocking_as`] on a blocking thread.
-    pub async fn write_as<T, E>(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
-    ) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<DbError> + Send + 'static,
-    {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || in_store_task(|| db.write_blocking_as(durability, f)))
+        tokio::task::spawn_blocking(move || in_store_task(|| db.write_blocking(f)))
             .await
             .expect("database task panicked")
     }
@@ -487,53 +428,4 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite
     )?
     .execute([key, value])?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `PRAGMA synchronous` as the transaction sees it: 1 is NORMAL, 2 is FULL.
-    fn synchronous(tx: &Transaction<'_>) -> Result<i64, DbError> {
-        tx.pragma_query_value(None, "synchronous", |r| r.get(0))
-            .map_err(|source| DbError { path: PathBuf::new(), source })
-    }
-
-    #[test]
-    fn a_deferred_write_commits_unsynced_and_every_other_write_stays_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        assert_eq!(db.write_blocking(synchronous).unwrap(), 2);
-        let during = db
-            .write_blocking_as(Durability::Deferred, |tx| {
-                tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'deferred')", [])
-                    .map_err(|source| DbError { path: PathBuf::new(), source })?;
-                synchronous(tx)
-            })
-            .unwrap();
-        assert_eq!(during, 1, "a deferred write runs with synchronous = NORMAL");
-        assert_eq!(db.write_blocking(synchronous).unwrap(), 2, "the next write is synced again");
-        let value: String = db
-            .read_blocking(|tx| {
-                tx.query_row("SELECT value FROM meta WHERE key = 'k'", [], |r| r.get(0))
-                    .map_err(|source| DbError { path: PathBuf::new(), source })
-            })
-            .unwrap();
-        assert_eq!(value, "deferred", "the deferred write committed");
-
-        // A deferred write that fails, and one that panics, leave the next write synced.
-        let failed: Result<(), DbError> = db.write_blocking_as(Durability::Deferred, |tx| {
-            tx.execute("INSERT INTO no_such_table VALUES (1)", [])
-                .map(|_| ())
-                .map_err(|source| DbError { path: PathBuf::new(), source })
-        });
-        assert!(failed.is_err());
-        assert_eq!(db.write_blocking(synchronous).unwrap(), 2);
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _: Result<(), DbError> = db.write_blocking_as(Durability::Deferred, |_| panic!("mid-write"));
-        }));
-        assert!(panicked.is_err());
-        assert_eq!(db.write_blocking(synchronous).unwrap(), 2, "FULL is restored after a panicked deferred write");
-        assert_eq!(db.write_blocking_as(Durability::Deferred, synchronous).unwrap(), 1);
-    }
 }

@@ -19,7 +19,6 @@ use sidak_core::wire::*;
 
 use crate::api::{bytes_response, json_body, raw_body, Caller, JsonBody, Routes};
 use crate::auth::{Principal, Role};
-use crate::db::Durability;
 use crate::error::ApiError;
 use crate::ledger::{self, OP_COLUMNS};
 use crate::push::push;
@@ -417,29 +416,10 @@ async fn evidence_chunk(
         .and_then(|o| o.parse().ok())
         .ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
     let chunk = raw_body(request, limits::MAX_CHUNK_BYTES, "application/octet-stream").await?;
-    // A chunk that cannot finish its file commits its received count without a sync of
-    // its own (`Durability::Deferred`): its bytes are synced in the part file first, and
-    // a count a power cut undoes is re-read from that file when the upload resumes. The
-    // chunk that finishes the file (verified, moved into place, results recomputed)
-    // commits synced. An upload's size never changes once announced.
-    let announced = state
-        .db()
-        .read(move |tx| {
-            Ok::<_, ApiError>(
-                tx.prepare_cached("SELECT size FROM blobs WHERE sha256 = ?1")?
-                    .query_row([sha.to_hex()], |r| r.get::<_, i64>(0))
-                    .optional()?,
-            )
-        })
-        .await?;
-    let durability = match announced {
-        Some(size) if offset.saturating_add(chunk.len() as u64) < size.max(0) as u64 => Durability::Deferred,
-        _ => Durability::Synced,
-    };
     let st = state.clone();
     let status = state
         .db()
-        .write_as(durability, move |tx| {
+        .write(move |tx| {
             let held = evidence_row(tx, &sha)?
                 .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
             let held = reconcile_upload(tx, &st, held)?;
