@@ -79,6 +79,7 @@ fn a_day_of_fieldwork_in_three_regions() {
         let s = device.sync(&server.url()).expect("evening sync");
         assert!(s.complete && s.unsent_ops == 0 && s.unsent_files == 0, "{s:?}");
         assert!(s.quarantined.is_empty(), "nothing of a clean day is held back: {:?}", s.quarantined);
+        assert_eq!(s.pulled_again, 0, "a device is not sent back the ops it just pushed: {s:?}");
     }
 
     // Every device's log is held exactly, and every photo byte for byte.

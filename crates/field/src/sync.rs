@@ -79,6 +79,9 @@ pub struct SyncSummary {
     pub pushed: u64,
     /// Ops pulled and applied.
     pub pulled: u64,
+    /// Ops the server sent that this device held already (its own it does not ask
+    /// for; these are others' ops it had, e.g. after a pull started again).
+    pub pulled_again: u64,
     /// Evidence files completed on the server.
     pub files_uploaded: u64,
     /// Evidence bytes sent.
@@ -649,12 +652,14 @@ impl Field {
 
     fn pull(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
         let opts = http.opts;
+        // This device's own ops are left out of the pages: it holds them already.
+        let me = self.store.read(|tx, _| require_identity(tx))?.origin;
         loop {
             let cursor: Option<Cursor> =
                 self.store.read(|tx, _| Ok(sync_meta(tx, "cursor")?.and_then(|c| c.parse().ok())))?;
             let path = match cursor {
-                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500"),
-                None => "/v1/ops/pull?limit=500".to_owned(),
+                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500&omit_origin={me}"),
+                None => format!("/v1/ops/pull?limit=500&omit_origin={me}"),
             };
             let page: Result<PullResponse, SyncError> = http.send("pull", &|c| c.get(http_url(opts, &path)));
             let page = match page {
@@ -685,6 +690,7 @@ impl Field {
                     Err(e) => return Err(FieldError::Invalid(format!("pull: {e}"))),
                 };
                 let n = plan.store.len() as u64;
+                let again = plan.duplicates as u64;
                 for op in &plan.store {
                     log::insert(tx, op)?;
                 }
@@ -694,15 +700,16 @@ impl Field {
                 }
                 set_sync_meta(tx, "cursor", &plan.cursor.to_string())?;
                 log::observe_clock(tx, page.server_hlc, now)?;
-                Ok(Some((n, plan.more)))
+                Ok(Some((n, again, plan.more)))
             })?;
             match applied {
                 None => {
                     summary.restarted_pull = true;
                     continue;
                 }
-                Some((n, more)) => {
+                Some((n, again, more)) => {
                     summary.pulled += n;
+                    summary.pulled_again += again;
                     (http.progress)(Progress::Pulled(summary.pulled));
                     if !more {
                         return Ok(());

@@ -126,7 +126,17 @@ async fn pull_ops(
     Caller(who): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = parse_query(raw, &["cursor", "limit"])?;
+    let query = parse_query(raw, &["cursor", "limit", "omit_origin"])?;
+    // A device names its own origin: it holds those ops already, and a day's sync would
+    // otherwise download every op it just pushed.
+    let omit: Option<String> = match query.get("omit_origin") {
+        None => None,
+        Some(o) => Some(
+            o.parse::<OriginId>()
+                .map_err(|_| ApiError::bad_query(format!("omit_origin must be an origin id (a UUID), got `{o}`")))?
+                .to_string(),
+        ),
+    };
     let limit = match query.get("limit") {
         None => limits::DEFAULT_PULL_LIMIT,
         Some(l) => {
@@ -157,9 +167,9 @@ async fn pull_ops(
             if after > last as u64 {
                 return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
             }
-            let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
+            let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND origin IS NOT ?5 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
             let mut stmt = tx.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1])?;
+            let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1, omit])?;
             // The page is written as it is read: `PullResponse`'s JSON, each op's from its row.
             let mut body = Vec::with_capacity(limit.min(1000) * 420 + 200);
             body.extend_from_slice(br#"{"ops":["#);

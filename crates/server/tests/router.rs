@@ -235,22 +235,26 @@ async fn pull_is_paginated_and_scoped() {
     push(&h, &h.other_assessor, a2.batch(0)).await;
     push(&h, &h.other_region_assessor, b1.batch(0)).await;
 
-    async fn pull_all(h: &Harness, token: &str) -> Vec<Value> {
+    /// Every page from the start, and the last cursor; `extra` is added to each query.
+    async fn pull_pages(h: &Harness, token: &str, extra: &str) -> (Vec<Value>, String) {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/v1/ops/pull?limit=7&cursor={c}"),
-                None => "/v1/ops/pull?limit=7".to_owned(),
+                Some(c) => format!("/v1/ops/pull?limit=7&cursor={c}{extra}"),
+                None => format!("/v1/ops/pull?limit=7{extra}"),
             };
             let (s, page) = h.call("GET", &path, Some(token), None).await;
             assert_eq!(s, StatusCode::OK, "{page}");
             out.extend(page["ops"].as_array().unwrap().iter().cloned());
             cursor = Some(page["cursor"].as_str().unwrap().to_owned());
             if !page["more"].as_bool().unwrap() {
-                return out;
+                return (out, cursor.unwrap());
             }
         }
+    }
+    async fn pull_all(h: &Harness, token: &str) -> Vec<Value> {
+        pull_pages(h, token, "").await.0
     }
     let origin_of = |o: &Value| o["op"]["origin"].as_str().unwrap().to_owned();
     let mine = pull_all(&h, &h.assessor).await;
@@ -267,8 +271,21 @@ async fn pull_is_paginated_and_scoped() {
     let seqs: Vec<u64> = mine.iter().map(|o| o["server_seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in server order");
 
+    // A device leaves its own ops out; the rest of its scope comes, and the cursor ends
+    // where the whole pull's does.
+    let (whole, whole_end) = pull_pages(&h, &h.assessor, "").await;
+    let (omitted, omitted_end) = pull_pages(&h, &h.assessor, &format!("&omit_origin={}", a1.origin)).await;
+    assert!(!omitted.iter().any(|o| origin_of(o) == a1.origin.to_string()), "its own ops are left out");
+    let others: Vec<&Value> = whole.iter().filter(|o| origin_of(o) != a1.origin.to_string()).collect();
+    assert_eq!(omitted.iter().collect::<Vec<_>>(), others, "everything else in its scope, in order");
+    assert!(omitted.iter().any(|o| o["op"]["entity"]["kind"] == "institution"), "the registry still comes");
+    assert_eq!(omitted_end, whole_end, "the cursor moves past the ops left out");
+
     let region = pull_all(&h, &h.supervisor).await;
     assert!(region.iter().any(|o| origin_of(o) == a2.origin.to_string()));
+    let (region_but_a2, _) = pull_pages(&h, &h.supervisor, &format!("&omit_origin={}", a2.origin)).await;
+    assert!(region_but_a2.iter().any(|o| origin_of(o) == a1.origin.to_string()));
+    assert!(!region_but_a2.iter().any(|o| origin_of(o) == a2.origin.to_string()));
     assert!(!region.iter().any(|o| origin_of(o) == b1.origin.to_string()), "another region is not pulled");
     let all = pull_all(&h, &h.admin).await;
     let total: i64 = h
@@ -299,6 +316,8 @@ async fn pull_start_again_answers() {
         ("limit=5000", "bad_query"),
         ("colour=red", "bad_query"),
         ("limit=x", "bad_query"),
+        ("omit_origin=my-phone", "bad_query"),
+        ("omit_origin=", "bad_query"),
     ] {
         let (s, e) = h.call("GET", &format!("/v1/ops/pull?{query}"), Some(&h.admin), None).await;
         assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{query}");
