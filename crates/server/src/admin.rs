@@ -213,15 +213,19 @@ fn find_by_code(
 ) -> Result<Option<String>, ApiError> {
     let found = match parent_field {
         None => tx
-            .query_row("SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2)", params![kind, code], |r| r.get(0))
+            .prepare_cached("SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2)")?
+            .query_row(params![kind, code], |r| r.get(0))
             .optional()?,
+        // From the parent's children to their codes, not the other way round: a code
+        // like `dpmptsp` or `layanan-1` repeats in every institution, so starting from it
+        // read every namesake in the country for each row, and a national registry's
+        // import took minutes (quadratic). CROSS JOIN fixes SQLite's join order.
         Some((field, parent)) => tx
-            .query_row(
-                "SELECT c.entity FROM fields c JOIN fields p ON p.entity = c.entity AND p.field = ?3 AND p.value = json_quote(?4)
-                 WHERE c.kind = ?1 AND c.field = 'code' AND c.value = json_quote(?2)",
-                params![kind, code, field, parent],
-                |r| r.get(0),
-            )
+            .prepare_cached(
+                "SELECT p.entity FROM fields p CROSS JOIN fields c ON c.entity = p.entity AND c.field = 'code'
+                 WHERE p.kind = ?1 AND p.field = ?3 AND p.value = json_quote(?4) AND c.value = json_quote(?2)",
+            )?
+            .query_row(params![kind, code, field, parent], |r| r.get(0))
             .optional()?,
     };
     Ok(found)

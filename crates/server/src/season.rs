@@ -463,6 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn institutions_sharing_unit_and_product_codes_import_as_distinct_records() {
+        // Every city has a `dpmptsp` offering `pbg` and `nib`: the import must tell them
+        // apart by their parent, and find each again on a second import.
+        let season = Season::national(1.0, 4, 2024)
+            .sample(&["kota-magelang", "kota-makassar", "kab-maros"], 2, 30, &[])
+            .unwrap();
+        let rows = crate::admin::parse_registry(&season.registry_csv()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::AppState::open(dir.path(), crate::state::system_clock()).unwrap();
+        let instruments = state.instruments();
+        let import = || {
+            state
+                .db()
+                .write_blocking(|tx| crate::admin::import_registry(tx, &instruments, &rows, 1_700_000_000_000))
+                .unwrap()
+                .0
+        };
+        let (_, units, products, _) = season.counts();
+        let first = import();
+        assert_eq!((first.institutions_added, first.units_added, first.products_added), (3, units, products));
+        let again = import();
+        assert_eq!(
+            (again.institutions_added, again.units_added, again.products_added, again.fields_changed),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
     fn a_sample_is_the_national_season_cut_down() {
         let national = Season::national(1.0, 4, 2024);
         let sample = national.sample(&["kota-magelang", "badan-pom"], 2, 30, &[0, 3]).unwrap();
