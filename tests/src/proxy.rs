@@ -130,6 +130,8 @@ pub struct ProxyStats {
     pub truncated_responses: u64,
     pub delayed: u64,
     pub duplicated: u64,
+    /// Requests answered by the proxy itself (see [`FaultProxy::refuse`]).
+    pub refused: u64,
 }
 
 /// A decided fault with its parameters. `frac` in `[0, 1)` picks the cut position.
@@ -210,6 +212,9 @@ struct State {
     rng: StdRng,
     stats: ProxyStats,
     log: Vec<FaultKind>,
+    /// Requests whose start line contains the first string get `400` and the second as
+    /// their JSON body, without reaching the server.
+    refusal: Option<(String, String)>,
 }
 
 struct Shared {
@@ -262,6 +267,7 @@ impl FaultProxy {
                 faults,
                 stats: ProxyStats::default(),
                 log: Vec::new(),
+                refusal: None,
             }),
         });
         let (tx, rx) = watch::channel(false);
@@ -313,6 +319,14 @@ impl FaultProxy {
         let mut st = self.shared.lock();
         st.rng = StdRng::seed_from_u64(faults.seed);
         st.faults = faults;
+    }
+
+    /// From now on, answers every request whose start line (`GET /path?query HTTP/1.1`)
+    /// contains `needle` with `400 Bad Request` and the JSON `body` itself, without
+    /// forwarding it: a server that refuses something, such as an older one that does not
+    /// know a query parameter.
+    pub fn refuse(&self, needle: &str, body: &str) {
+        self.shared.lock().refusal = Some((needle.to_owned(), body.to_owned()));
     }
 
     /// Connections accepted and faults injected so far.
@@ -778,6 +792,21 @@ async fn handle_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
             ReqRead::Unframed(why) => return passthrough(client, up, upstream, why).await,
             ReqRead::Request(req) => req,
         };
+        let refusal = shared.lock().refusal.clone();
+        if let Some((needle, body)) = refusal {
+            let line_end = req.bytes.iter().position(|&b| b == b'\n').unwrap_or(req.bytes.len());
+            if String::from_utf8_lossy(&req.bytes[..line_end]).contains(needle.as_str()) {
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                client.stream.write_all(head.as_bytes()).await?;
+                client.stream.write_all(body.as_bytes()).await?;
+                shared.count(|s| s.refused += 1);
+                debug!("refused {} request", req.method);
+                continue;
+            }
+        }
         let decision = shared.decide();
         debug!("{} request of {} bytes: {decision:?}", req.method, req.bytes.len());
         if up.is_none() {
@@ -1252,7 +1281,8 @@ mod tests {
                 dropped_responses: 1,
                 truncated_responses: 1,
                 delayed: 1,
-                duplicated: 2
+                duplicated: 2,
+                refused: 0
             }
         );
         use FaultKind::*;

@@ -5,6 +5,7 @@
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use sidak_e2e::harness::*;
+use sidak_e2e::proxy::{FaultProxy, Faults};
 use sidak_server::auth::Role;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -198,4 +199,28 @@ fn a_photo_damaged_on_the_device_is_set_aside_and_never_blocks_the_rest() {
     let s = device.sync(&server.url()).unwrap();
     assert_eq!((s.files_uploaded, s.bytes_uploaded, s.unsent_files, s.complete), (0, 0, 1, false), "{s:?}");
     assert_eq!(device.field.status().unwrap().damaged_files, 1);
+}
+
+#[test]
+fn a_server_that_does_not_know_omit_origin_is_pulled_from_as_before() {
+    // A device updated before its office's server: the server refuses the parameter
+    // that leaves the device's own ops out, and the device pulls everything instead of
+    // failing its sync.
+    let server = Server::start();
+    server.import_registry(&registry(&["jateng"]));
+    server.assign("jateng-a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let proxy = FaultProxy::start(server.addr, Faults::none()).unwrap();
+    proxy.refuse(
+        "omit_origin=",
+        r#"{"code":"bad_query","message":"unknown query parameter `omit_origin` (allowed: cursor, limit)"}"#,
+    );
+    let mut device = Device::new(&server.state, "jateng-a1", "jateng");
+    let s = device.sync(&proxy.url()).expect("the morning sync completes without omit_origin");
+    assert!(s.complete, "{s:?}");
+    assert!(proxy.stats().refused >= 1, "the device asked with omit_origin first");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    device.record_unit("disdukcapil", 2, 0, &mut rng);
+    let s = device.sync(&proxy.url()).expect("the evening sync completes");
+    assert!(s.complete && s.unsent_ops == 0, "{s:?}");
+    assert!(s.pulled_again > 0, "such a server sends the device its own ops back, as before: {s:?}");
 }

@@ -653,16 +653,27 @@ impl Field {
     fn pull(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
         let opts = http.opts;
         // This device's own ops are left out of the pages: it holds them already.
-        let me = self.store.read(|tx, _| require_identity(tx))?.origin;
+        let mut omit = Some(self.store.read(|tx, _| require_identity(tx))?.origin);
         loop {
             let cursor: Option<Cursor> =
                 self.store.read(|tx, _| Ok(sync_meta(tx, "cursor")?.and_then(|c| c.parse().ok())))?;
-            let path = match cursor {
-                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500&omit_origin={me}"),
-                None => format!("/v1/ops/pull?limit=500&omit_origin={me}"),
+            let mut path = match cursor {
+                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500"),
+                None => "/v1/ops/pull?limit=500".to_owned(),
             };
+            if let Some(me) = omit {
+                path.push_str(&format!("&omit_origin={me}"));
+            }
             let page: Result<PullResponse, SyncError> = http.send("pull", &|c| c.get(http_url(opts, &path)));
             let page = match page {
+                // A server from before `omit_origin` (proto §5.4) refuses the parameter:
+                // pull everything from it, as before, rather than not at all.
+                Err(SyncError::Refused(m))
+                    if omit.is_some() && m.contains("omit_origin") && m.ends_with("(bad_query)") =>
+                {
+                    omit = None;
+                    continue;
+                }
                 Err(SyncError::Refused(m)) if m.starts_with("reset_required") => {
                     // Start again: forget the cursor, pull from zero; local ops stay.
                     summary.restarted_pull = true;
