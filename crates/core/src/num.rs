@@ -295,6 +295,11 @@ impl Exact {
                 return decimal_text(scaled < 0, &scaled.unsigned_abs().to_string(), p as usize);
             }
         }
+        // A share like 1/11, in every node of every result document: `Small` is kept
+        // reduced with a positive denominator, as `BigRational` would write it.
+        if let (Repr::Small { n, d }, None) = (&self.0, places) {
+            return format!("{n}/{d}");
+        }
         let r = self.to_big();
         match places {
             Some(0) => r.to_integer().to_string(),
@@ -548,6 +553,18 @@ mod tests {
         check_publish("1/3", "0.33");
         check_publish("2/3", "0.67");
         check_publish("23875/261", "91.48");
+    }
+
+    #[test]
+    fn fractions_are_written_as_their_big_rational_would_be() {
+        for text in ["1/11", "-1/11", "2/22", "-3/9", "10/7", "1/3", "170141183460469231731687303715884105727/3"] {
+            let exact: Exact = text.parse().unwrap();
+            let big = exact.to_big();
+            assert_eq!(exact.to_text(), format!("{}/{}", big.numer(), big.denom()), "{text}");
+            assert_eq!(exact.to_text().parse::<Exact>().unwrap(), exact, "{text} reads back");
+        }
+        assert_eq!("2/22".parse::<Exact>().unwrap().to_text(), "1/11");
+        assert_eq!("6/4".parse::<Exact>().unwrap().to_text(), "1.5", "a finite decimal is written as one");
     }
 
     #[test]

@@ -95,6 +95,9 @@ struct Visit {
     location: Location,
     order: (i64, String),
     answers: BTreeMap<String, Value>,
+    /// Each answer's level in the instrument, in `answers`' order (`None`: not in it).
+    /// Looked up once: the input is built per product, unit and institution.
+    levels: Vec<Option<Level>>,
     /// The field values that corrections replaced (`null`: the field had none).
     field_values: BTreeMap<String, Value>,
     evidence: BTreeMap<String, Vec<String>>,
@@ -358,6 +361,7 @@ fn input_of(
             location,
             order,
             answers,
+            levels: Vec::new(),
             field_values: BTreeMap::new(),
             evidence: BTreeMap::new(),
         });
@@ -407,6 +411,11 @@ fn input_of(
         }
     }
 
+    // The answers are final now (corrections applied): their levels, once.
+    for v in &mut visits {
+        v.levels = v.answers.keys().map(|id| instrument.indicator(id).map(|i| i.level)).collect();
+    }
+
     // Evidence, once its file is complete here.
     let mut complete = tx.prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?;
     for (at, f) in evidence {
@@ -444,8 +453,9 @@ fn input_of(
     let answers_at = |level: Level, visits: &[&Visit]| -> BTreeMap<String, AnswerInput> {
         let mut out = BTreeMap::new();
         for v in visits {
-            for (id, value) in &v.answers {
-                if instrument.indicator(id).is_some_and(|i| i.level == level) {
+            debug_assert_eq!(v.levels.len(), v.answers.len(), "levels are looked up after the last correction");
+            for ((id, value), at) in v.answers.iter().zip(&v.levels) {
+                if *at == Some(level) {
                     out.insert(
                         id.clone(),
                         answer_input(value, v.evidence.get(id).cloned().unwrap_or_default(), v.field_values.get(id)),
