@@ -15,7 +15,7 @@ use sidak_core::instrument::{Instrument, Level, RespondentKind};
 use sidak_core::op::Op;
 use sidak_core::records::{EntityKind, EntityRef, ANSWER_PREFIX};
 
-pub use sidak_server::season::{Institution, Season, Unit, CENTRE_REGION, INSTRUMENT, PROVINCES};
+pub use sidak_server::season::{Institution, Season, Unit};
 
 /// Registry record ids as a server assigned them, by codes.
 #[derive(Clone, Debug, Default)]

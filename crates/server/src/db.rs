@@ -371,7 +371,7 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || in_store_task(|| db.write_blocking(f)))
+        tokio::task::spawn_blocking(move || on_blocking_thread(|| db.write_blocking(f)))
             .await
             .expect("database task panicked")
     }
@@ -383,21 +383,17 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || in_store_task(|| db.read_blocking(f)))
+        tokio::task::spawn_blocking(move || on_blocking_thread(|| db.read_blocking(f)))
             .await
             .expect("database task panicked")
     }
 }
 
-/// Runs `f`, which uses the store, on a thread of its own inside a runtime (the body
-/// of a `spawn_blocking`): marked as store work, so that [`Db::calls_on_async_threads`]
-/// counts only calls made where they would stall async tasks.
+/// Runs `f`, which uses the store, on a blocking thread inside a runtime (the body of
+/// a `spawn_blocking`, as [`Db::read`] and [`Db::write`] do): marked as store work, so
+/// that [`Db::calls_on_async_threads`] counts only calls made where they would stall
+/// async tasks.
 pub fn on_blocking_thread<T>(f: impl FnOnce() -> T) -> T {
-    in_store_task(f)
-}
-
-/// Runs `f` marked as store work on a blocking thread.
-fn in_store_task<T>(f: impl FnOnce() -> T) -> T {
     IN_STORE_TASK.with(|flag| flag.set(true));
     let out = f();
     IN_STORE_TASK.with(|flag| flag.set(false));

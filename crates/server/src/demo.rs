@@ -20,7 +20,7 @@ use sidak_field::app::StartVisit;
 use sidak_field::sync::SyncOptions;
 use sidak_field::Field;
 
-use crate::admin::{self, NewAssignment};
+use crate::admin;
 use crate::auth::{create_token, NewToken, Role};
 use crate::error::ApiError;
 use crate::season::{Institution, Season, CENTRE_REGION, INSTRUMENT};
@@ -186,15 +186,7 @@ pub fn prepare(state: &AppState) -> Result<String, DemoError> {
     })?;
     for a in assessors(&season) {
         for (i, unit) in &a.units {
-            let new = NewAssignment {
-                assessor: a.code.clone(),
-                institution: institutions[*i].code.clone(),
-                unit: unit.clone(),
-                products: vec![],
-                instrument: INSTRUMENT.into(),
-                mode: if institutions[*i].kind == "kementerian" { "announced".into() } else { "covert".into() },
-                due: None,
-            };
+            let new = institutions[*i].assignment(unit, &a.code);
             state.db().write_blocking(|tx| admin::create_assignment(tx, &instruments, &new, now).map(|_| ()))?;
         }
     }

@@ -580,7 +580,7 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
     let id = op.entity.id.to_string();
     memo(|m| m.fields.get_mut(&id).map(|f| f.remove(&op.field)));
     tx.prepare_cached(sql)?.execute(params![
-        op.entity.id.to_string(),
+        id,
         op.field,
         op.entity.kind.name(),
         canonical_json(&op.value),

@@ -163,6 +163,22 @@ pub struct Institution {
     pub quality: i64,
 }
 
+impl Institution {
+    /// The assignment of one of its units to `assessor`, every product, with the
+    /// season's instrument: announced at a ministry, covert elsewhere.
+    pub fn assignment(&self, unit: &str, assessor: &str) -> NewAssignment {
+        NewAssignment {
+            assessor: assessor.to_owned(),
+            institution: self.code.clone(),
+            unit: unit.to_owned(),
+            products: vec![],
+            instrument: INSTRUMENT.into(),
+            mode: if self.kind == "kementerian" { "announced".into() } else { "covert".into() },
+            due: None,
+        }
+    }
+}
+
 /// A generated season.
 #[derive(Clone, Debug)]
 pub struct Season {
@@ -293,14 +309,11 @@ fn identity(kind: &str, index: usize) -> (String, String, String) {
     }
     let (region, province, city, regency) = PROVINCES[index % PROVINCES.len()];
     let first = index < PROVINCES.len();
-    let (code, name) = match (kind, first) {
-        ("provinsi", _) => (format!("prov-{region}"), format!("Pemerintah Provinsi {province}")),
-        ("kota", true) if city.is_some() => {
-            let (code, name) = city.expect("matched");
-            (code.to_owned(), format!("Pemerintah {name}"))
-        }
-        ("kabupaten", true) => (regency.0.to_owned(), format!("Pemerintah {}", regency.1)),
-        ("kota", _) => numbered(&format!("Pemerintah Kota ({province})")),
+    let (code, name) = match (kind, first, city) {
+        ("provinsi", _, _) => (format!("prov-{region}"), format!("Pemerintah Provinsi {province}")),
+        ("kota", true, Some((code, name))) => (code.to_owned(), format!("Pemerintah {name}")),
+        ("kabupaten", true, _) => (regency.0.to_owned(), format!("Pemerintah {}", regency.1)),
+        ("kota", _, _) => numbered(&format!("Pemerintah Kota ({province})")),
         _ => numbered(&format!("Pemerintah Kabupaten ({province})")),
     };
     (code, name, region.to_owned())
@@ -409,20 +422,7 @@ impl Season {
 
     /// One assignment per unit, every product, for the institution's assessor.
     pub fn assignments(&self) -> Vec<NewAssignment> {
-        self.institutions
-            .iter()
-            .flat_map(|i| {
-                i.units.iter().map(|u| NewAssignment {
-                    assessor: i.assessor.clone(),
-                    institution: i.code.clone(),
-                    unit: u.code.clone(),
-                    products: vec![],
-                    instrument: INSTRUMENT.into(),
-                    mode: if i.kind == "kementerian" { "announced".into() } else { "covert".into() },
-                    due: None,
-                })
-            })
-            .collect()
+        self.institutions.iter().flat_map(|i| i.units.iter().map(|u| i.assignment(&u.code, &i.assessor))).collect()
     }
 
     /// Assessors with their region and the institutions they visit (indices).
