@@ -107,6 +107,11 @@ fn day_of(a: DayArgs) -> day::Day {
     }
 }
 
+/// The allocator `sidak-server` runs on (see the workspace manifest), so that the
+/// server this benchmark runs in-process allocates as the real one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let mut tmp = tempfile::tempdir()?;
     // SIDAK_BENCH_KEEP=1 leaves the stores behind for a look (sqlite3 on the path printed).

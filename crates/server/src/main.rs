@@ -961,6 +961,10 @@ fn review_command(dir: &Path, args: ReviewArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// mimalloc rather than the system allocator: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
