@@ -121,6 +121,11 @@ pub fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<Str
     Ok(out)
 }
 
+/// Bytes of a pull page reserved for each op. A bench op is ~455 bytes of JSON (11.5 MB
+/// over 25,328 ops); room for 560 keeps a full page from growing, and copying itself,
+/// once more at its end.
+const PULLED_OP_ROOM: usize = 560;
+
 async fn pull_ops(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -171,9 +176,7 @@ async fn pull_ops(
             let mut stmt = tx.prepare_cached(&sql)?;
             let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1, omit])?;
             // The page is written as it is read: `PullResponse`'s JSON, each op's from its row.
-            // A bench op is ~455 bytes of JSON (11.5 MB over 25,328 ops); room for 560 keeps
-            // a full page from growing, and copying itself, once more at its end.
-            let mut body = Vec::with_capacity(limit.min(1000) * 560 + 200);
+            let mut body = Vec::with_capacity(limit * PULLED_OP_ROOM + 200);
             body.extend_from_slice(br#"{"ops":["#);
             let (mut n, mut seq_written, mut more) = (0usize, after, false);
             while let Some(r) = rows.next()? {
