@@ -321,11 +321,43 @@ impl Db {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let err = |source| DbError { path: self.inner.path.clone(), source };
+        let mut conn = self.writer();
+        self.in_write_tx(&mut conn, f)
+    }
+
+    /// [`Db::write_blocking`], if `wanted()` still holds once this thread has the
+    /// writer: `None` (and no transaction) if not. For work that others may have done
+    /// while this thread waited (a group commit's queue, emptied by whoever got the
+    /// writer first).
+    pub fn write_blocking_if<T, E: From<DbError>>(
+        &self,
+        wanted: impl FnOnce() -> bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        let mut conn = self.writer();
+        if !wanted() {
+            return Ok(None);
+        }
+        self.in_write_tx(&mut conn, f).map(Some)
+    }
+
+    /// The writer connection, once this thread has it (counted in
+    /// [`Db::queued_writers`] while it waits).
+    fn writer(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.check_thread();
         self.inner.queued_writers.fetch_add(1, Ordering::SeqCst);
-        let mut conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.inner.queued_writers.fetch_sub(1, Ordering::SeqCst);
+        conn
+    }
+
+    /// Runs `f` in an immediate transaction on `conn`, committed if `f` succeeds.
+    fn in_write_tx<T, E: From<DbError>>(
+        &self,
+        conn: &mut Connection,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let err = |source| DbError { path: self.inner.path.clone(), source };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let out = f(&tx)?;
         tx.commit().map_err(err)?;

@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod manifests;
 pub mod provenance;
 pub mod push;
+pub mod push_group;
 pub mod rapor;
 pub mod reports_api;
 pub mod results;

@@ -17,6 +17,7 @@ use crate::db::{meta, Db};
 use crate::error::ApiError;
 use crate::ledger::{self, Instruments};
 use crate::lockout::Lockout;
+use crate::push_group::PushQueue;
 
 /// Milliseconds since 1970 (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -46,6 +47,7 @@ struct Inner {
     lockout: Lockout,
     touched: Mutex<HashMap<String, i64>>,
     uploads: Mutex<HashMap<Sha256Digest, UploadHash>>,
+    pushes: PushQueue,
 }
 
 /// The SHA-256 of an upload's bytes so far, fed as each chunk is written, so that a
@@ -93,6 +95,7 @@ impl AppState {
                 lockout: Lockout::default(),
                 touched: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(HashMap::new()),
+                pushes: PushQueue::default(),
             }),
         })
     }
@@ -100,6 +103,11 @@ impl AppState {
     /// The store.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Pushes waiting to be applied together (see [`crate::push_group`]).
+    pub fn push_queue(&self) -> &PushQueue {
+        &self.inner.pushes
     }
 
     /// The data directory.

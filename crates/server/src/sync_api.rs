@@ -21,7 +21,7 @@ use crate::api::{bytes_response, json_body, raw_body, Caller, JsonBody, Routes};
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::ledger::{self, OP_COLUMNS};
-use crate::push::push;
+use crate::push_group;
 use crate::results::{self, fields_of};
 use crate::state::AppState;
 
@@ -74,18 +74,9 @@ async fn push_ops(
             limits::MAX_OPS_PER_PUSH
         )));
     }
-    let instruments = state.instruments();
-    let now = state.now();
-    let (response, stored) = state
-        .db()
-        .write(move |tx| {
-            let (response, effects) = push(tx, &instruments, &who, request, now)?;
-            for institution in &effects.dirty {
-                results::recompute(tx, &instruments, institution)?;
-            }
-            Ok::<_, ApiError>((response, effects.stored))
-        })
-        .await?;
+    // Applied with whatever other pushes wait for the store's writer, in one
+    // transaction (`push_group`); answered once that has committed.
+    let (response, stored) = push_group::apply(&state, who, request, state.now()).await?;
     if stored > 0 {
         state.notify_changed();
     }

@@ -222,6 +222,108 @@ async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
     assert_eq!(s, StatusCode::OK);
 }
 
+/// The result rows, in full, in key order.
+fn results_snapshot(h: &Harness) -> Vec<(String, String, String, String)> {
+    h.state
+        .db()
+        .read_blocking(|tx| {
+            let mut stmt = tx.prepare("SELECT kind, entity, instrument, document FROM results ORDER BY 1, 2, 3")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap()
+}
+
+/// Pushes waiting together are applied in one transaction, each in its own savepoint:
+/// a push that fails half-way (here a trigger refuses its third op, after its first two
+/// were written) stores nothing, a refused push is refused, and the pushes before and
+/// after it in the same group land, with their institution's results recomputed.
+#[test]
+fn pushes_applied_together_each_land_or_change_nothing() {
+    use sidak_server::push_group;
+    let h = Harness::new();
+    let principal = |secret: &str| {
+        h.state
+            .db()
+            .read_blocking(|tx| sidak_server::auth::principal_for(tx, secret).map_err(sidak_server::error::ApiError::from))
+            .unwrap()
+            .unwrap()
+    };
+    let request = |d: &Device| serde_json::from_value::<sidak_core::wire::PushRequest>(d.batch(0)).unwrap();
+    let mut first = Device::new(21, "a1", "jateng");
+    first.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let mut failing = Device::new(22, "a1", "jateng");
+    failing.visit(&h, "kota-sukamaju", "disdukcapil", "akta-lahir", 1);
+    let mut last = Device::new(23, "a2", "jateng");
+    last.visit(&h, "kota-sukamaju", "dpmptsp", "pbg", 3);
+    let failing_origin = failing.origin.to_string();
+    h.state
+        .db()
+        .write_blocking(|tx| {
+            tx.execute_batch(&format!(
+                "CREATE TRIGGER refuse BEFORE INSERT ON ops WHEN NEW.origin = '{failing_origin}' AND NEW.seq = 3
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+            ))
+            .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+
+    // Every result up to date first (the harness sets up assignments without
+    // recomputing), so that what follows compares only what the group did.
+    let instruments = h.state.instruments();
+    h.state.db().write_blocking(|tx| sidak_server::results::recompute_all(tx, &instruments)).unwrap();
+
+    let answers = [
+        push_group::submit(&h.state, principal(&h.assessor), request(&first), T0),
+        push_group::submit(&h.state, principal(&h.assessor), request(&failing), T0),
+        push_group::submit(&h.state, principal(&h.supervisor), request(&first), T0),
+        push_group::submit(&h.state, principal(&h.other_assessor), request(&last), T0),
+    ];
+    // One task applies the four, as the first push's task would.
+    push_group::apply_waiting(&h.state);
+    let [first_answer, failing_answer, supervisor_answer, last_answer] = answers.map(|a| a.blocking_recv().unwrap());
+    let (response, stored) = first_answer.unwrap();
+    assert_eq!((stored, response.origins[0].stored as usize), (first.ops.len(), first.ops.len()));
+    assert_eq!(failing_answer.unwrap_err().code, "internal", "the trigger's refusal is a store error");
+    assert_eq!(supervisor_answer.unwrap_err().code, "role_forbidden");
+    assert_eq!(last_answer.unwrap().1, last.ops.len());
+
+    let stored_of = |origin: String| {
+        h.state
+            .db()
+            .read_blocking(|tx| {
+                tx.query_row("SELECT COUNT(*) FROM ops WHERE origin = ?1", [origin], |r| r.get::<_, i64>(0))
+                    .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap()
+    };
+    assert_eq!(stored_of(failing_origin.clone()), 0, "the failed push's first ops were rolled back with it");
+    assert_eq!(stored_of(first.origin.to_string()), first.ops.len() as i64);
+    assert_eq!(stored_of(last.origin.to_string()), last.ops.len() as i64);
+
+    // The group's recompute left every result as a full recompute makes it, and both
+    // units the group touched have theirs.
+    let after_group = results_snapshot(&h);
+    let units: Vec<&str> = after_group.iter().filter(|r| r.0 == "unit").map(|r| r.1.as_str()).collect();
+    let inst = h.id_of("institution", "kota-sukamaju");
+    for code in ["disdukcapil", "dpmptsp"] {
+        assert!(units.contains(&unit_id(&h, &inst, code).as_str()), "{code} has a result");
+    }
+    h.state.db().write_blocking(|tx| sidak_server::results::recompute_all(tx, &instruments)).unwrap();
+    assert!(results_snapshot(&h) == after_group, "the group's results are a full recompute's");
+
+    // Once the trigger is gone, the failed push goes through whole.
+    h.state
+        .db()
+        .write_blocking(|tx| tx.execute_batch("DROP TRIGGER refuse").map_err(sidak_server::error::ApiError::from))
+        .unwrap();
+    let again = push_group::submit(&h.state, principal(&h.assessor), request(&failing), T0);
+    push_group::apply_waiting(&h.state);
+    assert_eq!(again.blocking_recv().unwrap().unwrap().1, failing.ops.len());
+    // Nothing waits any more: a task started now finds nothing to do.
+    push_group::apply_waiting(&h.state);
+}
+
 #[tokio::test]
 async fn pull_is_paginated_and_scoped() {
     let h = Harness::new();
