@@ -245,7 +245,9 @@ fn pushes_applied_together_each_land_or_change_nothing() {
     let principal = |secret: &str| {
         h.state
             .db()
-            .read_blocking(|tx| sidak_server::auth::principal_for(tx, secret).map_err(sidak_server::error::ApiError::from))
+            .read_blocking(|tx| {
+                sidak_server::auth::principal_for(tx, secret).map_err(sidak_server::error::ApiError::from)
+            })
             .unwrap()
             .unwrap()
     };

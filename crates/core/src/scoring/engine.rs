@@ -703,7 +703,6 @@ struct UnitCalc {
 
 fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -> InstitutionResult {
     let calc = Calc { instrument };
-    let mut missing_all = BTreeSet::new();
     let mut inst_missing = BTreeSet::new();
     // Institution-level indicators are computed once and shared by every unit.
     let mut institution_level: BTreeMap<&str, IndicatorCalc> = BTreeMap::new();
@@ -715,12 +714,16 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
     let mut units: Vec<UnitCalc> =
         inst.units.iter().map(|u| compute_unit(&calc, u, &institution_level, &inst_missing)).collect();
     units.sort_by(|a, b| a.result.id.cmp(&b.result.id));
-    for u in &units {
-        missing_all.extend(u.result.missing.iter().cloned());
-    }
-    missing_all.extend(inst_missing);
+    let none_assessed = units.is_empty().then_some("institution: no unit assessed");
+    // The institution misses what its units miss, what it misses itself, and a unit.
+    let missing = sorted_union(
+        units
+            .iter()
+            .flat_map(|u| u.result.missing.iter().map(String::as_str))
+            .chain(inst_missing.iter().map(String::as_str))
+            .chain(none_assessed),
+    );
     let score = if units.is_empty() {
-        missing_all.insert("institution: no unit assessed".to_owned());
         Attain::Missing(None)
     } else {
         combine(units.iter().map(|u| (u.result.weight.clone(), u.score.clone())))
@@ -752,10 +755,21 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
         before_deductions: before_deductions(&before, &inst.scope.deductions),
         deductions: inst.scope.deductions.clone(),
         rule: instrument.rollup.units.name(),
-        missing: missing_all.into_iter().collect(),
+        missing,
         dimensions,
         units: units.into_iter().map(|u| u.result).collect(),
     }
+}
+
+/// The strings of `items` in order, each once: what a `BTreeSet` of them would hold.
+/// The items come as sorted lists one after the other (a product's, a unit's), which
+/// the stable sort merges as the runs they are, instead of a set inserting each string
+/// in turn; the strings are copied once, at the end.
+fn sorted_union<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut all: Vec<&str> = items.collect();
+    all.sort();
+    all.dedup();
+    all.into_iter().map(str::to_owned).collect()
 }
 
 fn before_deductions(before: &Attain, deductions: &[AppliedDeduction]) -> Option<crate::num::Published> {
@@ -815,9 +829,9 @@ fn compute_unit(
         .collect();
     products.sort_by(|a, b| a.id.cmp(&b.id));
     // The unit misses what its products miss (see `Calc::product_level`).
-    for p in &products {
-        missing.extend(p.missing.iter().cloned());
-    }
+    let missing = sorted_union(
+        missing.iter().map(String::as_str).chain(products.iter().flat_map(|p| p.missing.iter().map(String::as_str))),
+    );
 
     let before = calc.to_score(tree.attain);
     let score = calc.deduct(before.clone(), &unit.scope.deductions);
@@ -830,11 +844,37 @@ fn compute_unit(
             outcome: calc.outcome(&score, true),
             before_deductions: before_deductions(&before, &unit.scope.deductions),
             deductions: unit.scope.deductions.clone(),
-            missing: missing.into_iter().collect(),
+            missing,
             dimensions: tree.nodes,
             products,
         },
         score,
         by_node: tree.by_node,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    proptest::proptest! {
+        /// Lists merged by `sorted_union` come out as a set of their strings would hold
+        /// them, whether each list is sorted (as products' and units' are) or not.
+        #[test]
+        fn sorted_union_is_what_a_set_holds(
+            lists in proptest::collection::vec(proptest::collection::vec("[a-c` /:]{0,5}", 0..8), 0..6),
+            sort_each in proptest::bool::ANY,
+        ) {
+            let mut lists = lists;
+            if sort_each {
+                for l in &mut lists {
+                    l.sort();
+                    l.dedup();
+                }
+            }
+            let set: BTreeSet<&str> = lists.iter().flatten().map(String::as_str).collect();
+            let union = super::sorted_union(lists.iter().flatten().map(String::as_str));
+            proptest::prop_assert_eq!(union, set.into_iter().map(str::to_owned).collect::<Vec<_>>());
+        }
     }
 }
