@@ -146,6 +146,13 @@ pub async fn authenticate(state: &AppState, source: Source, secret: String) -> R
     check_source(state, source)?;
     let now = state.now();
     let check = state.db().read(move |tx| check_token(tx, &secret, now).map_err(ApiError::from)).await?;
+    settle(state, source, check, now).await
+}
+
+/// What a token check means for the request: a token in force is the caller (its use
+/// recorded at most once a minute); anything else is `401 unauthorized`, an unknown
+/// secret counting against its source.
+async fn settle(state: &AppState, source: Source, check: TokenCheck, now: i64) -> Result<Principal, ApiError> {
     match check {
         TokenCheck::Valid { principal, last_used_at } => {
             if state.claim_touch(&principal.token_id, last_used_at, now) {
@@ -163,6 +170,51 @@ pub async fn authenticate(state: &AppState, source: Source, secret: String) -> R
             }
             Err(ApiError::unauthorized(refused.refusal().unwrap_or_default()))
         }
+    }
+}
+
+/// A caller's bearer token, presented but not yet checked: for a handler that checks
+/// it inside its own read transaction ([`Presented::check`]) rather than in one of its
+/// own before the handler runs, as [`Caller`] does. The pull, which every device and
+/// peer calls page after page, saves a store task and a transaction per request.
+/// The outcome is the same as [`Caller`]'s, and so is its order: a locked-out source
+/// is refused before anything is read, and the token's verdict comes before any
+/// error of the handler's own ([`Presented::settle`] first).
+#[derive(Clone)]
+pub struct Presented {
+    source: Source,
+    secret: String,
+    now: i64,
+}
+
+impl FromRequestParts<AppState> for Presented {
+    type Rejection = ApiError;
+
+    fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Presented, ApiError>> + Send {
+        let source = source_of(&parts.extensions);
+        let secret = bearer(&parts.headers);
+        let now = state.now();
+        let checked = check_source(state, source);
+        async move {
+            checked?;
+            Ok(Presented { source, secret: secret?, now })
+        }
+    }
+}
+
+impl Presented {
+    /// Checks the token in the handler's transaction.
+    pub fn check(&self, tx: &rusqlite::Transaction<'_>) -> Result<TokenCheck, ApiError> {
+        Ok(check_token(tx, &self.secret, self.now)?)
+    }
+
+    /// The caller, once [`Presented::check`] has found the token in force (or the
+    /// refusal, recorded as [`authenticate`] records it).
+    pub async fn settle(&self, state: &AppState, check: TokenCheck) -> Result<Principal, ApiError> {
+        settle(state, self.source, check, self.now).await
     }
 }
 

@@ -13,12 +13,12 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 use sidak_core::chain::ChainHead;
 use sidak_core::hash::Sha256Digest;
-use sidak_core::ids::OriginId;
+use sidak_core::ids::{OriginId, StoreId};
 use sidak_core::instrument::InstrumentRef;
 use sidak_core::wire::*;
 
-use crate::api::{bytes_response, json_body, raw_body, Caller, JsonBody, Routes};
-use crate::auth::{Principal, Role};
+use crate::api::{bytes_response, json_body, raw_body, Caller, JsonBody, Presented, Routes};
+use crate::auth::{Principal, Role, TokenCheck};
 use crate::error::ApiError;
 use crate::ledger::{self, OP_COLUMNS};
 use crate::push_group;
@@ -117,82 +117,111 @@ pub fn parse_query(raw: Option<String>, allowed: &[&str]) -> Result<BTreeMap<Str
 /// once more at its end.
 const PULLED_OP_ROOM: usize = 560;
 
+/// A pull's query, read and checked.
+struct PullQuery {
+    /// The caller's own origin, whose ops the page leaves out.
+    omit: Option<String>,
+    limit: usize,
+    /// The `server_seq` the page starts after.
+    after: u64,
+}
+
+impl PullQuery {
+    fn parse(raw: Option<String>, store: StoreId) -> Result<PullQuery, ApiError> {
+        let query = parse_query(raw, &["cursor", "limit", "omit_origin"])?;
+        // A device names its own origin: it holds those ops already, and a day's sync would
+        // otherwise download every op it just pushed.
+        let omit: Option<String> = match query.get("omit_origin") {
+            None => None,
+            Some(o) => Some(
+                o.parse::<OriginId>()
+                    .map_err(|_| ApiError::bad_query(format!("omit_origin must be an origin id (a UUID), got `{o}`")))?
+                    .to_string(),
+            ),
+        };
+        let limit = match query.get("limit") {
+            None => limits::DEFAULT_PULL_LIMIT,
+            Some(l) => {
+                l.parse::<usize>().ok().filter(|n| (1..=limits::MAX_PULL_LIMIT).contains(n)).ok_or_else(|| {
+                    ApiError::bad_query(format!("limit must be 1 to {}, got `{l}`", limits::MAX_PULL_LIMIT))
+                })?
+            }
+        };
+        let cursor = match query.get("cursor") {
+            None => None,
+            Some(c) => Some(c.parse::<Cursor>().map_err(ApiError::bad_cursor)?),
+        };
+        if let Some(c) = cursor {
+            if c.store != store {
+                return Err(ApiError::reset_required(format!(
+                    "the cursor is for store {}, this is store {}: pull again from the start",
+                    c.store, store
+                )));
+            }
+        }
+        Ok(PullQuery { omit, limit, after: cursor.map(|c| c.seq).unwrap_or(0) })
+    }
+}
+
 async fn pull_ops(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    presented: Presented,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = parse_query(raw, &["cursor", "limit", "omit_origin"])?;
-    // A device names its own origin: it holds those ops already, and a day's sync would
-    // otherwise download every op it just pushed.
-    let omit: Option<String> = match query.get("omit_origin") {
-        None => None,
-        Some(o) => Some(
-            o.parse::<OriginId>()
-                .map_err(|_| ApiError::bad_query(format!("omit_origin must be an origin id (a UUID), got `{o}`")))?
-                .to_string(),
-        ),
-    };
-    let limit = match query.get("limit") {
-        None => limits::DEFAULT_PULL_LIMIT,
-        Some(l) => {
-            l.parse::<usize>().ok().filter(|n| (1..=limits::MAX_PULL_LIMIT).contains(n)).ok_or_else(|| {
-                ApiError::bad_query(format!("limit must be 1 to {}, got `{l}`", limits::MAX_PULL_LIMIT))
-            })?
-        }
-    };
-    let cursor = match query.get("cursor") {
-        None => None,
-        Some(c) => Some(c.parse::<Cursor>().map_err(ApiError::bad_cursor)?),
-    };
     let store = state.store();
-    if let Some(c) = cursor {
-        if c.store != store {
-            return Err(ApiError::reset_required(format!(
-                "the cursor is for store {}, this is store {}: pull again from the start",
-                c.store, store
-            )));
-        }
-    }
-    let after = cursor.map(|c| c.seq).unwrap_or(0);
-    let page = state
+    let asked = PullQuery::parse(raw, store);
+    // The token is checked in the page's own read transaction (`Presented`): a device
+    // pulls page after page, and a store task and a transaction of its own for the
+    // check were a tenth of a page's time. Its verdict still comes first.
+    let token = presented.clone();
+    let (check, page) = state
         .db()
         .read(move |tx| {
-            let last: i64 =
-                tx.prepare_cached("SELECT COALESCE(MAX(server_seq), 0) FROM ops")?.query_row([], |r| r.get(0))?;
-            if after > last as u64 {
-                return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
-            }
-            let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND origin IS NOT ?5 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(&who));
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1, omit])?;
-            // The page is written as it is read: `PullResponse`'s JSON, each op's from its row.
-            let mut body = Vec::with_capacity(limit * PULLED_OP_ROOM + 200);
-            body.extend_from_slice(br#"{"ops":["#);
-            let (mut n, mut seq_written, mut more) = (0usize, after, false);
-            while let Some(r) = rows.next()? {
-                if n == limit {
-                    more = true;
-                    break;
-                }
-                if n > 0 {
-                    body.push(b',');
-                }
-                ledger::write_pulled_op(r, &mut body)?;
-                seq_written = r.get::<_, i64>(0)? as u64;
-                n += 1;
-            }
-            let seq = if more { seq_written } else { last as u64 };
-            let hlc = ledger::clock(tx)?.last();
-            body.extend_from_slice(br#"],"cursor":"#);
-            serde_json::to_writer(&mut body, &Cursor { store, seq })?;
-            write!(body, r#","more":{more},"server_hlc":"#).map_err(ApiError::internal)?;
-            serde_json::to_writer(&mut body, &hlc)?;
-            body.push(b'}');
-            Ok(body)
+            let check = token.check(tx)?;
+            let TokenCheck::Valid { principal: who, .. } = &check else { return Ok((check, None)) };
+            let page = asked.and_then(|q| pull_page(tx, who, &q, store));
+            Ok::<_, ApiError>((check, Some(page)))
         })
         .await?;
+    presented.settle(&state, check).await?;
+    let page = page.unwrap_or_else(|| Err(ApiError::internal("a pull read no page for a token in force")))?;
     Ok(bytes_response("application/json", page))
+}
+
+/// A page of the ops `who` may pull, as `PullResponse` JSON, written as it is read
+/// (each op's from its row).
+fn pull_page(tx: &Transaction<'_>, who: &Principal, q: &PullQuery, store: StoreId) -> Result<Vec<u8>, ApiError> {
+    let (after, limit) = (q.after, q.limit);
+    let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(server_seq), 0) FROM ops")?.query_row([], |r| r.get(0))?;
+    if after > last as u64 {
+        return Err(ApiError::reset_required(format!("the cursor is at {after} but this store ends at {last} (restored from a backup?): pull again from the start")));
+    }
+    let sql = format!("SELECT server_seq, received_at, quarantined, {OP_COLUMNS} FROM ops WHERE server_seq > ?1 AND origin IS NOT ?5 AND {} ORDER BY server_seq LIMIT ?4", scope_sql(who));
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![after as i64, who.region, who.assessor, limit as i64 + 1, q.omit])?;
+    let mut body = Vec::with_capacity(limit * PULLED_OP_ROOM + 200);
+    body.extend_from_slice(br#"{"ops":["#);
+    let (mut n, mut seq_written, mut more) = (0usize, after, false);
+    while let Some(r) = rows.next()? {
+        if n == limit {
+            more = true;
+            break;
+        }
+        if n > 0 {
+            body.push(b',');
+        }
+        ledger::write_pulled_op(r, &mut body)?;
+        seq_written = r.get::<_, i64>(0)? as u64;
+        n += 1;
+    }
+    let seq = if more { seq_written } else { last as u64 };
+    let hlc = ledger::clock(tx)?.last();
+    body.extend_from_slice(br#"],"cursor":"#);
+    serde_json::to_writer(&mut body, &Cursor { store, seq })?;
+    write!(body, r#","more":{more},"server_hlc":"#).map_err(ApiError::internal)?;
+    serde_json::to_writer(&mut body, &hlc)?;
+    body.push(b'}');
+    Ok(body)
 }
 
 /// True when the caller's scope covers an origin's binding.

@@ -309,6 +309,56 @@ async fn failed_authentications_lock_one_source_out_until_the_window_passes() {
     assert_eq!(send_raw(&h, from("GET", "/v1/whoami", Some(&h.admin), a)).await.0, StatusCode::OK);
 }
 
+/// The pull checks its token inside its own read (`api::Presented`) instead of in an
+/// extractor's: the verdict, its order before the query's errors, the failures that
+/// lock a source out, revocation and the record of last use are the same as elsewhere.
+#[tokio::test]
+async fn the_pull_checks_its_token_as_every_endpoint_does() {
+    let h = Harness::new();
+    let (a, b) = (Some("10.0.1.1:5000"), Some("10.0.1.2:5000"));
+    let id = id_of(&h, &h.peer);
+    let last_used = |h: &Harness| -> Option<i64> {
+        let id = id.clone();
+        h.state
+            .db()
+            .read_blocking(move |tx| {
+                tx.query_row("SELECT last_used_at FROM tokens WHERE id = ?1", [id], |r| r.get(0))
+                    .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap()
+    };
+    // An unknown token with a bad query hears about the token, not the query.
+    let (s, _, e) = send_raw(&h, from("GET", "/v1/ops/pull?limit=0", Some("sdk_guess"), a)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{e}");
+    let (s, _, e) = send_raw(&h, from("GET", "/v1/ops/pull?limit=0", None, a)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{e}");
+    // A token in force with a bad query hears about the query (and was used).
+    assert_eq!(last_used(&h), None);
+    let (s, _, e) = send_raw(&h, from("GET", "/v1/ops/pull?limit=0", Some(&h.peer), a)).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_query")), "{e}");
+    assert_eq!(last_used(&h), Some(T0));
+    // Unknown tokens on the pull lock the source out as on any endpoint (the first
+    // guess above was one of the ten).
+    for i in 1..10 {
+        let (s, _, _) = send_raw(&h, from("GET", "/v1/ops/pull", Some(&format!("sdk_guess{i}")), a)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{i}");
+    }
+    let (s, retry, _) = send_raw(&h, from("GET", "/v1/ops/pull", Some(&h.peer), a)).await;
+    assert_eq!((s, retry.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("60")));
+    // From elsewhere the same token pulls, and its use is recorded.
+    advance(&h, MINUTE);
+    let (s, _, page) = send_raw(&h, from("GET", "/v1/ops/pull?limit=5", Some(&h.peer), b)).await;
+    assert_eq!((s, page["ops"].as_array().map(Vec::len)), (StatusCode::OK, Some(5)), "{page}");
+    assert_eq!(last_used(&h), Some(T0 + MINUTE));
+    // Revoked, it is refused as revoked, and a revoked token's retries lock nobody out.
+    h.call("POST", &format!("/v1/admin/tokens/{id}/revoke"), Some(&h.admin), None).await;
+    for _ in 0..12 {
+        let (s, _, e) = send_raw(&h, from("GET", "/v1/ops/pull?limit=5", Some(&h.peer), b)).await;
+        refused_because(&(s, e), "revoked");
+    }
+    assert_eq!(send_raw(&h, from("GET", "/v1/ops/pull", Some(&h.admin), b)).await.0, StatusCode::OK);
+}
+
 fn entries(list: &Value) -> Vec<Value> {
     list["entries"].as_array().unwrap().clone()
 }

@@ -299,7 +299,7 @@ fn pushes_applied_together_each_land_or_change_nothing() {
             })
             .unwrap()
     };
-    assert_eq!(stored_of(failing_origin.clone()), 0, "the failed push's first ops were rolled back with it");
+    assert_eq!(stored_of(failing_origin), 0, "the failed push's first ops were rolled back with it");
     assert_eq!(stored_of(first.origin.to_string()), first.ops.len() as i64);
     assert_eq!(stored_of(last.origin.to_string()), last.ops.len() as i64);
 
