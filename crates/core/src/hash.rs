@@ -8,7 +8,20 @@ use sha2::{Digest, Sha256};
 
 /// SHA-256 of `bytes`, as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    lower_hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lowercase hex. Every op stored writes two digests this way (its hash and
+/// its predecessor's): `hex::encode` collects its string a `char` at a time, about
+/// 2,200 instructions for 32 bytes under callgrind, a few per cent of a push.
+pub fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// A SHA-256 digest.
@@ -26,7 +39,7 @@ impl Sha256Digest {
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        lower_hex(&self.0)
     }
 }
 
@@ -74,5 +87,16 @@ impl<'de> Deserialize<'de> for Sha256Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    proptest::proptest! {
+        /// The hand-written encoder writes what the `hex` crate writes.
+        #[test]
+        fn lower_hex_is_hex_encode(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            proptest::prop_assert_eq!(super::lower_hex(&bytes), hex::encode(&bytes));
+        }
     }
 }

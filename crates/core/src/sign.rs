@@ -96,14 +96,14 @@ impl PublicKey {
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        crate::hash::lower_hex(&self.0)
     }
 }
 
 impl Signature {
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        crate::hash::lower_hex(&self.0)
     }
 }
 
