@@ -287,48 +287,67 @@ impl Exact {
 
     /// Writes the number as a decimal when it has a finite expansion, else as `n/d`.
     pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
+    }
+
+    /// [`Exact::to_text`], appended to `out`: result documents write one for every
+    /// node's weight, and building each in a `String` of its own (with `format!` for
+    /// fractions) showed in the recompute.
+    pub fn write_text(&self, out: &mut String) {
         let places = self.decimal_places();
+        let mut digits = itoa::Buffer::new();
         if let (Repr::Small { n, d }, Some(p)) = (&self.0, places) {
             // d divides 10^p, so n * (10^p / d) is the number in units of 10^-p.
             let scaled = 10i128.checked_pow(p).and_then(|scale| n.checked_mul(scale / d));
             if let Some(scaled) = scaled {
-                return decimal_text(scaled < 0, &scaled.unsigned_abs().to_string(), p as usize);
+                write_decimal(out, scaled < 0, digits.format(scaled.unsigned_abs()), p as usize);
+                return;
             }
         }
         // A share like 1/11, in every node of every result document: `Small` is kept
         // reduced with a positive denominator, as `BigRational` would write it.
         if let (Repr::Small { n, d }, None) = (&self.0, places) {
-            return format!("{n}/{d}");
+            out.push_str(digits.format(*n));
+            out.push('/');
+            out.push_str(digits.format(*d));
+            return;
         }
         let r = self.to_big();
         match places {
-            Some(0) => r.to_integer().to_string(),
+            Some(0) => out.push_str(&r.to_integer().to_string()),
             Some(places) => {
                 let scale = BigInt::from(10).pow(places);
                 let scaled = (&r * BigRational::from_integer(scale)).to_integer();
-                decimal_text(scaled.is_negative(), &scaled.abs().to_string(), places as usize)
+                write_decimal(out, scaled.is_negative(), &scaled.abs().to_string(), places as usize);
             }
-            None => format!("{}/{}", r.numer(), r.denom()),
+            None => out.push_str(&format!("{}/{}", r.numer(), r.denom())),
         }
     }
 }
 
-/// `digits` (a magnitude in units of 10^-places) written as a decimal. (Built by hand:
-/// result documents write thousands of these, and three `format!`s each showed.)
-fn decimal_text(negative: bool, digits: &str, places: usize) -> String {
-    let pad = (places + 1).saturating_sub(digits.len());
-    let mut out = String::with_capacity(usize::from(negative) + pad + digits.len() + 1);
+/// `digits` (a magnitude in units of 10^-places) written as a decimal, appended to
+/// `out`. (Built by hand: result documents write thousands of these.)
+fn write_decimal(out: &mut String, negative: bool, digits: &str, places: usize) {
     if negative {
         out.push('-');
     }
     if places == 0 {
         out.push_str(digits);
-        return out;
+        return;
     }
-    out.extend(std::iter::repeat_n('0', pad));
-    out.push_str(digits);
-    out.insert(out.len() - places, '.');
-    out
+    if digits.len() > places {
+        let (whole, fraction) = digits.split_at(digits.len() - places);
+        out.push_str(whole);
+        out.push('.');
+        out.push_str(fraction);
+    } else {
+        // Less than one: `0.`, then the zeros that put the digits in their places.
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', places - digits.len()));
+        out.push_str(digits);
+    }
 }
 
 impl PartialOrd for Exact {
@@ -473,6 +492,20 @@ impl Published {
         self.hundredths
     }
 
+    /// The figure as published (`88.35`, `-0.50`), appended to `out`: what `Display`
+    /// writes, without the formatting machinery, for result documents.
+    pub fn write_text(self, out: &mut String) {
+        if self.hundredths < 0 {
+            out.push('-');
+        }
+        let abs = self.hundredths.unsigned_abs();
+        out.push_str(itoa::Buffer::new().format(abs / 100));
+        out.push('.');
+        let cents = (abs % 100) as u8;
+        out.push(char::from(b'0' + cents / 10));
+        out.push(char::from(b'0' + cents % 10));
+    }
+
     /// The figure as an exact number.
     pub fn to_exact(self) -> Exact {
         Exact::ratio(self.hundredths, 100)
@@ -481,9 +514,9 @@ impl Published {
 
 impl fmt::Display for Published {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.hundredths < 0 { "-" } else { "" };
-        let abs = self.hundredths.unsigned_abs();
-        write!(f, "{sign}{}.{:02}", abs / 100, abs % 100)
+        let mut text = String::with_capacity(24);
+        self.write_text(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -650,6 +683,14 @@ mod tests {
             if (&ra * BigRational::from_integer(BigInt::from(100))).abs() < BigRational::from_integer(BigInt::from(i64::MAX / 4)) {
                 assert_eq!(a.publish(), big.publish());
             }
+        }
+
+        #[test]
+        fn published_figures_write_sign_units_and_two_places(hundredths in proptest::prelude::any::<i64>()) {
+            let abs = hundredths.unsigned_abs();
+            let sign = if hundredths < 0 { "-" } else { "" };
+            let p = Published::from_hundredths(hundredths);
+            assert_eq!(p.to_string(), format!("{sign}{}.{:02}", abs / 100, abs % 100));
         }
 
         #[test]

@@ -15,8 +15,8 @@ use sidak_core::instrument::{
 };
 use sidak_core::num::Published;
 use sidak_core::scoring::{
-    score_institution, AnswerInput, DeductionInput, InstitutionInput, InstitutionResult, NodeResult, Outcome,
-    ProductInput, RespondentInput, Status, UnitInput,
+    institution_document, score_institution, unit_document, AnswerInput, DeductionInput, InstitutionInput,
+    InstitutionResult, NodeResult, Outcome, ProductInput, RespondentInput, Status, UnitInput,
 };
 
 const EVIDENCE: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -354,6 +354,11 @@ proptest! {
             }
 
             let result = score_institution(&instrument, &input).unwrap();
+            // The documents the server stores are written directly, as serde would.
+            prop_assert_eq!(&institution_document(&result), &first, "{} institution document", name);
+            for u in &result.units {
+                prop_assert_eq!(unit_document(u), serde_json::to_string(u).unwrap(), "{} unit document", name);
+            }
             let (lo, hi) = (instrument.scale.min.publish(), instrument.scale.max.publish());
             for (place, figure) in every_figure(&result) {
                 let on_scale = lo <= figure && figure <= hi;

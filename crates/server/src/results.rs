@@ -17,8 +17,8 @@ use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, Respond
 use sidak_core::num::{Exact, Published};
 use sidak_core::records::ANSWER_PREFIX;
 use sidak_core::scoring::{
-    score_institution, AnswerInput, DeductionInput, InstitutionInput, NodeResult, ProductInput, RespondentInput,
-    Status, UnitInput, UnitResult,
+    institution_document, score_institution, unit_document, AnswerInput, DeductionInput, InstitutionInput, NodeResult,
+    ProductInput, RespondentInput, Status, UnitInput, UnitResult,
 };
 
 use crate::db::{meta, set_meta};
@@ -642,18 +642,18 @@ impl Job {
                     typ: unit.unit_type.clone(),
                     outcome: unit.outcome.clone(),
                     counts: c,
-                    document: serde_json::to_string(unit)?,
+                    document: unit_document(unit),
                     units: None,
                 });
             }
             counts.missing = result.missing.len() as u32;
-            let own = serde_json::to_string(&result)?;
+            let own = institution_document(&result);
             // `units` is the document's last member, written empty here.
             let (document, listed) = if own.ends_with(r#""units":[]}"#) {
                 (own, Some(serde_json::to_string(&entities)?))
             } else {
                 result.units = units;
-                (serde_json::to_string(&result)?, None)
+                (institution_document(&result), None)
             };
             let own = Row {
                 kind: "institution",

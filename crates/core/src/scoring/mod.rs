@@ -4,12 +4,14 @@
 mod answer;
 mod engine;
 mod input;
+mod json;
 mod result;
 mod table;
 
 pub use answer::{parse_answer, AnswerError, AnswerValue};
 pub use engine::{score_institution, score_season, ScoringErrors};
 pub use input::*;
+pub use json::{institution_document, unit_document};
 pub use result::*;
 pub use table::render_table;
 

@@ -805,6 +805,8 @@ fn a_corrected_answer_scores_as_its_correction_and_shows_the_field_value() {
     assert_eq!((&moto["answer"], &moto["field_value"]), (&json!(1), &json!(3)));
     let kanal = node(&b, false, "pengaduan.kanal-aktif");
     assert_eq!((&kanal["answer"], &kanal["field_value"]), (&json!(3), &Value::Null));
+    // The documents the server stores, written directly, carry the field values too.
+    assert_eq!(super::institution_document(&b), serde_json::to_string(&b).unwrap());
 }
 
 #[test]
