@@ -191,6 +191,14 @@ impl Exact {
 
     fn add_ref(&self, rhs: &Exact) -> Exact {
         if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &rhs.0) {
+            // Sums in scoring start from zero (a weighted mean's running totals): adding
+            // to or of zero needs no gcd. `Small` is reduced, so the other side is the sum.
+            if *n1 == 0 {
+                return rhs.clone();
+            }
+            if *n2 == 0 {
+                return self.clone();
+            }
             if let Some(r) = Exact::add_small(*n1, *d1, *n2, *d2) {
                 return r;
             }
@@ -209,6 +217,13 @@ impl Exact {
 
     fn mul_ref(&self, rhs: &Exact) -> Exact {
         if let (Repr::Small { n: n1, d: d1 }, Repr::Small { n: n2, d: d2 }) = (&self.0, &rhs.0) {
+            // Weights of one and attainments of zero or one are the common factors.
+            if *n1 == 0 || (*n2, *d2) == (1, 1) {
+                return self.clone();
+            }
+            if *n2 == 0 || (*n1, *d1) == (1, 1) {
+                return rhs.clone();
+            }
             if let Some(r) = Exact::mul_small(*n1, *d1, *n2, *d2) {
                 return r;
             }

@@ -634,7 +634,11 @@ impl<'i> Calc<'i> {
 
     /// Builds a dimensions → variables → indicators tree from per-indicator results;
     /// `include` selects the indicators (and so drops empty variables and dimensions).
-    fn tree(&self, include: impl Fn(&Indicator) -> bool, mut leaf: impl FnMut(&Indicator) -> IndicatorCalc) -> Tree {
+    fn tree(
+        &self,
+        include: impl Fn(&Indicator) -> bool,
+        mut leaf: impl FnMut(&Indicator) -> IndicatorCalc,
+    ) -> Tree<'i> {
         let mut dims = Vec::new();
         let mut dim_nodes = Vec::new();
         let mut by_node = BTreeMap::new();
@@ -663,7 +667,7 @@ impl<'i> Calc<'i> {
                 }
                 let attain = combine(inds);
                 var_nodes.push(self.node(&variable.id, &variable.share, &attain, ind_nodes));
-                by_node.insert(variable.id.clone(), attain.clone());
+                by_node.insert(variable.id.as_str(), attain.clone());
                 vars.push((variable.share.clone(), attain));
             }
             if var_nodes.is_empty() {
@@ -671,7 +675,7 @@ impl<'i> Calc<'i> {
             }
             let attain = combine(vars);
             dim_nodes.push(self.node(&dimension.id, &dimension.share, &attain, var_nodes));
-            by_node.insert(dimension.id.clone(), attain.clone());
+            by_node.insert(dimension.id.as_str(), attain.clone());
             dims.push((dimension.share.clone(), attain));
         }
         Tree { attain: combine(dims), nodes: dim_nodes, by_node }
@@ -688,17 +692,17 @@ impl<'i> Calc<'i> {
 }
 
 /// A computed tree: its attainment, its nodes, and each dimension's and variable's
-/// exact attainment by id.
-struct Tree {
+/// exact attainment by id (the instrument's ids, borrowed).
+struct Tree<'i> {
     attain: Attain,
     nodes: Vec<NodeResult>,
-    by_node: BTreeMap<String, Attain>,
+    by_node: BTreeMap<&'i str, Attain>,
 }
 
-struct UnitCalc {
+struct UnitCalc<'i> {
     result: UnitResult,
     score: Attain,
-    by_node: BTreeMap<String, Attain>,
+    by_node: BTreeMap<&'i str, Attain>,
 }
 
 fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -> InstitutionResult {
@@ -711,7 +715,7 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
         institution_level.insert(&indicator.id, c);
     }
 
-    let mut units: Vec<UnitCalc> =
+    let mut units: Vec<UnitCalc<'_>> =
         inst.units.iter().map(|u| compute_unit(&calc, u, &institution_level, &inst_missing)).collect();
     units.sort_by(|a, b| a.result.id.cmp(&b.result.id));
     let none_assessed = units.is_empty().then_some("institution: no unit assessed");
@@ -734,14 +738,14 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
     // Breakdown by dimension and variable over units, with the same unit weights.
     let mut dimensions = Vec::new();
     for dimension in &instrument.dimensions {
-        let over_units = |get: &dyn Fn(&UnitCalc) -> Option<Attain>| {
+        let over_units = |get: &dyn Fn(&UnitCalc<'_>) -> Option<Attain>| {
             combine(units.iter().filter_map(|u| get(u).map(|a| (u.result.weight.clone(), a))).collect::<Vec<_>>())
         };
-        let attain = over_units(&|u| u.by_node.get(&dimension.id).cloned());
+        let attain = over_units(&|u| u.by_node.get(dimension.id.as_str()).cloned());
         let children = dimension
             .variables
             .iter()
-            .map(|v| calc.node(&v.id, &v.share, &over_units(&|u| u.by_node.get(&v.id).cloned()), Vec::new()))
+            .map(|v| calc.node(&v.id, &v.share, &over_units(&|u| u.by_node.get(v.id.as_str()).cloned()), Vec::new()))
             .collect();
         dimensions.push(calc.node(&dimension.id, &dimension.share, &attain, children));
     }
@@ -779,12 +783,12 @@ fn before_deductions(before: &Attain, deductions: &[AppliedDeduction]) -> Option
     }
 }
 
-fn compute_unit(
-    calc: &Calc<'_>,
+fn compute_unit<'i>(
+    calc: &Calc<'i>,
     unit: &CheckedUnit<'_>,
     institution_level: &BTreeMap<&str, IndicatorCalc>,
     inst_missing: &BTreeSet<String>,
-) -> UnitCalc {
+) -> UnitCalc<'i> {
     let place = format!("unit `{}`", unit.input.id);
     let mut missing = BTreeSet::new();
     let mut uses_institution = false;
