@@ -53,7 +53,8 @@ pub fn scan_and_fold(server: &BenchServer) -> Result<(usize, usize, Duration)> {
 /// Where the full recompute's time goes, per institution and summed, through the
 /// public steps `results::recompute` takes: building the scoring input from the store
 /// (`results::institution_input`), scoring (`sidak_core::scoring::score_institution`)
-/// and serialising the result documents it stores.
+/// and writing the result documents it stores (`scoring::unit_document` and
+/// `institution_document`, as `results::recompute` does).
 fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instruments) -> Result<()> {
     let reference: sidak_core::instrument::InstrumentRef =
         sidak_core::instrument::InstrumentRef { id: "penilaian-2023".into(), version: 1 };
@@ -74,17 +75,20 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
                 let t = Instant::now();
                 let scored = sidak_core::scoring::score_institution(instrument, &built);
                 b += t.elapsed();
-                let result = match scored {
+                let mut result = match scored {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("institution {i} does not score: {e:?}");
                         continue;
                     }
                 };
+                // As the server stores them: each unit's document, and the institution's
+                // without its units.
                 let t = Instant::now();
-                let mut doc = serde_json::to_string(&result)?.len();
-                for u in &result.units {
-                    doc += serde_json::to_string(u)?.len();
+                let units = std::mem::take(&mut result.units);
+                let mut doc = sidak_core::scoring::institution_document(&result).len();
+                for u in &units {
+                    doc += sidak_core::scoring::unit_document(u).len();
                 }
                 std::hint::black_box(doc);
                 c += t.elapsed();

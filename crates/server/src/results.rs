@@ -154,12 +154,12 @@ impl Record {
         if self.kind.is_empty() {
             self.kind = r.get(1)?;
         }
-        let field: String = r.get(2)?;
+        let field = r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
         if field == "value" {
             self.value_stamp = (r.get(4)?, r.get(5)?, r.get(6)?);
         }
         let value = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
-        self.fields.insert(field, serde_json::from_str(value).unwrap_or(Value::Null));
+        self.fields.insert(field.to_owned(), serde_json::from_str(value).unwrap_or(Value::Null));
         Ok(())
     }
 }
