@@ -39,6 +39,18 @@ fn id_of(h: &Harness, secret: &str) -> String {
     }
 }
 
+/// When the token `id` was last recorded as used.
+fn last_used_at(h: &Harness, id: &str) -> Option<i64> {
+    let id = id.to_owned();
+    h.state
+        .db()
+        .read_blocking(move |tx| {
+            tx.query_row("SELECT last_used_at FROM tokens WHERE id = ?1", [id], |r| r.get(0))
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap()
+}
+
 /// Creates a token over HTTP as the admin; returns (id, secret).
 async fn create(h: &Harness, body: Value) -> (String, String) {
     let (s, made) = h.call("POST", "/v1/admin/tokens", Some(&h.admin), Some(body)).await;
@@ -250,16 +262,7 @@ async fn an_expired_token_is_refused_and_rotating_it_renews_it() {
 async fn last_use_is_recorded_at_most_once_a_minute() {
     let h = Harness::new();
     let id = id_of(&h, &h.assessor);
-    let last_used = |h: &Harness| -> Option<i64> {
-        let id = id.clone();
-        h.state
-            .db()
-            .read_blocking(move |tx| {
-                tx.query_row("SELECT last_used_at FROM tokens WHERE id = ?1", [id], |r| r.get(0))
-                    .map_err(sidak_server::error::ApiError::from)
-            })
-            .unwrap()
-    };
+    let last_used = |h: &Harness| last_used_at(h, &id);
     assert_eq!(last_used(&h), None);
     whoami(&h, &h.assessor).await;
     assert_eq!(last_used(&h), Some(T0));
@@ -317,16 +320,7 @@ async fn the_pull_checks_its_token_as_every_endpoint_does() {
     let h = Harness::new();
     let (a, b) = (Some("10.0.1.1:5000"), Some("10.0.1.2:5000"));
     let id = id_of(&h, &h.peer);
-    let last_used = |h: &Harness| -> Option<i64> {
-        let id = id.clone();
-        h.state
-            .db()
-            .read_blocking(move |tx| {
-                tx.query_row("SELECT last_used_at FROM tokens WHERE id = ?1", [id], |r| r.get(0))
-                    .map_err(sidak_server::error::ApiError::from)
-            })
-            .unwrap()
-    };
+    let last_used = |h: &Harness| last_used_at(h, &id);
     // An unknown token with a bad query hears about the token, not the query.
     let (s, _, e) = send_raw(&h, from("GET", "/v1/ops/pull?limit=0", Some("sdk_guess"), a)).await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{e}");
