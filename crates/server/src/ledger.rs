@@ -749,11 +749,10 @@ pub fn write_pulled_op(r: &rusqlite::Row<'_>, out: &mut Vec<u8>) -> rusqlite::Re
     Ok(())
 }
 
-/// Writes `s` as a JSON string. Nearly every stored text (ids, digests, kinds, field
-/// names) needs no escape, and checking that is much cheaper than escaping byte by byte.
-/// (The check folds every byte without stopping early, so that it vectorises.)
+/// Writes `s` as a JSON string: copied whole when, as for nearly every stored text
+/// (ids, digests, kinds, field names), it needs no escape.
 fn json_str(out: &mut Vec<u8>, s: &[u8]) -> rusqlite::Result<()> {
-    if !s.iter().fold(false, |escape, &b| escape | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    if !sidak_core::canonical::needs_json_escape(s) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s);

@@ -39,8 +39,7 @@ impl Json {
     fn str(&mut self, s: &str) {
         self.0.reserve(s.len() + 2);
         self.0.push('"');
-        // Folded without stopping early, so that the check vectorises.
-        if !s.bytes().fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        if !crate::canonical::needs_json_escape(s.as_bytes()) {
             self.0.push_str(s);
         } else {
             for c in s.chars() {
