@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 use serde_json::Value;
+use sidak_core::canonical::parse_stored;
 use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, RespondentKind};
 use sidak_core::num::{Exact, Published};
 use sidak_core::records::ANSWER_PREFIX;
@@ -31,7 +32,7 @@ pub fn fields_of(tx: &Transaction<'_>, entity: &str) -> Result<BTreeMap<String, 
     let mut out = BTreeMap::new();
     for row in rows {
         let (f, v) = row?;
-        out.insert(f, serde_json::from_str(&v).unwrap_or(Value::Null));
+        out.insert(f, parse_stored(&v));
     }
     Ok(out)
 }
@@ -145,8 +146,10 @@ struct Record {
     value_stamp: Stamp,
 }
 
-/// The columns a [`Record`] is read from, in this order (from column `at` on).
-const RECORD_COLUMNS: &str = "f.entity, f.kind, f.field, f.value, f.hlc_ms, f.hlc_c, f.v_origin";
+/// The columns a [`Record`] is read from, in this order. The clock stamp that orders
+/// corrections is read apart, for corrections only ([`Records::stamp_corrections`]):
+/// carried on every row, its three columns cost every row of a recompute's read.
+const RECORD_COLUMNS: &str = "f.entity, f.kind, f.field, f.value";
 
 impl Record {
     /// Takes one field of the record from a row selected with [`RECORD_COLUMNS`].
@@ -155,11 +158,8 @@ impl Record {
             self.kind = r.get(1)?;
         }
         let field = r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
-        if field == "value" {
-            self.value_stamp = (r.get(4)?, r.get(5)?, r.get(6)?);
-        }
         let value = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
-        self.fields.insert(field.to_owned(), serde_json::from_str(value).unwrap_or(Value::Null));
+        self.fields.insert(field.to_owned(), parse_stored(value));
         Ok(())
     }
 }
@@ -207,11 +207,13 @@ impl Records {
                 }
             }
         }
+        records.stamp_corrections(tx)?;
         Ok(records)
     }
 
     /// The records the rows of `sql` (selecting [`RECORD_COLUMNS`]) hold, as read for
-    /// `institution` (empty where no institution's results are made from them).
+    /// `institution` (empty where no institution's results are made from them), their
+    /// corrections not stamped yet.
     fn read(
         tx: &Transaction<'_>,
         institution: &str,
@@ -221,6 +223,19 @@ impl Records {
         let mut records = Records { institution: institution.to_owned(), by_id: BTreeMap::new() };
         records.add(tx, sql, params)?;
         Ok(records)
+    }
+
+    /// Reads the clock stamp of each correction's `value` field, which orders
+    /// corrections of the same field ([`Records::corrections`]).
+    fn stamp_corrections(&mut self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let mut stamp =
+            tx.prepare_cached("SELECT hlc_ms, hlc_c, v_origin FROM fields WHERE entity = ?1 AND field = 'value'")?;
+        for (id, record) in self.by_id.iter_mut().filter(|(_, r)| r.kind == "correction") {
+            if let Some(s) = stamp.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()? {
+                record.value_stamp = s;
+            }
+        }
+        Ok(())
     }
 
     /// Adds the records the rows of `sql` (selecting [`RECORD_COLUMNS`]) hold.
@@ -1150,7 +1165,7 @@ pub fn active_corrections(
     tx: &Transaction<'_>,
     targets: &BTreeSet<String>,
 ) -> Result<BTreeMap<(String, String), Value>, ApiError> {
-    let corrections = Records::read(
+    let mut corrections = Records::read(
         tx,
         "",
         &format!(
@@ -1159,12 +1174,37 @@ pub fn active_corrections(
         ),
         [],
     )?;
+    corrections.stamp_corrections(tx)?;
     Ok(corrections.corrections(targets))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clock stamp orders two corrections of one field, not their ids: the later
+    /// one here has the smaller id, and its stamp is read apart from its fields.
+    #[test]
+    fn the_later_correction_by_clock_wins_whatever_its_id() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::db::migrate(&mut conn).unwrap();
+        let tx = conn.transaction().unwrap();
+        let put = |id: &str, field: &str, value: &str, ms: i64| {
+            tx.execute(
+                "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, 'correction', ?3, 'o', 1, ?4, 0)",
+                params![id, field, value, ms],
+            )
+            .unwrap();
+        };
+        for (id, value, ms) in [("c-b", "1", 1_000), ("c-a", "3", 2_000), ("c-c", "0", 1_500)] {
+            put(id, "target", r#"{"kind":"visit","id":"v1"}"#, 1);
+            put(id, "field", r#""answer.x""#, 1);
+            put(id, "value", value, ms);
+        }
+        let targets = BTreeSet::from(["v1".to_owned()]);
+        let active = active_corrections(&tx, &targets).unwrap();
+        assert_eq!(active.get(&("v1".to_owned(), "answer.x".to_owned())), Some(&Value::from(3)));
+    }
 
     #[test]
     fn fields_stay_sorted_and_unique_whatever_order_they_come_in() {
