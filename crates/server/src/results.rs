@@ -74,12 +74,6 @@ impl Fields {
     }
 }
 
-impl From<BTreeMap<String, Value>> for Fields {
-    fn from(map: BTreeMap<String, Value>) -> Fields {
-        Fields(map.into_iter().collect())
-    }
-}
-
 fn text(f: &Fields, key: &str) -> Option<String> {
     f.get(key).and_then(Value::as_str).map(str::to_owned)
 }
@@ -171,6 +165,8 @@ impl Record {
 struct Records {
     institution: String,
     by_id: BTreeMap<String, Record>,
+    /// The evidence files (sha256) among the records' that are complete here.
+    complete: BTreeSet<String>,
 }
 
 impl Records {
@@ -207,6 +203,35 @@ impl Records {
                 }
             }
         }
+        // The products the institution's assignments and visits name, where the query
+        // above did not place them, and whether each evidence file is complete here:
+        // once read, the records are all the scoring input needs (see `input_of`).
+        let named: BTreeSet<String> = records
+            .by_id
+            .values()
+            .flat_map(|r| match r.kind.as_str() {
+                "assignment" => r
+                    .fields
+                    .get("products")
+                    .and_then(Value::as_array)
+                    .map(|p| p.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                "visit" => text(&r.fields, "product").into_iter().collect(),
+                _ => Vec::new(),
+            })
+            .filter(|p| !records.by_id.contains_key(p))
+            .collect();
+        for p in named {
+            records.fetch(tx, &p)?;
+        }
+        let mut complete = tx.prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?;
+        for r in records.by_id.values().filter(|r| r.kind == "evidence") {
+            let Some(sha) = r.fields.get("sha256").and_then(Value::as_str) else { continue };
+            if complete.query_row([sha], |r| r.get::<_, i64>(0)).optional()? == Some(1) {
+                records.complete.insert(sha.to_owned());
+            }
+        }
+        drop(complete);
         records.stamp_corrections(tx)?;
         Ok(records)
     }
@@ -220,7 +245,8 @@ impl Records {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Records, ApiError> {
-        let mut records = Records { institution: institution.to_owned(), by_id: BTreeMap::new() };
+        let mut records =
+            Records { institution: institution.to_owned(), by_id: BTreeMap::new(), complete: BTreeSet::new() };
         records.add(tx, sql, params)?;
         Ok(records)
     }
@@ -338,19 +364,16 @@ pub fn institution_input(
     instrument: &Instrument,
 ) -> Result<Option<InstitutionInput>, ApiError> {
     let records = Records::load(tx, institution)?;
-    Ok(input_of(tx, &records, instrument)?.map(|(input, _)| input))
+    Ok(input_of(&records, instrument).map(|(input, _)| input))
 }
 
 /// The scoring input of the institution `records` hold, for one instrument, and the
-/// record id of each of its units (in the input's order).
-fn input_of(
-    tx: &Transaction<'_>,
-    records: &Records,
-    instrument: &Instrument,
-) -> Result<Option<(InstitutionInput, Vec<String>)>, ApiError> {
+/// record id of each of its units (in the input's order). Pure: the records hold all
+/// it reads, so that a full recompute builds it off the store's thread.
+fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionInput, Vec<String>)> {
     let institution = records.institution.as_str();
-    let Some(inst) = records.fields(institution) else { return Ok(None) };
-    let Some(code) = text(inst, "code") else { return Ok(None) };
+    let inst = records.fields(institution)?;
+    let code = text(inst, "code")?;
     let reference = &instrument.reference;
     let unit_fields: BTreeMap<&str, &Fields> =
         records.children("unit", "institution", institution).map(|(id, r)| (id.as_str(), &r.fields)).collect();
@@ -432,15 +455,12 @@ fn input_of(
     }
 
     // Evidence, once its file is complete here.
-    let mut complete = tx.prepare_cached("SELECT complete FROM blobs WHERE sha256 = ?1")?;
     for (at, f) in evidence {
         let (Some(sha), Some(indicator)) = (text(f, "sha256"), text(f, "indicator")) else { continue };
-        let done = complete.query_row([&sha], |r| r.get::<_, i64>(0)).optional()?.is_some_and(|c| c == 1);
-        if done {
+        if records.complete.contains(&sha) {
             visits[at].evidence.entry(indicator).or_default().push(sha);
         }
     }
-    drop(complete);
 
     // Units and products in play: assigned with this instrument, or visited with it.
     let mut in_play: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -462,7 +482,7 @@ fn input_of(
         in_play.entry(v.unit.clone()).or_default().insert(v.product.clone());
     }
     if in_play.is_empty() {
-        return Ok(None);
+        return None;
     }
 
     let answers_at = |level: Level, visits: &[&Visit]| -> BTreeMap<String, AnswerInput> {
@@ -526,15 +546,10 @@ fn input_of(
         let of_unit: Vec<&Visit> = visits.iter().filter(|v| &v.unit == unit).collect();
         let visit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id.as_str()).collect();
         let mut product_inputs = Vec::new();
+        let none = Fields::default();
         for p in products {
-            let fetched;
-            let pf = match records.fields(p) {
-                Some(f) => f,
-                None => {
-                    fetched = Fields::from(fields_of(tx, p)?);
-                    &fetched
-                }
-            };
+            // (Read by `Records::load`; none: a product no op has described.)
+            let pf = records.fields(p).unwrap_or(&none);
             let of_product: Vec<&Visit> = of_unit.iter().copied().filter(|v| &v.product == p).collect();
             let location = of_product.last().map(|v| v.location).unwrap_or(Location::OwnOffice);
             product_inputs.push(ProductInput {
@@ -565,7 +580,7 @@ fn input_of(
         deductions: deductions(institution),
         units: unit_inputs,
     };
-    Ok(Some((input, unit_ids)))
+    Some((input, unit_ids))
 }
 
 /// Recomputes one institution's results; returns how many result rows changed.
@@ -577,10 +592,8 @@ pub fn recompute(
     let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
     let mut cursor = Cursor::read(tx)?;
     let mut changed = 0;
-    for (instrument, job) in jobs(tx, instruments, institution)? {
-        if let Some(scored) = job.score(instrument) {
-            changed += scored?.write(tx, &mut cursor, &mut keep)?;
-        }
+    for scored in score(&Records::load(tx, institution)?, instruments) {
+        changed += scored?.write(tx, &mut cursor, &mut keep)?;
     }
     cursor.save(tx)?;
     // Drop rows for instruments or units no longer in play.
@@ -593,24 +606,21 @@ pub fn recompute(
     Ok(changed)
 }
 
-/// What an institution's results need scored: one job per instrument version its
-/// visits and assignments use (and this tier holds).
-fn jobs<'i>(
-    tx: &Transaction<'_>,
-    instruments: &'i BTreeMap<InstrumentRef, Instrument>,
-    institution: &str,
-) -> Result<Vec<(&'i Instrument, Job)>, ApiError> {
-    let records = Records::load(tx, institution)?;
+/// Scores an institution's records: one result per instrument version its visits and
+/// assignments use (and this tier holds). Pure: it reads no store.
+fn score(records: &Records, instruments: &BTreeMap<InstrumentRef, Instrument>) -> Vec<Result<Scored, ApiError>> {
+    let institution = records.institution.as_str();
     let mut out = Vec::new();
     for reference in records.instruments_used() {
         let Some(instrument) = instruments.get(&reference) else {
             tracing::warn!(%institution, instrument = %reference, "results wait for an instrument this tier does not hold");
             continue;
         };
-        let Some((input, unit_ids)) = input_of(tx, &records, instrument)? else { continue };
-        out.push((instrument, Job { institution: institution.to_owned(), input, unit_ids }));
+        let Some((input, unit_ids)) = input_of(records, instrument) else { continue };
+        let job = Job { institution: institution.to_owned(), input, unit_ids };
+        out.extend(job.score(instrument));
     }
-    Ok(out)
+    out
 }
 
 /// An institution's scoring input for one instrument, with its units' record ids.
@@ -621,9 +631,8 @@ struct Job {
 }
 
 impl Job {
-    /// Scores the input and writes its result documents. Pure (no store), so that a
-    /// full recompute runs it beside the store's reads. `None`: the stored answers do
-    /// not score (logged).
+    /// Scores the input and writes its result documents. Pure (no store). `None`: the
+    /// stored answers do not score (logged).
     fn score(self, instrument: &Instrument) -> Option<Result<Scored, ApiError>> {
         let reference = &instrument.reference;
         let mut result = match score_institution(instrument, &self.input) {
@@ -873,10 +882,12 @@ impl From<serde_json::Error> for ApiError {
     }
 }
 
-/// Recomputes every institution from scratch (results table emptied first). The
-/// store is read and written on this thread while a second one scores: scoring is pure
-/// and about as dear as the reads, so on two cores they overlap. Rows are written in
-/// the order the institutions are read, as one by one would.
+/// Recomputes every institution from scratch (results table emptied first). The store
+/// is read and written on this thread; scoring (building each input and scoring it)
+/// is pure, and as dear as the reads, so a second thread scores beside it. The two
+/// share the scoring as they are free: an institution read while the second thread
+/// has enough waiting is scored here. Rows are written in the order the institutions
+/// are read, as one by one would.
 pub fn recompute_all(
     tx: &Transaction<'_>,
     instruments: &BTreeMap<InstrumentRef, Instrument>,
@@ -892,41 +903,81 @@ pub fn recompute_all(
     let mut cursor = Cursor::read(tx)?;
     let mut keep = BTreeSet::new();
     std::thread::scope(|s| -> Result<(), ApiError> {
-        let (to_score, scoring) = std::sync::mpsc::sync_channel::<(&Instrument, Job)>(8);
-        let (to_write, scored) = std::sync::mpsc::channel::<Option<Result<Scored, ApiError>>>();
+        let stopped = || ApiError::internal("the scoring thread stopped");
+        // Two institutions waiting keep the second thread busy while this one reads.
+        let (to_score, scoring) = std::sync::mpsc::sync_channel::<(usize, Records)>(2);
+        let (to_write, scored) = std::sync::mpsc::channel::<(usize, Vec<Result<Scored, ApiError>>)>();
         s.spawn(move || {
-            for (instrument, job) in scoring {
-                if to_write.send(job.score(instrument)).is_err() {
+            for (at, records) in scoring {
+                if to_write.send((at, score(&records, instruments))).is_err() {
                     return;
                 }
             }
         });
-        let (mut sent, mut written) = (0usize, 0usize);
-        for i in &institutions {
-            for job in jobs(tx, instruments, i)? {
-                to_score.send(job).map_err(|_| ApiError::internal("the scoring thread stopped"))?;
-                sent += 1;
-            }
-            while let Ok(done) = scored.try_recv() {
-                written += 1;
-                if let Some(done) = done {
-                    done?.write(tx, &mut cursor, &mut keep)?;
+        let mut in_order = InOrder::default();
+        for (at, i) in institutions.iter().enumerate() {
+            let records = Records::load(tx, i)?;
+            match to_score.try_send((at, records)) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full((_, records))) => {
+                    in_order.put(at, score(&records, instruments))
                 }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
             }
+            while let Ok((at, done)) = scored.try_recv() {
+                in_order.put(at, done);
+            }
+            in_order.write(tx, &mut cursor, &mut keep)?;
         }
         drop(to_score);
-        while written < sent {
-            let done = scored.recv().map_err(|_| ApiError::internal("the scoring thread stopped"))?;
-            written += 1;
-            if let Some(done) = done {
-                done?.write(tx, &mut cursor, &mut keep)?;
-            }
+        while in_order.held() < institutions.len() {
+            let (at, done) = scored.recv().map_err(|_| stopped())?;
+            in_order.put(at, done);
+        }
+        in_order.write(tx, &mut cursor, &mut keep)?;
+        if in_order.next != institutions.len() {
+            return Err(ApiError::internal("an institution's results were never scored"));
         }
         Ok(())
     })?;
     cursor.save(tx)?;
     delete_unless_kept(tx, "SELECT kind, entity, instrument FROM results", [], &keep)?;
     Ok(institutions.len())
+}
+
+/// Scored institutions, by the place they were read in, written in that order.
+#[derive(Default)]
+struct InOrder {
+    /// The place of the next institution to write.
+    next: usize,
+    waiting: BTreeMap<usize, Vec<Result<Scored, ApiError>>>,
+}
+
+impl InOrder {
+    fn put(&mut self, at: usize, scored: Vec<Result<Scored, ApiError>>) {
+        self.waiting.insert(at, scored);
+    }
+
+    /// How many institutions were written or wait to be.
+    fn held(&self) -> usize {
+        self.next + self.waiting.len()
+    }
+
+    /// Writes the institutions whose turn it is.
+    fn write(
+        &mut self,
+        tx: &Transaction<'_>,
+        cursor: &mut Cursor,
+        keep: &mut BTreeSet<(String, String, String)>,
+    ) -> Result<(), ApiError> {
+        while let Some(done) = self.waiting.remove(&self.next) {
+            for scored in done {
+                scored?.write(tx, cursor, keep)?;
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Deletes the result rows `sql` selects (kind, entity, instrument) that are not in
