@@ -25,10 +25,10 @@ pub fn parse_stored(text: &str) -> Value {
     match bytes {
         // At most 19 digits always fit a u64; a leading zero only alone (JSON has no
         // "01", and serde_json reads "-0" as a float, so signs go the long way).
-        [b'0'..=b'9', ..] if bytes.len() <= 19 && (bytes[0] != b'0' || bytes.len() == 1) => {
-            if bytes.iter().all(u8::is_ascii_digit) {
-                return Value::from(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
-            }
+        [b'0'..=b'9', ..]
+            if bytes.len() <= 19 && (bytes[0] != b'0' || bytes.len() == 1) && bytes.iter().all(u8::is_ascii_digit) =>
+        {
+            return Value::from(bytes.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
         }
         [b'"', inner @ .., b'"'] if !needs_json_escape(inner) => {
             // `inner` is valid UTF-8: it lies between two ASCII quotes of a `str`.

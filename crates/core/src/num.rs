@@ -270,6 +270,28 @@ impl Exact {
         Published { hundredths }
     }
 
+    /// `(min + self × span).publish()`, for a figure on a result scale: the same
+    /// rounding, without building the exact scaled number when the scale starts at
+    /// zero and spans a whole number (every node of a result tree publishes one, and
+    /// only the rounded figure is kept).
+    pub fn publish_scaled(&self, min: &Exact, span: &Exact) -> Published {
+        if let (Repr::Small { n, d }, Repr::Small { n: 0, .. }, Repr::Small { n: k, d: 1 }) = (&self.0, &min.0, &span.0)
+        {
+            // round(|n k| * 100 / d) = floor((200 |n k| + d) / 2d), as `publish` does.
+            let magnitude = n
+                .unsigned_abs()
+                .checked_mul(k.unsigned_abs())
+                .and_then(|m| m.checked_mul(200))
+                .and_then(|m| m.checked_add(*d as u128))
+                .and_then(|m| (*d as u128).checked_mul(2).map(|dd| m / dd))
+                .and_then(|h| i64::try_from(h).ok());
+            if let Some(h) = magnitude {
+                return Published { hundredths: if (*n < 0) != (*k < 0) { -h } else { h } };
+            }
+        }
+        (min + &(self * span)).publish()
+    }
+
     /// The number of decimal places needed to write the number exactly, or `None`
     /// when it has no finite decimal expansion.
     pub fn decimal_places(&self) -> Option<u32> {
@@ -697,6 +719,26 @@ mod tests {
             assert_eq!(a.to_text(), big.to_text());
             if (&ra * BigRational::from_integer(BigInt::from(100))).abs() < BigRational::from_integer(BigInt::from(i64::MAX / 4)) {
                 assert_eq!(a.publish(), big.publish());
+            }
+        }
+
+        #[test]
+        fn publishing_on_a_scale_is_publishing_the_scaled_number(
+            x in any_exact(),
+            span in proptest::prop_oneof![
+                proptest::strategy::Just(100i64),
+                proptest::strategy::Just(-100i64),
+                -1000i64..1000,
+                proptest::prelude::any::<i64>(),
+            ],
+            min in proptest::prop_oneof![proptest::strategy::Just(0i64), -100i64..100],
+        ) {
+            let (min, span) = (Exact::from_int(min), Exact::from_int(span));
+            let scaled = &min + &(&x * &span);
+            let within = (reference(&scaled) * BigRational::from_integer(BigInt::from(100))).abs()
+                < BigRational::from_integer(BigInt::from(i64::MAX / 4));
+            if within {
+                assert_eq!(x.publish_scaled(&min, &span), scaled.publish());
             }
         }
 

@@ -433,6 +433,8 @@ impl fmt::Display for Sub<'_> {
 
 struct Calc<'i> {
     instrument: &'i Instrument,
+    /// The result scale's width, `max - min`.
+    span: Exact,
 }
 
 /// An indicator's attainment in a scope, with what it used.
@@ -464,9 +466,25 @@ impl IndicatorCalc {
 
 impl<'i> Calc<'i> {
     fn to_score(&self, a: Attain) -> Attain {
-        let scale = &self.instrument.scale;
-        let span = &scale.max - &scale.min;
-        a.map(|x| &scale.min + &(x * &span))
+        let min = &self.instrument.scale.min;
+        a.map(|x| min + &(x * &self.span))
+    }
+
+    /// `outcome(&to_score(a), false)`: a tree node's or a product's published figure
+    /// on the result scale, ungraded, rounded from the attainment directly.
+    fn ungraded(&self, a: &Attain) -> Outcome {
+        let publish = |x: &Exact| x.publish_scaled(&self.instrument.scale.min, &self.span);
+        match a {
+            Attain::Value(x) => {
+                Outcome { status: Status::Complete, score: Some(publish(x)), grading: None, provisional: None }
+            }
+            Attain::NotApplicable => {
+                Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None }
+            }
+            Attain::Missing(p) => {
+                Outcome { status: Status::Incomplete, score: None, grading: None, provisional: p.as_ref().map(publish) }
+            }
+        }
     }
 
     fn outcome(&self, score: &Attain, graded: bool) -> Outcome {
@@ -496,7 +514,7 @@ impl<'i> Calc<'i> {
         NodeResult {
             id: id.to_owned(),
             weight: weight.clone(),
-            outcome: self.outcome(&self.to_score(attain.clone()), false),
+            outcome: self.ungraded(attain),
             answer: None,
             field_value: None,
             respondents: None,
@@ -706,7 +724,7 @@ struct UnitCalc<'i> {
 }
 
 fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -> InstitutionResult {
-    let calc = Calc { instrument };
+    let calc = Calc { instrument, span: &instrument.scale.max - &instrument.scale.min };
     let mut inst_missing = BTreeSet::new();
     // Institution-level indicators are computed once and shared by every unit.
     let mut institution_level: BTreeMap<&str, IndicatorCalc> = BTreeMap::new();
@@ -825,7 +843,7 @@ fn compute_unit<'i>(
                 name: p.input.name.clone(),
                 location: p.input.location,
                 weight: p.weight.clone(),
-                outcome: calc.outcome(&calc.to_score(tree.attain), false),
+                outcome: calc.ungraded(&tree.attain),
                 missing: pmissing.into_iter().collect(),
                 dimensions: tree.nodes,
             }

@@ -155,9 +155,13 @@ impl Json {
         match v {
             Value::Null => self.raw("null"),
             Value::Bool(b) => self.raw(if *b { "true" } else { "false" }),
-            // `Number`'s `Display` writes what its `Serialize` writes (itoa, and the same
-            // shortest-float formatting).
-            Value::Number(n) => self.raw(&n.to_string()),
+            // Integers as serde_json writes them (itoa); `Number`'s `Display` writes what
+            // its `Serialize` writes for the rest (the same shortest-float formatting).
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => self.raw(itoa::Buffer::new().format(u)),
+                (None, Some(i)) => self.raw(itoa::Buffer::new().format(i)),
+                _ => self.raw(&n.to_string()),
+            },
             Value::String(s) => self.str(s),
             Value::Array(items) => self.list(items, Json::value),
             Value::Object(map) => {
