@@ -55,7 +55,11 @@ pub struct Instrument {
     pub digest: String,
     /// The document as loaded.
     pub document: serde_json::Value,
-    pub(crate) index: BTreeMap<String, (usize, usize, usize)>,
+    /// Each indicator's place in `dimensions`, by id. Looked up for every answer a
+    /// recompute reads and checks: a hash probe with Fx (ids are the instrument's own,
+    /// not an attacker's, so a keyed hash buys nothing) costs a fraction of a tree
+    /// walk's string compares over ids that share long prefixes.
+    pub(crate) index: rustc_hash::FxHashMap<String, (usize, usize, usize)>,
 }
 
 /// The range of scores, e.g. 0–100.
