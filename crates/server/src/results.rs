@@ -75,55 +75,77 @@ impl Fields {
 }
 
 fn text(f: &Fields, key: &str) -> Option<String> {
-    f.get(key).and_then(Value::as_str).map(str::to_owned)
+    str_of(f, key).map(str::to_owned)
+}
+
+fn str_of<'f>(f: &'f Fields, key: &str) -> Option<&'f str> {
+    f.get(key).and_then(Value::as_str)
 }
 
 fn instrument_of(f: &Fields) -> Option<InstrumentRef> {
     f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
+/// Answers as a scoring input is built from them: borrowed from the records (or from a
+/// correction), sorted by indicator id.
+type Answers<'r> = Vec<(&'r str, &'r Value)>;
+
+/// The answers among a record's fields (they are sorted by name, so these are too).
+fn answers_of(fields: &Fields) -> Answers<'_> {
+    fields.iter().filter_map(|(k, v)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i, v))).collect()
+}
+
 /// One submitted visit, with corrections applied.
-struct Visit {
-    id: String,
-    unit: String,
-    product: String,
+struct Visit<'r> {
+    id: &'r str,
+    unit: &'r str,
+    product: &'r str,
     location: Location,
-    order: (i64, String),
-    answers: BTreeMap<String, Value>,
+    order: (i64, &'r str),
+    answers: Answers<'r>,
     /// Each answer's level in the instrument, in `answers`' order (`None`: not in it).
     /// Looked up once: the input is built per product, unit and institution.
     levels: Vec<Option<Level>>,
     /// The field values that corrections replaced (`null`: the field had none).
-    field_values: BTreeMap<String, Value>,
+    field_values: BTreeMap<&'r str, &'r Value>,
     evidence: BTreeMap<String, Vec<String>>,
 }
 
 /// One respondent of a submitted visit, with corrections applied.
-struct Respondent {
-    id: String,
-    visit: String,
+struct Respondent<'r> {
+    id: &'r str,
+    visit: &'r str,
     kind: RespondentKind,
-    answers: BTreeMap<String, Value>,
+    answers: Answers<'r>,
     /// The field values that corrections replaced (`null`: the field had none).
-    field_values: BTreeMap<String, Value>,
+    field_values: BTreeMap<&'r str, &'r Value>,
 }
 
+/// What a corrected answer had no field value for.
+static NULL: Value = Value::Null;
+
 /// Replaces `indicator`'s answer with a correction, keeping the field value.
-fn correct(
-    answers: &mut BTreeMap<String, Value>,
-    field_values: &mut BTreeMap<String, Value>,
-    indicator: &str,
-    value: &Value,
+fn correct<'r>(
+    answers: &mut Answers<'r>,
+    field_values: &mut BTreeMap<&'r str, &'r Value>,
+    indicator: &'r str,
+    value: &'r Value,
 ) {
-    let recorded = answers.insert(indicator.to_owned(), value.clone()).unwrap_or(Value::Null);
-    field_values.entry(indicator.to_owned()).or_insert(recorded);
+    let recorded = match answers.binary_search_by(|(id, _)| (*id).cmp(indicator)) {
+        Ok(at) => std::mem::replace(&mut answers[at].1, value),
+        Err(at) => {
+            answers.insert(at, (indicator, value));
+            &NULL
+        }
+    };
+    field_values.entry(indicator).or_insert(recorded);
 }
 
 /// An answer as scoring reads it: noting the field value where a correction replaced it.
-fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&Value>) -> AnswerInput {
+fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&&Value>) -> AnswerInput {
     let answer = AnswerInput::with_evidence(value.clone(), evidence);
     match field_value {
-        Some(recorded) => answer.correcting(recorded.clone()),
+        Some(recorded) => answer.correcting((*recorded).clone()),
         None => answer,
     }
 }
@@ -334,7 +356,7 @@ impl Records {
 
     /// Active corrections of `targets` by (target record, field): the latest by its
     /// `value` op's clock stamp wins.
-    fn corrections(&self, targets: &BTreeSet<String>) -> BTreeMap<(String, String), Value> {
+    fn corrections(&self, wanted: impl Fn(&str) -> bool) -> BTreeMap<(String, String), Value> {
         let mut out: BTreeMap<(String, String), (Stamp, Value)> = BTreeMap::new();
         for (id, r) in &self.by_id {
             if r.kind != "correction" || text(&r.fields, "status").as_deref() == Some("withdrawn") {
@@ -343,7 +365,7 @@ impl Records {
             let Some(target) = r.fields.get("target").and_then(|t| t.get("id")).and_then(Value::as_str) else {
                 continue;
             };
-            if !targets.contains(target) {
+            if !wanted(target) {
                 continue;
             }
             let (Some(field), Some(value)) = (text(&r.fields, "field"), r.fields.get("value")) else { continue };
@@ -378,53 +400,47 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
     let unit_fields: BTreeMap<&str, &Fields> =
         records.children("unit", "institution", institution).map(|(id, r)| (id.as_str(), &r.fields)).collect();
 
+    // The corrections of these records' fields (those of other records' go unused).
+    let corrections = records.corrections(|_| true);
+
     // Visits recorded with this instrument and submitted.
     let mut visits = Vec::new();
     for (v, r) in records.children("visit", "institution", institution) {
         let f = &r.fields;
-        if instrument_of(f).as_ref() != Some(reference) || text(f, "status").as_deref() != Some("submitted") {
+        if instrument_of(f).as_ref() != Some(reference) || str_of(f, "status") != Some("submitted") {
             continue;
         }
-        let (Some(unit), Some(product)) = (text(f, "unit"), text(f, "product")) else { continue };
-        let location = text(f, "location").and_then(|l| Location::from_name(&l)).unwrap_or(Location::OwnOffice);
-        let order = (f.get("finished_at").and_then(Value::as_i64).unwrap_or(0), v.clone());
-        let answers = f
-            .iter()
-            .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
-            .collect();
+        let (Some(unit), Some(product)) = (str_of(f, "unit"), str_of(f, "product")) else { continue };
+        let location = str_of(f, "location").and_then(Location::from_name).unwrap_or(Location::OwnOffice);
+        let order = (f.get("finished_at").and_then(Value::as_i64).unwrap_or(0), v.as_str());
         visits.push(Visit {
-            id: v.clone(),
+            id: v,
             unit,
             product,
             location,
             order,
-            answers,
+            answers: answers_of(f),
             levels: Vec::new(),
             field_values: BTreeMap::new(),
             evidence: BTreeMap::new(),
         });
     }
     visits.sort_by(|a, b| a.order.cmp(&b.order));
-    let visit_index: BTreeMap<String, usize> = visits.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
+    let visit_index: BTreeMap<&str, usize> = visits.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
 
     // Respondents of those visits, in visit order.
-    let mut of_visit: BTreeMap<usize, Vec<Respondent>> = BTreeMap::new();
+    let mut of_visit: BTreeMap<usize, Vec<Respondent<'_>>> = BTreeMap::new();
     let mut evidence: Vec<(usize, &Fields)> = Vec::new();
     for (id, r) in &records.by_id {
         let Some(at) = r.fields.get("visit").and_then(Value::as_str).and_then(|v| visit_index.get(v)) else { continue };
         match r.kind.as_str() {
             "respondent" => {
-                let Some(kind) = text(&r.fields, "kind").and_then(|k| RespondentKind::from_name(&k)) else { continue };
-                let answers = r
-                    .fields
-                    .iter()
-                    .filter_map(|(k, val)| k.strip_prefix(ANSWER_PREFIX).map(|i| (i.to_owned(), val.clone())))
-                    .collect();
+                let Some(kind) = str_of(&r.fields, "kind").and_then(RespondentKind::from_name) else { continue };
                 of_visit.entry(*at).or_default().push(Respondent {
-                    id: id.clone(),
-                    visit: visits[*at].id.clone(),
+                    id,
+                    visit: visits[*at].id,
                     kind,
-                    answers,
+                    answers: answers_of(&r.fields),
                     field_values: BTreeMap::new(),
                 });
             }
@@ -432,26 +448,23 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
             _ => {}
         }
     }
-    let mut respondents: Vec<Respondent> = of_visit.into_values().flatten().collect();
+    let mut respondents: Vec<Respondent<'_>> = of_visit.into_values().flatten().collect();
 
     // Corrections replace the values they correct.
-    let targets: BTreeSet<String> =
-        visits.iter().map(|v| v.id.clone()).chain(respondents.iter().map(|r| r.id.clone())).collect();
-    let respondent_index: BTreeMap<String, usize> =
-        respondents.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
-    for ((target, field), value) in &records.corrections(&targets) {
+    let respondent_index: BTreeMap<&str, usize> = respondents.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    for ((target, field), value) in &corrections {
         let Some(indicator) = field.strip_prefix(ANSWER_PREFIX) else { continue };
-        if let Some(v) = visit_index.get(target).map(|&i| &mut visits[i]) {
+        if let Some(v) = visit_index.get(target.as_str()).map(|&i| &mut visits[i]) {
             correct(&mut v.answers, &mut v.field_values, indicator, value);
         }
-        if let Some(r) = respondent_index.get(target).map(|&i| &mut respondents[i]) {
+        if let Some(r) = respondent_index.get(target.as_str()).map(|&i| &mut respondents[i]) {
             correct(&mut r.answers, &mut r.field_values, indicator, value);
         }
     }
 
     // The answers are final now (corrections applied): their levels, once.
     for v in &mut visits {
-        v.levels = v.answers.keys().map(|id| instrument.indicator(id).map(|i| i.level)).collect();
+        v.levels = v.answers.iter().map(|(id, _)| instrument.indicator(id).map(|i| i.level)).collect();
     }
 
     // Evidence, once its file is complete here.
@@ -479,21 +492,21 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
         }
     }
     for v in &visits {
-        in_play.entry(v.unit.clone()).or_default().insert(v.product.clone());
+        in_play.entry(v.unit.to_owned()).or_default().insert(v.product.to_owned());
     }
     if in_play.is_empty() {
         return None;
     }
 
-    let answers_at = |level: Level, visits: &[&Visit]| -> BTreeMap<String, AnswerInput> {
+    let answers_at = |level: Level, visits: &[&Visit<'_>]| -> BTreeMap<String, AnswerInput> {
         let mut out = BTreeMap::new();
         for v in visits {
             debug_assert_eq!(v.levels.len(), v.answers.len(), "levels are looked up after the last correction");
             for ((id, value), at) in v.answers.iter().zip(&v.levels) {
                 if *at == Some(level) {
                     out.insert(
-                        id.clone(),
-                        answer_input(value, v.evidence.get(id).cloned().unwrap_or_default(), v.field_values.get(id)),
+                        (*id).to_owned(),
+                        answer_input(value, v.evidence.get(*id).cloned().unwrap_or_default(), v.field_values.get(*id)),
                     );
                 }
             }
@@ -504,16 +517,16 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
         respondents
             .iter()
             .filter(|r| {
-                of_visits.contains(r.visit.as_str())
+                of_visits.contains(r.visit)
                     && instrument.respondent_rule(r.kind).is_some_and(|rule| rule.level == level)
             })
             .map(|r| RespondentInput {
-                id: r.id.clone(),
+                id: r.id.to_owned(),
                 kind: r.kind,
                 answers: r
                     .answers
                     .iter()
-                    .map(|(k, v)| (k.clone(), answer_input(v, Vec::new(), r.field_values.get(k))))
+                    .map(|(k, v)| ((*k).to_owned(), answer_input(v, Vec::new(), r.field_values.get(*k))))
                     .collect(),
             })
             .collect()
@@ -537,20 +550,20 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
         out
     };
 
-    let all: Vec<&Visit> = visits.iter().collect();
-    let all_ids: BTreeSet<&str> = visits.iter().map(|v| v.id.as_str()).collect();
+    let all: Vec<&Visit<'_>> = visits.iter().collect();
+    let all_ids: BTreeSet<&str> = visits.iter().map(|v| v.id).collect();
     let mut unit_inputs = Vec::new();
     let mut unit_ids = Vec::new();
     for (unit, products) in &in_play {
         let Some(uf) = unit_fields.get(unit.as_str()) else { continue };
-        let of_unit: Vec<&Visit> = visits.iter().filter(|v| &v.unit == unit).collect();
-        let visit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id.as_str()).collect();
+        let of_unit: Vec<&Visit<'_>> = visits.iter().filter(|v| v.unit == unit.as_str()).collect();
+        let visit_ids: BTreeSet<&str> = of_unit.iter().map(|v| v.id).collect();
         let mut product_inputs = Vec::new();
         let none = Fields::default();
         for p in products {
             // (Read by `Records::load`; none: a product no op has described.)
             let pf = records.fields(p).unwrap_or(&none);
-            let of_product: Vec<&Visit> = of_unit.iter().copied().filter(|v| &v.product == p).collect();
+            let of_product: Vec<&Visit<'_>> = of_unit.iter().copied().filter(|v| v.product == p.as_str()).collect();
             let location = of_product.last().map(|v| v.location).unwrap_or(Location::OwnOffice);
             product_inputs.push(ProductInput {
                 id: text(pf, "code").unwrap_or_else(|| p.clone()),
@@ -1226,7 +1239,7 @@ pub fn active_corrections(
         [],
     )?;
     corrections.stamp_corrections(tx)?;
-    Ok(corrections.corrections(targets))
+    Ok(corrections.corrections(|t| targets.contains(t)))
 }
 
 #[cfg(test)]
@@ -1255,6 +1268,20 @@ mod tests {
         let targets = BTreeSet::from(["v1".to_owned()]);
         let active = active_corrections(&tx, &targets).unwrap();
         assert_eq!(active.get(&("v1".to_owned(), "answer.x".to_owned())), Some(&Value::from(3)));
+    }
+
+    /// A correction replaces a recorded answer (keeping what was recorded beside it) or
+    /// adds one the visit lacked (recorded: null), and the answers stay sorted.
+    #[test]
+    fn corrections_replace_or_add_answers_and_keep_what_was_recorded() {
+        let (one, two, three, nine) = (Value::from(1), Value::from(2), Value::from(3), Value::from(9));
+        let mut answers: Answers<'_> = vec![("a", &one), ("c", &two)];
+        let mut recorded = BTreeMap::new();
+        correct(&mut answers, &mut recorded, "c", &three);
+        correct(&mut answers, &mut recorded, "b", &nine);
+        correct(&mut answers, &mut recorded, "c", &nine);
+        assert_eq!(answers, vec![("a", &one), ("b", &nine), ("c", &nine)]);
+        assert_eq!(recorded, BTreeMap::from([("b", &Value::Null), ("c", &two)]));
     }
 
     #[test]
