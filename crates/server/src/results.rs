@@ -766,18 +766,20 @@ impl Scored {
         keep: &mut BTreeSet<(String, String, String)>,
     ) -> Result<usize, ApiError> {
         keep.insert((row.kind.to_owned(), row.entity.clone(), self.instrument.clone()));
-        // Compared in SQLite, so that a stored document (tens of kB) is not copied out.
+        // Compared where SQLite holds the stored row (read in place, not copied out), and
+        // without handing it the new document (tens of kB, which a bound parameter copies).
         // Every other column follows from the document, except the institution and the
         // region (a unit's document names neither), so those are compared too.
         let same: Option<bool> = tx
             .prepare_cached(
-                "SELECT document = ?4 AND units IS ?5 AND institution = ?6 AND region IS ?7 FROM results
-                 WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
+                "SELECT document, units, institution, region FROM results WHERE kind = ?1 AND entity = ?2 AND instrument = ?3",
             )?
-            .query_row(
-                params![row.kind, row.entity, self.instrument, row.document, row.units, self.institution, self.region],
-                |r| r.get(0),
-            )
+            .query_row(params![row.kind, row.entity, self.instrument], |r| {
+                Ok(r.get_ref(0)?.as_bytes()? == row.document.as_bytes()
+                    && r.get_ref(1)?.as_str_or_null()? == row.units.as_deref()
+                    && r.get_ref(2)?.as_str()? == self.institution
+                    && r.get_ref(3)?.as_str_or_null()? == self.region.as_deref())
+            })
             .optional()?;
         if !force && same == Some(true) {
             return Ok(0);
