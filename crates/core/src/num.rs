@@ -512,6 +512,81 @@ impl std::iter::Sum for Exact {
     }
 }
 
+/// An exact sum built term by term without reducing each partial sum, reduced once by
+/// [`ExactSum::total`]. The terms of a weighted mean mostly share a denominator, and a
+/// gcd (two, for a product) on every addition was most of what scoring spent on
+/// arithmetic. A partial sum that would overflow is folded into an [`Exact`] and the
+/// sum goes on from the term that did not fit, so the total is always exact and, being
+/// reduced, the very value adding term by term gives.
+#[derive(Clone, Debug)]
+pub struct ExactSum {
+    /// The unreduced part, `n / d` with `d > 0`.
+    n: i128,
+    d: i128,
+    /// What was folded in when the unreduced part would have overflowed.
+    folded: Exact,
+}
+
+impl Default for ExactSum {
+    fn default() -> ExactSum {
+        ExactSum { n: 0, d: 1, folded: Exact::zero() }
+    }
+}
+
+impl ExactSum {
+    /// Adds `x`.
+    pub fn add(&mut self, x: &Exact) {
+        match &x.0 {
+            Repr::Small { n, d } => self.add_fraction(*n, *d),
+            Repr::Big(_) => self.folded = &self.folded + x,
+        }
+    }
+
+    /// Adds `a × b`.
+    pub fn add_product(&mut self, a: &Exact, b: &Exact) {
+        if let (Repr::Small { n: an, d: ad }, Repr::Small { n: bn, d: bd }) = (&a.0, &b.0) {
+            if let (Some(n), Some(d)) = (an.checked_mul(*bn), ad.checked_mul(*bd)) {
+                return self.add_fraction(n, d);
+            }
+        }
+        self.folded = &self.folded + &(a * b);
+    }
+
+    /// Adds `n / d` (`d > 0`, not necessarily reduced).
+    fn add_fraction(&mut self, n: i128, d: i128) {
+        if n == 0 {
+            return;
+        }
+        let next = if self.n == 0 {
+            Some((n, d))
+        } else if d == self.d {
+            self.n.checked_add(n).map(|n| (n, d))
+        } else {
+            let cross = self.n.checked_mul(d).zip(n.checked_mul(self.d)).and_then(|(a, b)| a.checked_add(b));
+            cross.zip(self.d.checked_mul(d))
+        };
+        match next {
+            Some((n, d)) => (self.n, self.d) = (n, d),
+            None => {
+                self.folded = &self.folded + &Exact::fraction(self.n, self.d);
+                (self.n, self.d) = (n, d);
+            }
+        }
+    }
+
+    /// The sum, reduced.
+    pub fn total(&self) -> Exact {
+        &self.folded + &Exact::fraction(self.n, self.d)
+    }
+}
+
+impl Exact {
+    /// `n / d` for `d > 0`, reduced.
+    fn fraction(n: i128, d: i128) -> Exact {
+        Exact::small(n, d).unwrap_or_else(|| Exact::from_big(BigRational::new(BigInt::from(n), BigInt::from(d))))
+    }
+}
+
 /// A published figure: a number rounded half-up to exactly two decimals.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Published {
@@ -720,6 +795,26 @@ mod tests {
             if (&ra * BigRational::from_integer(BigInt::from(100))).abs() < BigRational::from_integer(BigInt::from(i64::MAX / 4)) {
                 assert_eq!(a.publish(), big.publish());
             }
+        }
+
+        #[test]
+        fn a_sum_reduced_once_is_the_sum_added_term_by_term(
+            terms in proptest::collection::vec((any_exact(), any_exact(), proptest::prelude::any::<bool>()), 0..12),
+        ) {
+            let mut sum = ExactSum::default();
+            let mut added = Exact::zero();
+            for (a, b, product) in &terms {
+                if *product {
+                    sum.add_product(a, b);
+                    added = &added + &(a * b);
+                } else {
+                    sum.add(a);
+                    added = &added + a;
+                }
+            }
+            let total = sum.total();
+            assert_eq!(reference(&total), reference(&added), "value");
+            assert_eq!(total, added, "one representation per value");
         }
 
         #[test]

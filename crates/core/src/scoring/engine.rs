@@ -25,7 +25,7 @@ use super::input::*;
 use super::result::*;
 use crate::hash::Sha256Digest;
 use crate::instrument::{Fault, Indicator, Instrument, Level, RespondentKind, UnitRollup};
-use crate::num::Exact;
+use crate::num::{Exact, ExactSum};
 
 /// Every fault found in a scoring input; nothing was scored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -375,22 +375,23 @@ enum Attain {
 /// Weighted mean over the children that are not N/A.
 fn combine(items: impl IntoIterator<Item = (Exact, Attain)>) -> Attain {
     let (mut any, mut missing) = (false, false);
-    let (mut w_done, mut x_done) = (Exact::zero(), Exact::zero());
-    let (mut w_prov, mut x_prov) = (Exact::zero(), Exact::zero());
+    // Over what was answered, and (when something is missing) over the provisional
+    // figures too: the provisional mean adds both, so they share one running sum each.
+    let (mut w_done, mut x_done) = (ExactSum::default(), ExactSum::default());
     for (w, a) in items {
         match a {
             Attain::NotApplicable => {}
             Attain::Value(x) => {
                 any = true;
-                x_done = x_done + &w * &x;
-                w_done = w_done + w;
+                x_done.add_product(&w, &x);
+                w_done.add(&w);
             }
             Attain::Missing(p) => {
                 any = true;
                 missing = true;
                 if let Some(x) = p {
-                    x_prov = x_prov + &w * &x;
-                    w_prov = w_prov + w;
+                    x_done.add_product(&w, &x);
+                    w_done.add(&w);
                 }
             }
         }
@@ -398,8 +399,9 @@ fn combine(items: impl IntoIterator<Item = (Exact, Attain)>) -> Attain {
     if !any {
         return Attain::NotApplicable;
     }
+    let (x_done, w_done) = (x_done.total(), w_done.total());
     if missing {
-        return Attain::Missing((x_done + x_prov).checked_div(&(w_done + w_prov)));
+        return Attain::Missing(x_done.checked_div(&w_done));
     }
     match x_done.checked_div(&w_done) {
         Some(x) => Attain::Value(x),
