@@ -929,7 +929,13 @@ pub fn recompute_all(
                 }
             }
         });
-        let mut in_order = InOrder::default();
+        let mut in_order = InOrder::new();
+        let mut write = |done: Vec<Result<Scored, ApiError>>| -> Result<(), ApiError> {
+            for scored in done {
+                scored?.write(tx, &mut cursor, &mut keep)?;
+            }
+            Ok(())
+        };
         for (at, i) in institutions.iter().enumerate() {
             let records = Records::load(tx, i)?;
             match to_score.try_send((at, records)) {
@@ -942,14 +948,14 @@ pub fn recompute_all(
             while let Ok((at, done)) = scored.try_recv() {
                 in_order.put(at, done);
             }
-            in_order.write(tx, &mut cursor, &mut keep)?;
+            in_order.drain(&mut write)?;
         }
         drop(to_score);
         while in_order.held() < institutions.len() {
             let (at, done) = scored.recv().map_err(|_| stopped())?;
             in_order.put(at, done);
         }
-        in_order.write(tx, &mut cursor, &mut keep)?;
+        in_order.drain(&mut write)?;
         if in_order.next != institutions.len() {
             return Err(ApiError::internal("an institution's results were never scored"));
         }
@@ -960,35 +966,32 @@ pub fn recompute_all(
     Ok(institutions.len())
 }
 
-/// Scored institutions, by the place they were read in, written in that order.
-#[derive(Default)]
-struct InOrder {
-    /// The place of the next institution to write.
+/// Scored institutions, by the place they were read in, handed on in that order
+/// whichever thread scored them first.
+struct InOrder<T> {
+    /// The place of the next institution to hand on.
     next: usize,
-    waiting: BTreeMap<usize, Vec<Result<Scored, ApiError>>>,
+    waiting: BTreeMap<usize, T>,
 }
 
-impl InOrder {
-    fn put(&mut self, at: usize, scored: Vec<Result<Scored, ApiError>>) {
+impl<T> InOrder<T> {
+    fn new() -> InOrder<T> {
+        InOrder { next: 0, waiting: BTreeMap::new() }
+    }
+
+    fn put(&mut self, at: usize, scored: T) {
         self.waiting.insert(at, scored);
     }
 
-    /// How many institutions were written or wait to be.
+    /// How many institutions were handed on or wait to be.
     fn held(&self) -> usize {
         self.next + self.waiting.len()
     }
 
-    /// Writes the institutions whose turn it is.
-    fn write(
-        &mut self,
-        tx: &Transaction<'_>,
-        cursor: &mut Cursor,
-        keep: &mut BTreeSet<(String, String, String)>,
-    ) -> Result<(), ApiError> {
+    /// Hands on the institutions whose turn it is, in order.
+    fn drain(&mut self, mut each: impl FnMut(T) -> Result<(), ApiError>) -> Result<(), ApiError> {
         while let Some(done) = self.waiting.remove(&self.next) {
-            for scored in done {
-                scored?.write(tx, cursor, keep)?;
-            }
+            each(done)?;
             self.next += 1;
         }
         Ok(())
@@ -1284,6 +1287,30 @@ mod tests {
         correct(&mut answers, &mut recorded, "c", &nine);
         assert_eq!(answers, vec![("a", &one), ("b", &nine), ("c", &nine)]);
         assert_eq!(recorded, BTreeMap::from([("b", &Value::Null), ("c", &two)]));
+    }
+
+    /// Institutions scored out of order (the two threads finish when they finish) are
+    /// handed on in the order they were read, each once.
+    #[test]
+    fn scored_institutions_are_written_in_the_order_they_were_read() {
+        let mut in_order = InOrder::new();
+        let mut written = Vec::new();
+        for at in [2, 0, 4, 1, 3, 5] {
+            in_order.put(at, at);
+            in_order
+                .drain(|at| {
+                    written.push(at);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(written, (0..written.len()).collect::<Vec<_>>(), "after {at}");
+        }
+        assert_eq!((written.len(), in_order.held()), (6, 6));
+        // What comes after a failure waits: nothing is skipped.
+        in_order.put(7, 7);
+        in_order.put(6, 6);
+        assert!(in_order.drain(|at| if at == 6 { Err(ApiError::internal("no")) } else { Ok(()) }).is_err());
+        assert_eq!((in_order.next, in_order.held()), (6, 7));
     }
 
     #[test]
