@@ -96,6 +96,11 @@ impl Exact {
         Some(Exact(Repr::Small { n, d }))
     }
 
+    /// `n / d` for `d > 0`, reduced, as big a number as it needs.
+    fn fraction(n: i128, d: i128) -> Exact {
+        Exact::small(n, d).unwrap_or_else(|| Exact::from_big(BigRational::new(BigInt::from(n), BigInt::from(d))))
+    }
+
     /// A big rational, brought back to `Small` when it fits.
     fn from_big(r: BigRational) -> Exact {
         match (r.numer().to_i128(), r.denom().to_i128()) {
@@ -252,15 +257,8 @@ impl Exact {
     /// Rounds half away from zero to two decimals: the published figure.
     pub fn publish(&self) -> Published {
         if let Repr::Small { n, d } = self.0 {
-            // round(|n| * 100 / d) = floor((200 |n| + d) / 2d), with the sign put back.
-            let magnitude = n
-                .unsigned_abs()
-                .checked_mul(200)
-                .and_then(|m| m.checked_add(d as u128))
-                .and_then(|m| (d as u128).checked_mul(2).map(|dd| m / dd))
-                .and_then(|h| i64::try_from(h).ok());
-            if let Some(h) = magnitude {
-                return Published { hundredths: if n < 0 { -h } else { h } };
+            if let Some(p) = Published::of_fraction(n.unsigned_abs(), d, n < 0) {
+                return p;
             }
         }
         let scaled = self.to_big() * BigRational::from_integer(BigInt::from(100));
@@ -277,16 +275,12 @@ impl Exact {
     pub fn publish_scaled(&self, min: &Exact, span: &Exact) -> Published {
         if let (Repr::Small { n, d }, Repr::Small { n: 0, .. }, Repr::Small { n: k, d: 1 }) = (&self.0, &min.0, &span.0)
         {
-            // round(|n k| * 100 / d) = floor((200 |n k| + d) / 2d), as `publish` does.
-            let magnitude = n
+            let published = n
                 .unsigned_abs()
                 .checked_mul(k.unsigned_abs())
-                .and_then(|m| m.checked_mul(200))
-                .and_then(|m| m.checked_add(*d as u128))
-                .and_then(|m| (*d as u128).checked_mul(2).map(|dd| m / dd))
-                .and_then(|h| i64::try_from(h).ok());
-            if let Some(h) = magnitude {
-                return Published { hundredths: if (*n < 0) != (*k < 0) { -h } else { h } };
+                .and_then(|m| Published::of_fraction(m, *d, (*n < 0) != (*k < 0)));
+            if let Some(p) = published {
+                return p;
             }
         }
         (min + &(self * span)).publish()
@@ -580,13 +574,6 @@ impl ExactSum {
     }
 }
 
-impl Exact {
-    /// `n / d` for `d > 0`, reduced.
-    fn fraction(n: i128, d: i128) -> Exact {
-        Exact::small(n, d).unwrap_or_else(|| Exact::from_big(BigRational::new(BigInt::from(n), BigInt::from(d))))
-    }
-}
-
 /// A published figure: a number rounded half-up to exactly two decimals.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Published {
@@ -594,6 +581,18 @@ pub struct Published {
 }
 
 impl Published {
+    /// `±magnitude / d` (`d > 0`) rounded half-up to hundredths:
+    /// round(m × 100 / d) = floor((200 m + d) / 2d), with the sign put back. `None` when
+    /// the arithmetic would overflow (the caller takes the big-rational way).
+    fn of_fraction(magnitude: u128, d: i128, negative: bool) -> Option<Published> {
+        let h = magnitude
+            .checked_mul(200)
+            .and_then(|m| m.checked_add(d as u128))
+            .and_then(|m| (d as u128).checked_mul(2).map(|dd| m / dd))
+            .and_then(|h| i64::try_from(h).ok())?;
+        Some(Published { hundredths: if negative { -h } else { h } })
+    }
+
     /// From a count of hundredths (`8835` is `88.35`).
     pub fn from_hundredths(hundredths: i64) -> Published {
         Published { hundredths }

@@ -142,10 +142,10 @@ fn correct<'r>(
 }
 
 /// An answer as scoring reads it: noting the field value where a correction replaced it.
-fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&&Value>) -> AnswerInput {
+fn answer_input(value: &Value, evidence: Vec<String>, field_value: Option<&Value>) -> AnswerInput {
     let answer = AnswerInput::with_evidence(value.clone(), evidence);
     match field_value {
-        Some(recorded) => answer.correcting((*recorded).clone()),
+        Some(recorded) => answer.correcting(recorded.clone()),
         None => answer,
     }
 }
@@ -506,7 +506,11 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
                 if *at == Some(level) {
                     out.insert(
                         (*id).to_owned(),
-                        answer_input(value, v.evidence.get(*id).cloned().unwrap_or_default(), v.field_values.get(*id)),
+                        answer_input(
+                            value,
+                            v.evidence.get(*id).cloned().unwrap_or_default(),
+                            v.field_values.get(*id).copied(),
+                        ),
                     );
                 }
             }
@@ -526,7 +530,7 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
                 answers: r
                     .answers
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), answer_input(v, Vec::new(), r.field_values.get(*k))))
+                    .map(|(k, v)| ((*k).to_owned(), answer_input(v, Vec::new(), r.field_values.get(*k).copied())))
                     .collect(),
             })
             .collect()

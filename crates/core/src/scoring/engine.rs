@@ -25,7 +25,7 @@ use super::input::*;
 use super::result::*;
 use crate::hash::Sha256Digest;
 use crate::instrument::{Fault, Indicator, Instrument, Level, RespondentKind, UnitRollup};
-use crate::num::{Exact, ExactSum};
+use crate::num::{Exact, ExactSum, Published};
 
 /// Every fault found in a scoring input; nothing was scored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -375,23 +375,23 @@ enum Attain {
 /// Weighted mean over the children that are not N/A.
 fn combine(items: impl IntoIterator<Item = (Exact, Attain)>) -> Attain {
     let (mut any, mut missing) = (false, false);
-    // Over what was answered, and (when something is missing) over the provisional
-    // figures too: the provisional mean adds both, so they share one running sum each.
-    let (mut w_done, mut x_done) = (ExactSum::default(), ExactSum::default());
+    // Weights and weighted figures of what was answered and of what has a provisional
+    // figure: a mean over the answered alone is a mean over both when nothing is missing.
+    let (mut weights, mut weighted) = (ExactSum::default(), ExactSum::default());
     for (w, a) in items {
         match a {
             Attain::NotApplicable => {}
             Attain::Value(x) => {
                 any = true;
-                x_done.add_product(&w, &x);
-                w_done.add(&w);
+                weighted.add_product(&w, &x);
+                weights.add(&w);
             }
             Attain::Missing(p) => {
                 any = true;
                 missing = true;
                 if let Some(x) = p {
-                    x_done.add_product(&w, &x);
-                    w_done.add(&w);
+                    weighted.add_product(&w, &x);
+                    weights.add(&w);
                 }
             }
         }
@@ -399,11 +399,11 @@ fn combine(items: impl IntoIterator<Item = (Exact, Attain)>) -> Attain {
     if !any {
         return Attain::NotApplicable;
     }
-    let (x_done, w_done) = (x_done.total(), w_done.total());
+    let mean = weighted.total().checked_div(&weights.total());
     if missing {
-        return Attain::Missing(x_done.checked_div(&w_done));
+        return Attain::Missing(mean);
     }
-    match x_done.checked_div(&w_done) {
+    match mean {
         Some(x) => Attain::Value(x),
         None => Attain::NotApplicable,
     }
@@ -498,27 +498,23 @@ impl<'i> Calc<'i> {
         a.map(|x| min + &(x * &self.span))
     }
 
-    /// `outcome(&to_score(a), false)`: a tree node's or a product's published figure
-    /// on the result scale, ungraded, rounded from the attainment directly.
-    fn ungraded(&self, a: &Attain) -> Outcome {
-        let publish = |x: &Exact| x.publish_scaled(&self.instrument.scale.min, &self.span);
-        match a {
-            Attain::Value(x) => {
-                Outcome { status: Status::Complete, score: Some(publish(x)), grading: None, provisional: None }
-            }
-            Attain::NotApplicable => {
-                Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None }
-            }
-            Attain::Missing(p) => {
-                Outcome { status: Status::Incomplete, score: None, grading: None, provisional: p.as_ref().map(publish) }
-            }
-        }
+    /// A unit's or an institution's outcome: its score (already on the result scale),
+    /// published and graded.
+    fn graded(&self, score: &Attain) -> Outcome {
+        self.outcome(score, Exact::publish, true)
     }
 
-    fn outcome(&self, score: &Attain, graded: bool) -> Outcome {
-        match score {
+    /// A tree node's or a product's outcome: its attainment put on the result scale and
+    /// published (rounded from the attainment directly), ungraded.
+    fn ungraded(&self, a: &Attain) -> Outcome {
+        self.outcome(a, |x| x.publish_scaled(&self.instrument.scale.min, &self.span), false)
+    }
+
+    /// An outcome whose figures `publish` writes, with the band of its score if `graded`.
+    fn outcome(&self, a: &Attain, publish: impl Fn(&Exact) -> Published, graded: bool) -> Outcome {
+        match a {
             Attain::Value(x) => {
-                let published = x.publish();
+                let published = publish(x);
                 let grading = graded.then(|| self.instrument.band_for(published)).flatten().map(|b| Grading {
                     grade: b.grade.clone(),
                     label: b.label.clone(),
@@ -529,12 +525,9 @@ impl<'i> Calc<'i> {
             Attain::NotApplicable => {
                 Outcome { status: Status::NotApplicable, score: None, grading: None, provisional: None }
             }
-            Attain::Missing(p) => Outcome {
-                status: Status::Incomplete,
-                score: None,
-                grading: None,
-                provisional: p.as_ref().map(Exact::publish),
-            },
+            Attain::Missing(p) => {
+                Outcome { status: Status::Incomplete, score: None, grading: None, provisional: p.as_ref().map(publish) }
+            }
         }
     }
 
@@ -801,7 +794,7 @@ fn compute_institution(instrument: &Instrument, inst: &CheckedInstitution<'_>) -
         name: inst.input.name.clone(),
         kind: inst.input.kind.clone(),
         region: inst.input.region.clone(),
-        outcome: calc.outcome(&score, true),
+        outcome: calc.graded(&score),
         before_deductions: before_deductions(&before, &inst.scope.deductions),
         deductions: inst.scope.deductions.clone(),
         rule: instrument.rollup.units.name(),
@@ -891,7 +884,7 @@ fn compute_unit<'i>(
             name: unit.input.name.clone(),
             unit_type: unit.input.unit_type.clone(),
             weight: unit.weight.clone(),
-            outcome: calc.outcome(&score, true),
+            outcome: calc.graded(&score),
             before_deductions: before_deductions(&before, &unit.scope.deductions),
             deductions: unit.scope.deductions.clone(),
             missing,
