@@ -16,6 +16,9 @@ use crate::report::{per_sec, percentiles, rate, ratio, time, Row};
 use crate::season::{answers_in, DeviceOps, Season};
 use crate::server::{now_ms, BenchServer};
 
+/// Visits absorbed by the incremental recompute, one sample each.
+const INCREMENTAL_SAMPLES: usize = 21;
+
 /// Reads every answer row and folds it: per record, the sum and count of its answers.
 /// Returns (answers, records, wall time).
 pub fn scan_and_fold(server: &BenchServer) -> Result<(usize, usize, Duration)> {
@@ -187,25 +190,46 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
     device.visit(&instrument()?, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
     let visit_ops = ops.len();
     let token = server.token(sidak_server::auth::Role::Assessor, Some(&first.region), Some(&first.assessor))?;
-    let load = DeviceLoad { token, bodies: ops.chunks(BATCH).map(crate::ingest::gzip_push).collect(), ops: visit_ops };
+    let load = DeviceLoad {
+        token: token.clone(),
+        bodies: ops.chunks(BATCH).map(crate::ingest::gzip_push).collect(),
+        ops: visit_ops,
+    };
     let (_, push_took) = push_all(&server.url(), vec![load], 1)?;
     let inst_id = ids.institutions[&first.code].clone();
+    // The incremental recompute proper: one more visit's ops applied as a push applies
+    // them (`push::push`, which leaves the recompute to its caller), then the recompute
+    // of the institution they dirtied, timed alone, in the same transaction. A new visit
+    // each time, to each unit in turn, so every sample has a visit to absorb.
+    let instrument = instrument()?;
     let mut samples = Vec::new();
-    for _ in 0..21 {
-        let took = server
+    let mut changed_rows = 0;
+    for k in 0..INCREMENTAL_SAMPLES {
+        let unit = &first.units[k % first.units.len()];
+        let mut ops = Vec::new();
+        device.visit(&instrument, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
+        let (took, changed) = server
             .state
             .db()
             .write_blocking(|tx| {
+                let who = sidak_server::auth::principal_for(tx, &token)?
+                    .ok_or_else(|| ApiError::internal("the benchmark's token is not in the store"))?;
+                let request = sidak_core::wire::PushRequest { ops, heads: Vec::new() };
+                let (_, effects) = sidak_server::push::push(tx, &instruments, &who, request, now_ms())?;
+                if !effects.dirty.contains(&inst_id) {
+                    return Err(ApiError::internal("the visit did not dirty its institution"));
+                }
                 let started = Instant::now();
-                recompute(tx, &instruments, &inst_id)?;
-                Ok::<_, ApiError>(started.elapsed())
+                let changed = recompute(tx, &instruments, &inst_id)?;
+                Ok::<_, ApiError>((started.elapsed(), changed))
             })
-            .map_err(|e| anyhow!("recompute: {e}"))?;
+            .map_err(|e| anyhow!("push and recompute: {e}"))?;
         samples.push(took);
+        changed_rows += changed;
     }
     let (incremental, worst) = percentiles(samples);
     println!(
-        "one visit ({visit_ops} ops) pushed, durable and recomputed in {}; recompute of its institution ({} units): median {}, p99 {}",
+        "one visit ({visit_ops} ops) pushed, durable and recomputed in {}; then {INCREMENTAL_SAMPLES} more visits, each applied and its institution ({} units) recomputed: median {}, p99 {} ({changed_rows} result rows changed)",
         time(push_took),
         first.units.len(),
         time(incremental),
