@@ -185,9 +185,10 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         .iter()
         .max_by_key(|i| i.units.iter().map(|u| u.products.len()).sum::<usize>())
         .ok_or_else(|| anyhow!("an empty season"))?;
+    let instrument = instrument()?;
     let (mut device, mut ops) = DeviceOps::new(&first.assessor, &first.region, now_ms() as u64 - 60_000, 99);
     let unit = &first.units[0];
-    device.visit(&instrument()?, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
+    device.visit(&instrument, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
     let visit_ops = ops.len();
     let token = server.token(sidak_server::auth::Role::Assessor, Some(&first.region), Some(&first.assessor))?;
     let load = DeviceLoad {
@@ -196,12 +197,17 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         ops: visit_ops,
     };
     let (_, push_took) = push_all(&server.url(), vec![load], 1)?;
+    let who = server
+        .state
+        .db()
+        .read_blocking(|tx| Ok::<_, ApiError>(sidak_server::auth::principal_for(tx, &token)?))
+        .map_err(|e| anyhow!("the benchmark's token: {e}"))?
+        .ok_or_else(|| anyhow!("the benchmark's token is not in the store"))?;
     let inst_id = ids.institutions[&first.code].clone();
     // The incremental recompute proper: one more visit's ops applied as a push applies
     // them (`push::push`, which leaves the recompute to its caller), then the recompute
     // of the institution they dirtied, timed alone, in the same transaction. A new visit
     // each time, to each unit in turn, so every sample has a visit to absorb.
-    let instrument = instrument()?;
     let mut samples = Vec::new();
     let mut changed_rows = 0;
     for k in 0..INCREMENTAL_SAMPLES {
@@ -212,8 +218,6 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
             .state
             .db()
             .write_blocking(|tx| {
-                let who = sidak_server::auth::principal_for(tx, &token)?
-                    .ok_or_else(|| ApiError::internal("the benchmark's token is not in the store"))?;
                 let request = sidak_core::wire::PushRequest { ops, heads: Vec::new() };
                 let (_, effects) = sidak_server::push::push(tx, &instruments, &who, request, now_ms())?;
                 if !effects.dirty.contains(&inst_id) {
