@@ -67,7 +67,7 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
         .db()
         .read_blocking(|tx| {
             let institutions: Vec<String> = tx
-                .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution'")?
+                .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' AND field NOT GLOB 'answer.*'")?
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let (mut a, mut b, mut c) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);

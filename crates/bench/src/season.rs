@@ -35,7 +35,7 @@ impl RegistryIds {
     pub fn read(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<RegistryIds> {
         let mut fields: BTreeMap<String, (String, BTreeMap<String, String>)> = BTreeMap::new();
         let mut stmt = tx.prepare(
-            "SELECT entity, kind, field, value FROM fields WHERE kind IN ('institution', 'unit', 'product', 'assignment')
+            "SELECT entity, kind, field, value FROM fields WHERE kind IN ('institution', 'unit', 'product', 'assignment') AND field NOT GLOB 'answer.*'
              AND field IN ('code', 'institution', 'unit')",
         )?;
         let rows =

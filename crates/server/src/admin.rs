@@ -213,7 +213,7 @@ fn find_by_code(
 ) -> Result<Option<String>, ApiError> {
     let found = match parent_field {
         None => tx
-            .prepare_cached("SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2)")?
+            .prepare_cached("SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2) AND field NOT GLOB 'answer.*'")?
             .query_row(params![kind, code], |r| r.get(0))
             .optional()?,
         // From the parent's children to their codes, not the other way round: a code
@@ -223,7 +223,8 @@ fn find_by_code(
         Some((field, parent)) => tx
             .prepare_cached(
                 "SELECT p.entity FROM fields p CROSS JOIN fields c ON c.entity = p.entity AND c.field = 'code'
-                 WHERE p.kind = ?1 AND p.field = ?3 AND p.value = json_quote(?4) AND c.value = json_quote(?2)",
+                 WHERE p.kind = ?1 AND p.field = ?3 AND p.value = json_quote(?4) AND p.field NOT GLOB 'answer.*'
+                   AND c.value = json_quote(?2)",
             )?
             .query_row(params![kind, code, field, parent], |r| r.get(0))
             .optional()?,
@@ -448,7 +449,7 @@ fn resolving_correction(
              JOIN fields f ON f.entity = t.entity AND f.field = 'field' AND f.value = json_quote(?2)
              JOIN fields v ON v.entity = t.entity AND v.field = 'value'
              LEFT JOIN fields s ON s.entity = t.entity AND s.field = 'status'
-             WHERE t.kind = 'correction' AND t.field = 'target' AND json_extract(t.value, '$.id') = ?1
+             WHERE t.kind = 'correction' AND t.field = 'target' AND t.field NOT GLOB 'answer.*' AND json_extract(t.value, '$.id') = ?1
                AND (s.value IS NULL OR s.value = '\"active\"') AND (v.hlc_ms, v.hlc_c) > (?3, ?4)
              ORDER BY v.hlc_ms DESC, v.hlc_c DESC, v.v_origin DESC, t.entity DESC LIMIT 1",
             params![entity, field, after.0, after.1],

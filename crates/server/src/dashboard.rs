@@ -1114,7 +1114,8 @@ struct Citation {
 fn citations(tx: &Transaction<'_>, sha: &str) -> Result<Vec<Citation>, ApiError> {
     let mut stmt = tx.prepare_cached(
         "SELECT f.entity, e.region FROM fields f LEFT JOIN entities e ON e.entity = f.entity
-         WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) ORDER BY f.entity",
+         WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND f.field NOT GLOB 'answer.*'
+         ORDER BY f.entity",
     )?;
     let ids: Vec<(String, Option<String>)> =
         stmt.query_map([sha], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;

@@ -216,7 +216,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE results ADD COLUMN units TEXT;
     "#,
+    // 9: answers leave the value index. They are most field rows, each push rewrites
+    //    hundreds of them scattered over the index (it is ordered by kind, field name and
+    //    value), and nothing looks an answer up by its value. SQLite uses a partial index
+    //    only for a query whose WHERE repeats its condition, so each lookup by kind,
+    //    field or value says `field NOT GLOB 'answer.*'` too ([`VALUE_INDEX_CONDITION`]).
+    r#"
+    DROP INDEX fields_by_value;
+    CREATE INDEX fields_by_value ON fields (kind, field, value) WHERE field NOT GLOB 'answer.*';
+    "#,
 ];
+
+/// The condition of the partial index `fields_by_value` (migration 9): every field but
+/// answers ([`sidak_core::records::ANSWER_PREFIX`]). A query that looks fields up by
+/// kind, field or value repeats it, or SQLite scans the whole table instead.
+pub const VALUE_INDEX_CONDITION: &str = "field NOT GLOB 'answer.*'";
 
 /// Why the database failed.
 #[derive(Debug, thiserror::Error)]
@@ -456,4 +470,55 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite
     )?
     .execute([key, value])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{migrate, VALUE_INDEX_CONDITION};
+
+    /// The value index leaves answers out, and a lookup that repeats its condition is
+    /// answered from it: SQLite uses a partial index only then, and scans otherwise.
+    #[test]
+    fn the_value_index_holds_no_answers_and_lookups_use_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let sql: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'fields_by_value'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(sql.ends_with(&format!("WHERE {VALUE_INDEX_CONDITION}")), "{sql}");
+        assert_eq!(VALUE_INDEX_CONDITION, format!("field NOT GLOB '{}*'", sidak_core::records::ANSWER_PREFIX));
+
+        conn.execute_batch(
+            r#"INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES
+                 ('v1', 'institution', 'visit', '"i1"', 'o', 1, 1, 0),
+                 ('v1', 'answer.U1', 'visit', '3', 'o', 2, 1, 0),
+                 ('v2', 'institution', 'visit', '"i2"', 'o', 3, 1, 0),
+                 ('v2', 'answer.U1', 'visit', '3', 'o', 4, 1, 0);"#,
+        )
+        .unwrap();
+        let indexed: i64 = conn.query_row("SELECT COUNT(*) FROM fields INDEXED BY fields_by_value WHERE kind = 'visit' AND field NOT GLOB 'answer.*'", [], |r| r.get(0)).unwrap();
+        assert_eq!(indexed, 2, "the references only");
+
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let children = plan(crate::results::CHILDREN_SQL);
+        assert!(children.contains("USING COVERING INDEX fields_by_value"), "{children}");
+        let without = plan("SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3)");
+        assert!(!without.contains("fields_by_value"), "without the condition SQLite cannot use it: {without}");
+
+        let tx = conn.transaction().unwrap();
+        assert_eq!(crate::results::children(&tx, "visit", "institution", "i2").unwrap(), vec!["v2".to_owned()]);
+        assert!(
+            crate::results::children(&tx, "visit", "answer.U1", "3").is_err(),
+            "answers are not looked up by value"
+        );
+    }
 }

@@ -620,7 +620,7 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
         // arrived (out of order through another tier): they belong there too.
         memo(|m| m.scopes.clear());
         tx.prepare_cached("UPDATE entities SET institution = ?2, region = COALESCE(region, ?3) WHERE entity IN
-               (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence'))")?.execute(params![id, scope.institution, scope.region],
+               (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1) AND kind IN ('respondent', 'note', 'evidence') AND field NOT GLOB 'answer.*')")?.execute(params![id, scope.institution, scope.region],
         )?;
     }
     Ok(scope)

@@ -55,7 +55,8 @@ pub struct AnswerProvenance {
 pub fn of_institution(tx: &Transaction<'_>, institution: &str) -> Result<Vec<AnswerProvenance>, ApiError> {
     let id: Option<String> = tx
         .query_row(
-            "SELECT entity FROM fields WHERE kind = 'institution' AND ((field = 'code' AND value = json_quote(?1)) OR entity = ?1) LIMIT 1",
+            "SELECT entity FROM fields WHERE kind = 'institution' AND field NOT GLOB 'answer.*'
+               AND ((field = 'code' AND value = json_quote(?1)) OR entity = ?1) LIMIT 1",
             [institution],
             |r| r.get(0),
         )

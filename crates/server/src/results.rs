@@ -37,11 +37,17 @@ pub fn fields_of(tx: &Transaction<'_>, entity: &str) -> Result<BTreeMap<String, 
     Ok(out)
 }
 
-/// Records of `kind` whose `field` refers to `target`.
+/// The lookup [`children`] makes, through the value index (which holds no answers).
+pub const CHILDREN_SQL: &str =
+    "SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) AND field NOT GLOB 'answer.*' ORDER BY entity";
+
+/// Records of `kind` whose `field` refers to `target`. `field` is a reference, never an
+/// answer: answers are not in the value index this looks up.
 pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> Result<Vec<String>, ApiError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) ORDER BY entity",
-    )?;
+    if field.starts_with(sidak_core::records::ANSWER_PREFIX) {
+        return Err(ApiError::internal(format!("answers are not looked up by value (`{field}`)")));
+    }
+    let mut stmt = tx.prepare_cached(CHILDREN_SQL)?;
     let rows = stmt.query_map(params![kind, field, target], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -916,7 +922,7 @@ pub fn recompute_all(
     // deleting everything first, but an unchanged row keeps its `changed` cursor and is
     // not written again (a season's documents are a few hundred MB).
     let institutions: Vec<String> = tx
-        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' ORDER BY entity")?
+        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' AND field NOT GLOB 'answer.*' ORDER BY entity")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut cursor = Cursor::read(tx)?;
@@ -1243,7 +1249,7 @@ pub fn active_corrections(
         "",
         &format!(
             "SELECT {RECORD_COLUMNS} FROM fields f
-             WHERE f.entity IN (SELECT entity FROM fields WHERE kind = 'correction' AND field = 'target')"
+             WHERE f.entity IN (SELECT entity FROM fields WHERE kind = 'correction' AND field = 'target' AND field NOT GLOB 'answer.*')"
         ),
         [],
     )?;

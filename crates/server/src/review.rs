@@ -259,7 +259,7 @@ fn edits_of(tx: &Transaction<'_>, visit: &str) -> Result<Vec<EditView>, ApiError
         "SELECT origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value FROM ops
          WHERE quarantined = 0
            AND (entity = ?1 OR entity IN (SELECT entity FROM fields WHERE field = 'visit' AND value = json_quote(?1)
-                                           AND kind IN ('respondent', 'note', 'evidence')))
+                                           AND kind IN ('respondent', 'note', 'evidence') AND field NOT GLOB 'answer.*'))
            AND (hlc_ms, hlc_c, origin, seq) > (?2, ?3, ?4, ?5)
          ORDER BY hlc_ms, hlc_c, origin, seq",
     )?;
@@ -298,7 +298,8 @@ fn edits_of(tx: &Transaction<'_>, visit: &str) -> Result<Vec<EditView>, ApiError
 fn visit_ids(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<(String, Option<String>)>, ApiError> {
     let mut stmt = tx.prepare_cached(
         "SELECT f.entity, e.region FROM fields f LEFT JOIN entities e ON e.entity = f.entity
-         WHERE f.kind = 'visit' AND f.field = 'instrument' AND (?1 IS NULL OR e.region = ?1) ORDER BY f.entity",
+         WHERE f.kind = 'visit' AND f.field = 'instrument' AND f.field NOT GLOB 'answer.*' AND (?1 IS NULL OR e.region = ?1)
+         ORDER BY f.entity",
     )?;
     let rows = stmt.query_map([region], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -308,9 +309,11 @@ fn visit_ids(tx: &Transaction<'_>, region: Option<&str>) -> Result<Vec<(String, 
 fn active_corrections(tx: &Transaction<'_>, visit: &str) -> Result<usize, ApiError> {
     let n: i64 = tx.query_row(
         "SELECT COUNT(*) FROM fields t LEFT JOIN fields s ON s.entity = t.entity AND s.field = 'status'
-         WHERE t.kind = 'correction' AND t.field = 'target' AND (s.value IS NULL OR s.value = '\"active\"')
+         WHERE t.kind = 'correction' AND t.field = 'target' AND t.field NOT GLOB 'answer.*'
+           AND (s.value IS NULL OR s.value = '\"active\"')
            AND json_extract(t.value, '$.id') IN
-               (SELECT ?1 UNION SELECT entity FROM fields WHERE kind = 'respondent' AND field = 'visit' AND value = json_quote(?1))",
+               (SELECT ?1 UNION SELECT entity FROM fields WHERE kind = 'respondent' AND field = 'visit' AND value = json_quote(?1)
+                                 AND field NOT GLOB 'answer.*')",
         [visit],
         |r| r.get(0),
     )?;
@@ -469,7 +472,8 @@ pub fn corrections(
     let ids: Vec<String> = tx
         .prepare_cached(
             "SELECT f.entity FROM fields f LEFT JOIN entities e ON e.entity = f.entity
-             WHERE f.kind = 'correction' AND f.field = 'target' AND (?1 IS NULL OR e.region = ?1) ORDER BY f.entity",
+             WHERE f.kind = 'correction' AND f.field = 'target' AND f.field NOT GLOB 'answer.*' AND (?1 IS NULL OR e.region = ?1)
+             ORDER BY f.entity",
         )?
         .query_map([region], |r| r.get(0))?
         .collect::<Result<_, _>>()?;

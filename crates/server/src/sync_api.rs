@@ -544,7 +544,8 @@ fn citing_institutions(tx: &Transaction<'_>, hex: &str) -> Result<Vec<String>, A
             "SELECT DISTINCT e.institution FROM fields f
              JOIN fields v ON v.entity = f.entity AND v.field = 'visit'
              JOIN entities e ON e.entity = json_extract(v.value, '$')
-             WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND e.institution IS NOT NULL",
+             WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND f.field NOT GLOB 'answer.*'
+               AND e.institution IS NOT NULL",
         )?
         .query_map([hex], |r| r.get(0))?
         .collect::<Result<_, _>>()?)
@@ -620,7 +621,7 @@ fn cited_in_scope(tx: &Transaction<'_>, who: &Principal, hex: &str) -> Result<bo
     }
     let mut stmt = tx.prepare_cached(
         "SELECT e.region, e.assessor FROM fields f JOIN entities e ON e.entity = f.entity
-         WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1)",
+         WHERE f.kind = 'evidence' AND f.field = 'sha256' AND f.value = json_quote(?1) AND f.field NOT GLOB 'answer.*'",
     )?;
     let cites: Vec<(Option<String>, Option<String>)> =
         stmt.query_map([hex], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
@@ -702,7 +703,7 @@ fn registry_item(tx: &Transaction<'_>, id: &str) -> Result<Option<RegistryItem>,
 /// The assignments a caller may see, materialised.
 pub fn assignment_list(tx: &Transaction<'_>, who: &Principal) -> Result<AssignmentList, ApiError> {
     let ids: Vec<String> = tx
-        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' ORDER BY entity")?
+        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' AND field NOT GLOB 'answer.*' ORDER BY entity")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();

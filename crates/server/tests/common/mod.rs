@@ -149,7 +149,7 @@ impl Harness {
             .db()
             .read_blocking(|tx| {
                 tx.query_row(
-                    "SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2)",
+                    "SELECT entity FROM fields WHERE kind = ?1 AND field = 'code' AND value = json_quote(?2) AND field NOT GLOB 'answer.*'",
                     [kind, code],
                     |r| r.get::<_, String>(0),
                 )
@@ -285,7 +285,7 @@ pub fn unit_id(h: &Harness, institution: &str, code: &str) -> String {
         .db()
         .read_blocking(|tx| {
             tx.query_row(
-                "SELECT c.entity FROM fields c JOIN fields p ON p.entity = c.entity AND p.field = 'institution' AND p.value = json_quote(?1) WHERE c.kind = 'unit' AND c.field = 'code' AND c.value = json_quote(?2)",
+                "SELECT c.entity FROM fields c JOIN fields p ON p.entity = c.entity AND p.field = 'institution' AND p.value = json_quote(?1) WHERE c.kind = 'unit' AND c.field = 'code' AND c.value = json_quote(?2) AND c.field NOT GLOB 'answer.*'",
                 [institution, code],
                 |r| r.get::<_, String>(0),
             )
@@ -299,7 +299,7 @@ pub fn product_id(h: &Harness, unit: &str, code: &str) -> String {
         .db()
         .read_blocking(|tx| {
             tx.query_row(
-                "SELECT c.entity FROM fields c JOIN fields p ON p.entity = c.entity AND p.field = 'unit' AND p.value = json_quote(?1) WHERE c.kind = 'product' AND c.field = 'code' AND c.value = json_quote(?2)",
+                "SELECT c.entity FROM fields c JOIN fields p ON p.entity = c.entity AND p.field = 'unit' AND p.value = json_quote(?1) WHERE c.kind = 'product' AND c.field = 'code' AND c.value = json_quote(?2) AND c.field NOT GLOB 'answer.*'",
                 [unit, code],
                 |r| r.get::<_, String>(0),
             )
