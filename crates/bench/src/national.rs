@@ -66,10 +66,7 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
         .state
         .db()
         .read_blocking(|tx| {
-            let institutions: Vec<String> = tx
-                .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' AND field NOT GLOB 'answer.*'")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let institutions = sidak_server::results::ids_of_kind(tx, "institution")?;
             let (mut a, mut b, mut c) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             for i in &institutions {
                 let t = Instant::now();

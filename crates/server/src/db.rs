@@ -476,13 +476,26 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite
 mod tests {
     use rusqlite::Connection;
 
-    use super::{migrate, VALUE_INDEX_CONDITION};
+    use super::{migrate, MIGRATIONS, VALUE_INDEX_CONDITION};
 
     /// The value index leaves answers out, and a lookup that repeats its condition is
     /// answered from it: SQLite uses a partial index only then, and scans otherwise.
+    /// The store is one from before migration 9, holding fields, upgraded.
     #[test]
     fn the_value_index_holds_no_answers_and_lookups_use_it() {
         let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES
+                 ('v1', 'institution', 'visit', '"i1"', 'o', 1, 1, 0),
+                 ('v1', 'answer.U1', 'visit', '3', 'o', 2, 1, 0),
+                 ('v2', 'institution', 'visit', '"i2"', 'o', 3, 1, 0),
+                 ('v2', 'answer.U1', 'visit', '3', 'o', 4, 1, 0);"#,
+        )
+        .unwrap();
         migrate(&mut conn).unwrap();
         let sql: String = conn
             .query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'fields_by_value'", [], |r| {
@@ -492,14 +505,6 @@ mod tests {
         assert!(sql.ends_with(&format!("WHERE {VALUE_INDEX_CONDITION}")), "{sql}");
         assert_eq!(VALUE_INDEX_CONDITION, format!("field NOT GLOB '{}*'", sidak_core::records::ANSWER_PREFIX));
 
-        conn.execute_batch(
-            r#"INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES
-                 ('v1', 'institution', 'visit', '"i1"', 'o', 1, 1, 0),
-                 ('v1', 'answer.U1', 'visit', '3', 'o', 2, 1, 0),
-                 ('v2', 'institution', 'visit', '"i2"', 'o', 3, 1, 0),
-                 ('v2', 'answer.U1', 'visit', '3', 'o', 4, 1, 0);"#,
-        )
-        .unwrap();
         let indexed: i64 = conn.query_row("SELECT COUNT(*) FROM fields INDEXED BY fields_by_value WHERE kind = 'visit' AND field NOT GLOB 'answer.*'", [], |r| r.get(0)).unwrap();
         assert_eq!(indexed, 2, "the references only");
 
@@ -516,6 +521,7 @@ mod tests {
 
         let tx = conn.transaction().unwrap();
         assert_eq!(crate::results::children(&tx, "visit", "institution", "i2").unwrap(), vec!["v2".to_owned()]);
+        assert_eq!(crate::results::ids_of_kind(&tx, "visit").unwrap(), vec!["v1".to_owned(), "v2".to_owned()]);
         assert!(
             crate::results::children(&tx, "visit", "answer.U1", "3").is_err(),
             "answers are not looked up by value"

@@ -41,6 +41,15 @@ pub fn fields_of(tx: &Transaction<'_>, entity: &str) -> Result<BTreeMap<String, 
 pub const CHILDREN_SQL: &str =
     "SELECT entity FROM fields WHERE kind = ?1 AND field = ?2 AND value = json_quote(?3) AND field NOT GLOB 'answer.*' ORDER BY entity";
 
+/// Every record of `kind`, by id, through the value index.
+pub fn ids_of_kind(tx: &Transaction<'_>, kind: &str) -> Result<Vec<String>, ApiError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT DISTINCT entity FROM fields WHERE kind = ?1 AND field NOT GLOB 'answer.*' ORDER BY entity",
+    )?;
+    let rows = stmt.query_map([kind], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Records of `kind` whose `field` refers to `target`. `field` is a reference, never an
 /// answer: answers are not in the value index this looks up.
 pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> Result<Vec<String>, ApiError> {
@@ -921,10 +930,7 @@ pub fn recompute_all(
     // rows nothing produced any more are deleted at the end: the outcome is the same as
     // deleting everything first, but an unchanged row keeps its `changed` cursor and is
     // not written again (a season's documents are a few hundred MB).
-    let institutions: Vec<String> = tx
-        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'institution' AND field NOT GLOB 'answer.*' ORDER BY entity")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let institutions = ids_of_kind(tx, "institution")?;
     let mut cursor = Cursor::read(tx)?;
     let mut keep = BTreeSet::new();
     std::thread::scope(|s| -> Result<(), ApiError> {

@@ -702,10 +702,7 @@ fn registry_item(tx: &Transaction<'_>, id: &str) -> Result<Option<RegistryItem>,
 
 /// The assignments a caller may see, materialised.
 pub fn assignment_list(tx: &Transaction<'_>, who: &Principal) -> Result<AssignmentList, ApiError> {
-    let ids: Vec<String> = tx
-        .prepare("SELECT DISTINCT entity FROM fields WHERE kind = 'assignment' AND field NOT GLOB 'answer.*' ORDER BY entity")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let ids = crate::results::ids_of_kind(tx, "assignment")?;
     let mut out = Vec::new();
     for id in ids {
         let scope = ledger::entity_scope(tx, &id)?;
