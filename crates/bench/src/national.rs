@@ -53,15 +53,47 @@ pub fn scan_and_fold(server: &BenchServer) -> Result<(usize, usize, Duration)> {
     Ok((answers, records, started.elapsed()))
 }
 
+/// The instrument the season is assessed with.
+fn penilaian(instruments: &sidak_server::ledger::Instruments) -> Result<&sidak_core::instrument::Instrument> {
+    let reference = sidak_core::instrument::InstrumentRef { id: "penilaian-2023".into(), version: 1 };
+    instruments.get(&reference).ok_or_else(|| anyhow!("penilaian-2023@1 is not published"))
+}
+
+/// Scores one institution's input and writes the result documents the server stores
+/// (each unit's, and the institution's without its units, as `results::recompute`
+/// does); returns the time of each step, or `None` (printed) where it does not score.
+fn score_and_documents(
+    instrument: &sidak_core::instrument::Instrument,
+    input: &sidak_core::scoring::InstitutionInput,
+    institution: &str,
+) -> Option<(Duration, Duration)> {
+    let t = Instant::now();
+    let scored = sidak_core::scoring::score_institution(instrument, input);
+    let score = t.elapsed();
+    let mut result = match scored {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("institution {institution} does not score: {e:?}");
+            return None;
+        }
+    };
+    let t = Instant::now();
+    let units = std::mem::take(&mut result.units);
+    let mut doc = sidak_core::scoring::institution_document(&result).len();
+    for u in &units {
+        doc += sidak_core::scoring::unit_document(u).len();
+    }
+    std::hint::black_box(doc);
+    Some((score, t.elapsed()))
+}
+
 /// Where the full recompute's time goes, per institution and summed, through the
 /// public steps `results::recompute` takes: building the scoring input from the store
 /// (`results::institution_input`), scoring (`sidak_core::scoring::score_institution`)
 /// and writing the result documents it stores (`scoring::unit_document` and
 /// `institution_document`, as `results::recompute` does).
 fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instruments) -> Result<()> {
-    let reference: sidak_core::instrument::InstrumentRef =
-        sidak_core::instrument::InstrumentRef { id: "penilaian-2023".into(), version: 1 };
-    let instrument = instruments.get(&reference).ok_or_else(|| anyhow!("penilaian-2023@1 is not published"))?;
+    let instrument = penilaian(instruments)?;
     let (input, score, json, n) = server
         .state
         .db()
@@ -72,26 +104,9 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
                 let t = Instant::now();
                 let Some(built) = sidak_server::results::institution_input(tx, i, instrument)? else { continue };
                 a += t.elapsed();
-                let t = Instant::now();
-                let scored = sidak_core::scoring::score_institution(instrument, &built);
-                b += t.elapsed();
-                let mut result = match scored {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("institution {i} does not score: {e:?}");
-                        continue;
-                    }
-                };
-                // As the server stores them: each unit's document, and the institution's
-                // without its units.
-                let t = Instant::now();
-                let units = std::mem::take(&mut result.units);
-                let mut doc = sidak_core::scoring::institution_document(&result).len();
-                for u in &units {
-                    doc += sidak_core::scoring::unit_document(u).len();
-                }
-                std::hint::black_box(doc);
-                c += t.elapsed();
+                let Some((score, json)) = score_and_documents(instrument, &built, i) else { continue };
+                b += score;
+                c += json;
             }
             Ok::<_, ApiError>((a, b, c, institutions.len()))
         })
@@ -103,6 +118,48 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
         time(json)
     );
     Ok(())
+}
+
+/// What one institution's recompute cannot go below, however it is tuned, while it
+/// recomputes the whole institution: reading the rows its results are made from
+/// (`results::institution_records_sql`, each value's bytes touched and nothing else),
+/// scoring its input and writing its documents, each timed alone. Medians of
+/// `samples` runs: (rows read, read, score, documents).
+fn institution_floor(
+    server: &BenchServer,
+    instrument: &sidak_core::instrument::Instrument,
+    institution: &str,
+    samples: usize,
+) -> Result<(usize, Duration, Duration, Duration)> {
+    let sql = sidak_server::results::institution_records_sql();
+    server
+        .state
+        .db()
+        .read_blocking(|tx| {
+            let (mut read, mut score, mut json, mut rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
+            for _ in 0..samples {
+                let t = Instant::now();
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut cursor = stmt.query([institution])?;
+                let (mut n, mut bytes) = (0usize, 0usize);
+                while let Some(r) = cursor.next()? {
+                    bytes += r.get_ref(3)?.as_bytes().map_err(rusqlite::Error::from)?.len();
+                    n += 1;
+                }
+                std::hint::black_box(bytes);
+                read.push(t.elapsed());
+                rows = n;
+                let Some(input) = sidak_server::results::institution_input(tx, institution, instrument)? else {
+                    return Err(ApiError::internal("the institution has no scoring input"));
+                };
+                let (s, j) = score_and_documents(instrument, &input, institution)
+                    .ok_or_else(|| ApiError::internal("the institution does not score"))?;
+                score.push(s);
+                json.push(j);
+            }
+            Ok::<_, ApiError>((rows, percentiles(read).0, percentiles(score).0, percentiles(json).0))
+        })
+        .map_err(|e| anyhow!("the institution's floor: {e}"))
 }
 
 /// The season at `scale`.
@@ -235,6 +292,15 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         first.units.len(),
         time(incremental),
         time(worst)
+    );
+    let (rows, read, score, json) =
+        institution_floor(&server, penilaian(&instruments)?, &inst_id, INCREMENTAL_SAMPLES)?;
+    println!(
+        "  its floor while a recompute redoes the whole institution, each step alone (medians): reading its {rows} rows from SQLite {}, scoring its input {}, its result documents to JSON {}: {} together",
+        time(read),
+        time(score),
+        time(json),
+        time(read + score + json)
     );
 
     let full_row = |what: &str, took: Duration| {
