@@ -120,11 +120,10 @@ fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instrumen
     Ok(())
 }
 
-/// What one institution's recompute cannot go below, however it is tuned, while it
-/// recomputes the whole institution: reading the rows its results are made from
-/// (`results::institution_records_sql`, each value's bytes touched and nothing else),
-/// scoring its input and writing its documents, each timed alone. Medians of
-/// `samples` runs: (rows read, read, score, documents).
+/// The floor under recomputing one whole institution, as the code stands: reading the
+/// rows its results are made from (`results::institution_records_sql`, each value's
+/// bytes touched and nothing else), scoring its input and writing its documents, each
+/// timed alone. Medians of `samples` runs: (rows read, read, score, documents).
 fn institution_floor(
     server: &BenchServer,
     instrument: &sidak_core::instrument::Instrument,
