@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sidak_core::canonical::parse_stored;
 use sidak_core::instrument::{Instrument, InstrumentRef, Level, Location, RespondentKind};
@@ -98,7 +98,8 @@ fn str_of<'f>(f: &'f Fields, key: &str) -> Option<&'f str> {
 }
 
 fn instrument_of(f: &Fields) -> Option<InstrumentRef> {
-    f.get("instrument").and_then(|v| serde_json::from_value(v.clone()).ok())
+    // Deserialised from the value in place (as `from_value` would, without a copy).
+    f.get("instrument").and_then(|v| InstrumentRef::deserialize(v).ok())
 }
 
 /// Answers as a scoring input is built from them: borrowed from the records (or from a
@@ -451,6 +452,10 @@ fn input_of(records: &Records, instrument: &Instrument) -> Option<(InstitutionIn
     let mut of_visit: BTreeMap<usize, Vec<Respondent<'_>>> = BTreeMap::new();
     let mut evidence: Vec<(usize, &Fields)> = Vec::new();
     for (id, r) in &records.by_id {
+        // Most records are visits and products: their kind is cheaper to read than a field.
+        if !matches!(r.kind.as_str(), "respondent" | "evidence") {
+            continue;
+        }
         let Some(at) = r.fields.get("visit").and_then(Value::as_str).and_then(|v| visit_index.get(v)) else { continue };
         match r.kind.as_str() {
             "respondent" => {
