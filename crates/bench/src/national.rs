@@ -53,12 +53,6 @@ pub fn scan_and_fold(server: &BenchServer) -> Result<(usize, usize, Duration)> {
     Ok((answers, records, started.elapsed()))
 }
 
-/// The instrument the season is assessed with.
-fn penilaian(instruments: &sidak_server::ledger::Instruments) -> Result<&sidak_core::instrument::Instrument> {
-    let reference = sidak_core::instrument::InstrumentRef { id: "penilaian-2023".into(), version: 1 };
-    instruments.get(&reference).ok_or_else(|| anyhow!("penilaian-2023@1 is not published"))
-}
-
 /// Scores one institution's input and writes the result documents the server stores
 /// (each unit's, and the institution's without its units, as `results::recompute`
 /// does); returns the time of each step, or `None` (printed) where it does not score.
@@ -92,8 +86,7 @@ fn score_and_documents(
 /// (`results::institution_input`), scoring (`sidak_core::scoring::score_institution`)
 /// and writing the result documents it stores (`scoring::unit_document` and
 /// `institution_document`, as `results::recompute` does).
-fn breakdown(server: &BenchServer, instruments: &sidak_server::ledger::Instruments) -> Result<()> {
-    let instrument = penilaian(instruments)?;
+fn breakdown(server: &BenchServer, instrument: &sidak_core::instrument::Instrument) -> Result<()> {
     let (input, score, json, n) = server
         .state
         .db()
@@ -278,7 +271,12 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         time(write_took),
         time(full.saturating_sub(again))
     );
-    breakdown(&server, &instruments)?;
+    // The season's instrument as the server holds it (published at set-up), which its
+    // recompute scores with.
+    let instrument = instrument()?;
+    let published =
+        instruments.get(&instrument.reference).ok_or_else(|| anyhow!("{} is not published", instrument.reference))?;
+    breakdown(&server, published)?;
 
     // One more visit to the first institution, by a second device of its assessor.
     let ids = server.registry_ids()?;
@@ -288,7 +286,6 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         .iter()
         .max_by_key(|i| i.units.iter().map(|u| u.products.len()).sum::<usize>())
         .ok_or_else(|| anyhow!("an empty season"))?;
-    let instrument = instrument()?;
     let (mut device, mut ops) = DeviceOps::new(&first.assessor, &first.region, now_ms() as u64 - 60_000, 99);
     let unit = &first.units[0];
     device.visit(&instrument, &ids, first, unit, &unit.products[0].0, false, 0, &mut ops);
@@ -342,8 +339,7 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         time(incremental),
         time(worst)
     );
-    let (rows, read, score, json) =
-        institution_floor(&server, penilaian(&instruments)?, &inst_id, INCREMENTAL_SAMPLES)?;
+    let (rows, read, score, json) = institution_floor(&server, published, &inst_id, INCREMENTAL_SAMPLES)?;
     println!(
         "  its floor while a recompute redoes the whole institution, each step alone (medians): reading its {rows} rows from SQLite {}, scoring its input {}, its result documents to JSON {}: {} together",
         time(read),
