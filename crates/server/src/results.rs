@@ -61,31 +61,80 @@ pub fn children(tx: &Transaction<'_>, kind: &str, field: &str, target: &str) -> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A record's fields, kept sorted by name. The store hands them over in key order, so
-/// they are appended, not inserted into a tree node by node (a hot path: a recompute
-/// reads every field of the institution).
+/// A record's fields, kept sorted by name: each name and stored JSON text copied into
+/// one buffer as the store hands them over, and each value parsed the first time it is
+/// read. A recompute reads every field of the institution (a hot path), on the thread
+/// that holds the store; parsing the values there, and allocating a name and a value for
+/// each, made that thread the slower of the two in a full recompute. Copied bytes are
+/// cheap, and the values are parsed where they are scored (see [`recompute_all`]).
+/// The store hands fields over in key order, so they are appended, not inserted.
 #[derive(Default)]
-struct Fields(Vec<(String, Value)>);
+struct Fields {
+    /// Every name and stored value, one after another (a replaced value stays, unused).
+    text: String,
+    entries: Vec<Field>,
+}
+
+/// Where one field's name and stored value lie in [`Fields::text`], and its value once
+/// parsed.
+struct Field {
+    name: (usize, usize),
+    stored: (usize, usize),
+    value: std::cell::OnceCell<Value>,
+}
 
 impl Fields {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+    fn name(&self, field: &Field) -> &str {
+        &self.text[field.name.0..field.name.1]
     }
 
-    /// Sets a field, replacing a value it held.
-    fn insert(&mut self, name: String, value: Value) {
-        match self.0.last() {
-            Some((last, _)) if *last >= name => match self.0.binary_search_by(|(n, _)| n.cmp(&name)) {
-                Ok(i) => self.0[i].1 = value,
-                Err(i) => self.0.insert(i, (name, value)),
-            },
-            _ => self.0.push((name, value)),
+    /// Where `name` is among the fields (or would go). Names are compared as bytes, which
+    /// orders them as strings do, without checking the slices' character boundaries.
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        let text = self.text.as_bytes();
+        self.entries.binary_search_by(|f| text[f.name.0..f.name.1].cmp(name.as_bytes()))
+    }
+
+    fn value<'f>(&'f self, field: &'f Field) -> &'f Value {
+        field.value.get_or_init(|| parse_stored(&self.text[field.stored.0..field.stored.1]))
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        let at = self.find(name).ok()?;
+        Some(self.value(&self.entries[at]))
+    }
+
+    /// Copies `text` into the buffer; returns where it lies.
+    fn push_text(&mut self, text: &str) -> (usize, usize) {
+        if self.text.capacity() == 0 {
+            // About a record's worth (ten fields of 30 bytes), so that few grow it.
+            self.text.reserve(320);
+        }
+        let start = self.text.len();
+        self.text.push_str(text);
+        (start, self.text.len())
+    }
+
+    /// Sets a field to a stored JSON text (read when the value is first asked for),
+    /// replacing a value it held.
+    fn insert(&mut self, name: &str, stored: &str) {
+        let at = match self.entries.last() {
+            Some(last) if self.name(last) >= name => self.find(name),
+            _ => Err(self.entries.len()),
+        };
+        let stored = self.push_text(stored);
+        match at {
+            Ok(i) => self.entries[i] = Field { name: self.entries[i].name, stored, value: Default::default() },
+            Err(i) => {
+                let name = self.push_text(name);
+                self.entries.insert(i, Field { name, stored, value: Default::default() });
+            }
         }
     }
 
     /// The fields, by name.
-    fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.0.iter().map(|(n, v)| (n, v))
+    fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|f| (self.name(f), self.value(f)))
     }
 }
 
@@ -191,7 +240,7 @@ impl Record {
         }
         let field = r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
         let value = r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?;
-        self.fields.insert(field.to_owned(), parse_stored(value));
+        self.fields.insert(field, value);
         Ok(())
     }
 }
@@ -1341,10 +1390,10 @@ mod tests {
     #[test]
     fn fields_stay_sorted_and_unique_whatever_order_they_come_in() {
         let mut f = Fields::default();
-        for (name, v) in [("b", 1), ("d", 2), ("a", 3), ("c", 4), ("d", 5), ("e", 6), ("a", 7)] {
-            f.insert(name.to_owned(), Value::from(v));
+        for (name, v) in [("b", "1"), ("d", "2"), ("a", "3"), ("c", "4"), ("d", "5"), ("e", "6"), ("a", "7")] {
+            f.insert(name, v);
         }
-        let held: Vec<(&str, i64)> = f.iter().map(|(n, v)| (n.as_str(), v.as_i64().unwrap())).collect();
+        let held: Vec<(&str, i64)> = f.iter().map(|(n, v)| (n, v.as_i64().unwrap())).collect();
         assert_eq!(held, [("a", 7), ("b", 1), ("c", 4), ("d", 5), ("e", 6)]);
         assert_eq!(f.get("c"), Some(&Value::from(4)));
         assert_eq!(f.get("x"), None);
