@@ -254,7 +254,7 @@ pub fn institution_records_sql() -> String {
     format!(
         "SELECT {RECORD_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
          UNION ALL
-         SELECT {RECORD_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity
+         SELECT {RECORD_COLUMNS} FROM entities e INDEXED BY entities_unplaced JOIN fields f ON f.entity = e.entity
          WHERE e.institution IS NULL AND e.kind IN ('correction', 'deduction')"
     )
 }
