@@ -565,13 +565,21 @@ mod tests {
         let plan = plan.join("; ");
         assert!(plan.contains("USING INDEX entities_by_institution (institution=?)"), "{plan}");
         assert!(plan.contains("USING INDEX entities_unplaced (kind=?)"), "{plan}");
+        let ids: std::collections::HashMap<i64, String> = conn
+            .prepare(&crate::results::institution_entities_sql())
+            .unwrap()
+            .query_map(["i1"], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         let read: Vec<(String, String)> = conn
             .prepare(&sql)
             .unwrap()
-            .query_map(["i1"], |r| Ok((r.get(0)?, r.get(2)?)))
+            .query_map(["i1"], |r| Ok((ids[&r.get::<_, i64>(0)?].clone(), r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
         assert_eq!(read, [("v1".to_owned(), "answer.U1".to_owned()), ("c1".to_owned(), "field".to_owned())]);
+        assert_eq!(ids.len(), 2, "{ids:?}");
     }
 }

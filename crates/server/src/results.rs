@@ -246,17 +246,43 @@ impl Record {
 }
 
 /// The query that reads nearly every row an institution's results are made from (`?1`:
-/// the institution's record id), selecting `entity, kind, field, value`: the fields of
-/// every record placed in the institution, and of the corrections and deductions not
-/// placed yet. [`Records`] reads through it; the benchmark times it alone, as the floor
-/// under one institution's recompute.
+/// the institution's record id): the fields of every record placed in the institution,
+/// and of the corrections and deductions not placed yet. It selects each record's
+/// `entities` rowid in place of its id, then `kind, field, value`: an integer read on
+/// every row is cheaper than a 36-byte id, and [`institution_entities_sql`] gives each
+/// rowid's id once. [`Records`] reads through both; the benchmark times them alone, as
+/// the floor under one institution's recompute.
 pub fn institution_records_sql() -> String {
     format!(
-        "SELECT {RECORD_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
+        "SELECT e.rowid, {PLACED_COLUMNS} FROM entities e JOIN fields f ON f.entity = e.entity WHERE e.institution = ?1
          UNION ALL
-         SELECT {RECORD_COLUMNS} FROM entities e INDEXED BY entities_unplaced JOIN fields f ON f.entity = e.entity
-         WHERE e.institution IS NULL AND e.kind IN ('correction', 'deduction')"
+         SELECT e.rowid, {PLACED_COLUMNS} FROM entities e INDEXED BY entities_unplaced JOIN fields f ON f.entity = e.entity
+         WHERE {UNPLACED}"
     )
+}
+
+/// The records [`institution_records_sql`] reads (`?1`: the institution's record id):
+/// each one's `entities` rowid and id.
+pub fn institution_entities_sql() -> String {
+    format!(
+        "SELECT e.rowid, e.entity FROM entities e WHERE e.institution = ?1
+         UNION ALL
+         SELECT e.rowid, e.entity FROM entities e INDEXED BY entities_unplaced WHERE {UNPLACED}"
+    )
+}
+
+/// The columns after the rowid in [`institution_records_sql`]: [`RECORD_COLUMNS`]'
+/// own, but for the id.
+const PLACED_COLUMNS: &str = "f.kind, f.field, f.value";
+
+/// The records an institution's results read that are placed in no institution yet.
+const UNPLACED: &str = "e.institution IS NULL AND e.kind IN ('correction', 'deduction')";
+
+/// How the rows a [`Records`] is filled from name their record: by its id, or by its
+/// `entities` rowid, whose id the map holds.
+enum RowKey<'m> {
+    Id,
+    Rowid(&'m std::collections::HashMap<i64, String>),
 }
 
 /// Every record an institution's results read, by id: loaded in one query through each
@@ -273,7 +299,13 @@ struct Records {
 impl Records {
     /// The records an institution's results read (see [`Records`]).
     fn load(tx: &Transaction<'_>, institution: &str) -> Result<Records, ApiError> {
-        let mut records = Records::read(tx, institution, &institution_records_sql(), [institution])?;
+        let mut records =
+            Records { institution: institution.to_owned(), by_id: BTreeMap::new(), complete: BTreeSet::new() };
+        let ids = tx
+            .prepare_cached(&institution_entities_sql())?
+            .query_map([institution], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        records.add_rows(tx, &institution_records_sql(), [institution], RowKey::Rowid(&ids))?;
         // Visits, units and assignments name their institution (or unit) in a field.
         let mut tops = children(tx, "visit", "institution", institution)?;
         let units = children(tx, "unit", "institution", institution)?;
@@ -357,27 +389,54 @@ impl Records {
 
     /// Adds the records the rows of `sql` (selecting [`RECORD_COLUMNS`]) hold.
     fn add(&mut self, tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Result<(), ApiError> {
+        self.add_rows(tx, sql, params, RowKey::Id)
+    }
+
+    /// Adds the records the rows of `sql` hold: each row selects its record (as `key`
+    /// says), then `kind, field, value`.
+    fn add_rows(
+        &mut self,
+        tx: &Transaction<'_>,
+        sql: &str,
+        params: impl rusqlite::Params,
+        key: RowKey<'_>,
+    ) -> Result<(), ApiError> {
         let mut stmt = tx.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
         // The rows come grouped by record (each query reads a record's fields through the
         // `fields` key), so the record being filled is held aside and the map is searched
-        // only when the id changes, not for every field. Any order stays correct.
-        let mut filling: Option<(String, Record)> = None;
+        // only when the record changes, not for every field. Any order stays correct.
+        // Held: the record's rowid (0 where rows name the id), id and fields.
+        let mut filling: Option<(i64, String, Record)> = None;
         while let Some(r) = rows.next()? {
-            let entity = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            match &mut filling {
-                Some((id, record)) if id == entity => record.take(r)?,
-                _ => {
-                    if let Some((id, record)) = filling.take() {
-                        self.by_id.insert(id, record);
-                    }
-                    let mut record = self.by_id.remove(entity).unwrap_or_default();
-                    record.take(r)?;
-                    filling = Some((entity.to_owned(), record));
+            let same = match (&filling, &key) {
+                (None, _) => false,
+                (Some((_, id, _)), RowKey::Id) => r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? == id,
+                (Some((rowid, _, _)), RowKey::Rowid(_)) => r.get::<_, i64>(0)? == *rowid,
+            };
+            if !same {
+                if let Some((_, id, record)) = filling.take() {
+                    self.by_id.insert(id, record);
                 }
+                let (rowid, id) = match &key {
+                    RowKey::Id => (0, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.to_owned()),
+                    RowKey::Rowid(ids) => {
+                        let rowid = r.get::<_, i64>(0)?;
+                        let id = ids
+                            .get(&rowid)
+                            .cloned()
+                            .ok_or_else(|| ApiError::internal(format!("record {rowid} was read without its id")))?;
+                        (rowid, id)
+                    }
+                };
+                let record = self.by_id.remove(&id).unwrap_or_default();
+                filling = Some((rowid, id, record));
+            }
+            if let Some((_, _, record)) = &mut filling {
+                record.take(r)?;
             }
         }
-        if let Some((id, record)) = filling {
+        if let Some((_, id, record)) = filling {
             self.by_id.insert(id, record);
         }
         Ok(())
