@@ -280,6 +280,7 @@ const UNPLACED: &str = "e.institution IS NULL AND e.kind IN ('correction', 'dedu
 
 /// How the rows a [`Records`] is filled from name their record: by its id, or by its
 /// `entities` rowid, whose id the map holds.
+#[derive(Clone, Copy)]
 enum RowKey<'m> {
     Id,
     Rowid(&'m std::collections::HashMap<i64, String>),
@@ -409,7 +410,7 @@ impl Records {
         // Held: the record's rowid (0 where rows name the id), id and fields.
         let mut filling: Option<(i64, String, Record)> = None;
         while let Some(r) = rows.next()? {
-            let same = match (&filling, &key) {
+            let same = match (&filling, key) {
                 (None, _) => false,
                 (Some((_, id, _)), RowKey::Id) => r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? == id,
                 (Some((rowid, _, _)), RowKey::Rowid(_)) => r.get::<_, i64>(0)? == *rowid,
@@ -418,7 +419,7 @@ impl Records {
                 if let Some((_, id, record)) = filling.take() {
                     self.by_id.insert(id, record);
                 }
-                let (rowid, id) = match &key {
+                let (rowid, id) = match key {
                     RowKey::Id => (0, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.to_owned()),
                     RowKey::Rowid(ids) => {
                         let rowid = r.get::<_, i64>(0)?;
