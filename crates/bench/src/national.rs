@@ -114,8 +114,8 @@ fn breakdown(server: &BenchServer, instrument: &sidak_core::instrument::Instrume
 }
 
 /// The floor under recomputing one whole institution, as the code stands: reading the
-/// rows its results are made from (`results::institution_records_sql`, each value's
-/// bytes touched and nothing else), scoring its input and writing its documents, each
+/// rows its results are made from (`results::institution_entities_sql` and
+/// `institution_records_sql`, each id's and value's bytes touched and nothing else), scoring its input and writing its documents, each
 /// timed alone. Medians of `samples` runs: (rows read, read, score, documents).
 fn institution_floor(
     server: &BenchServer,
@@ -123,7 +123,8 @@ fn institution_floor(
     institution: &str,
     samples: usize,
 ) -> Result<(usize, Duration, Duration, Duration)> {
-    let sql = sidak_server::results::institution_records_sql();
+    let (ids, sql) =
+        (sidak_server::results::institution_entities_sql(), sidak_server::results::institution_records_sql());
     server
         .state
         .db()
@@ -131,6 +132,12 @@ fn institution_floor(
             let (mut read, mut score, mut json, mut rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
             for _ in 0..samples {
                 let t = Instant::now();
+                // Each record's id once, then its fields, as `Records::load` reads them.
+                let mut named = tx.prepare_cached(&ids)?;
+                let mut cursor = named.query([institution])?;
+                while let Some(r) = cursor.next()? {
+                    std::hint::black_box(r.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?.len());
+                }
                 let mut stmt = tx.prepare_cached(&sql)?;
                 let mut cursor = stmt.query([institution])?;
                 let (mut n, mut bytes) = (0usize, 0usize);

@@ -298,10 +298,14 @@ struct Records {
 }
 
 impl Records {
+    /// No records yet, read for `institution`.
+    fn new(institution: &str) -> Records {
+        Records { institution: institution.to_owned(), by_id: BTreeMap::new(), complete: BTreeSet::new() }
+    }
+
     /// The records an institution's results read (see [`Records`]).
     fn load(tx: &Transaction<'_>, institution: &str) -> Result<Records, ApiError> {
-        let mut records =
-            Records { institution: institution.to_owned(), by_id: BTreeMap::new(), complete: BTreeSet::new() };
+        let mut records = Records::new(institution);
         let ids = tx
             .prepare_cached(&institution_entities_sql())?
             .query_map([institution], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -369,8 +373,7 @@ impl Records {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Records, ApiError> {
-        let mut records =
-            Records { institution: institution.to_owned(), by_id: BTreeMap::new(), complete: BTreeSet::new() };
+        let mut records = Records::new(institution);
         records.add(tx, sql, params)?;
         Ok(records)
     }
@@ -407,27 +410,27 @@ impl Records {
         // The rows come grouped by record (each query reads a record's fields through the
         // `fields` key), so the record being filled is held aside and the map is searched
         // only when the record changes, not for every field. Any order stays correct.
-        // Held: the record's rowid (0 where rows name the id), id and fields.
-        let mut filling: Option<(i64, String, Record)> = None;
+        // Held: the record's rowid (where rows name it), id and fields.
+        let mut filling: Option<(Option<i64>, String, Record)> = None;
         while let Some(r) = rows.next()? {
             let same = match (&filling, key) {
                 (None, _) => false,
                 (Some((_, id, _)), RowKey::Id) => r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)? == id,
-                (Some((rowid, _, _)), RowKey::Rowid(_)) => r.get::<_, i64>(0)? == *rowid,
+                (Some((rowid, _, _)), RowKey::Rowid(_)) => Some(r.get::<_, i64>(0)?) == *rowid,
             };
             if !same {
                 if let Some((_, id, record)) = filling.take() {
                     self.by_id.insert(id, record);
                 }
                 let (rowid, id) = match key {
-                    RowKey::Id => (0, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.to_owned()),
+                    RowKey::Id => (None, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.to_owned()),
                     RowKey::Rowid(ids) => {
                         let rowid = r.get::<_, i64>(0)?;
                         let id = ids
                             .get(&rowid)
                             .cloned()
                             .ok_or_else(|| ApiError::internal(format!("record {rowid} was read without its id")))?;
-                        (rowid, id)
+                        (Some(rowid), id)
                     }
                 };
                 let record = self.by_id.remove(&id).unwrap_or_default();
