@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::hlc::Hlc;
+use crate::ids::EntityId;
 use crate::instrument::{Instrument, InstrumentRef};
 use crate::op::{precedence, Op, OpRef};
 use crate::records::{write_once, EntityKind, EntityRef, RecordView};
@@ -200,6 +201,12 @@ pub struct StateView<'a> {
 impl RecordView for StateView<'_> {
     fn field(&self, entity: &EntityRef, field: &str) -> Option<Value> {
         self.state.get(entity, field).map(|f| f.value.clone())
+    }
+
+    fn held_kind(&self, id: &EntityId) -> Option<EntityKind> {
+        // A state materialised from unchecked ops may hold an id as several kinds: the
+        // first of them in `EntityKind::ALL`'s order.
+        EntityKind::ALL.into_iter().find(|kind| self.state.entities.contains_key(&EntityRef { kind: *kind, id: *id }))
     }
 
     fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument> {

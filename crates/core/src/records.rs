@@ -133,6 +133,9 @@ pub enum VisitMode {
 pub trait RecordView {
     /// The current value of a field of a record, if the record and field exist.
     fn field(&self, entity: &EntityRef, field: &str) -> Option<Value>;
+    /// The kind this tier holds a record id as, if it has applied any op to that id:
+    /// the kind of the first one, since [`check_op`] refuses an op of another kind.
+    fn held_kind(&self, id: &EntityId) -> Option<EntityKind>;
     /// An instrument by reference, if this tier holds it.
     fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument>;
 }
@@ -569,8 +572,9 @@ pub enum Author {
 }
 
 /// Checks an op against the record model and, for answers, the instrument its visit
-/// cites: the kind of record must be writable by its author, the field must exist and
-/// the value must fit. Chain checks (hash, prev, seq) are [`crate::chain::admit`]'s.
+/// cites: the kind of record must be writable by its author, a record id held here
+/// must keep its kind, the field must exist and the value must fit. Chain checks (hash,
+/// prev, seq) are [`crate::chain::admit`]'s.
 pub fn check_op(op: &crate::op::Op, author: Author, view: &dyn RecordView) -> Result<(), Rejection> {
     if author == Author::Device && !op.entity.kind.device_writable() {
         return Err(reject(RejectCode::NotPermitted, format!("a field device may not write a {}", op.entity.kind)));
@@ -579,6 +583,18 @@ pub fn check_op(op: &crate::op::Op, author: Author, view: &dyn RecordView) -> Re
         return Err(reject(
             RejectCode::NotPermitted,
             "an origin may describe only itself (device/<its own origin id>)",
+        ));
+    }
+    // Stores key a record's fields by its id alone: an op naming a held id as another
+    // kind would write that record's fields past the checks of its own kind (a
+    // respondent's `visit` over a note's, say), and give it two kinds to be read as.
+    if let Some(held) = view.held_kind(&op.entity.id).filter(|held| *held != op.entity.kind) {
+        return Err(reject(
+            RejectCode::NotPermitted,
+            format!(
+                "record {} is held here as kind `{held}`; an op may not write it as `{}`",
+                op.entity.id, op.entity.kind
+            ),
         ));
     }
     check_field(&op.entity, &op.field, &op.value, op.parent.is_some(), view)

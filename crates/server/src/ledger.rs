@@ -130,6 +130,10 @@ impl RecordView for ServerView<'_, '_> {
         (kind == entity.kind.name()).then_some(value)?
     }
 
+    fn held_kind(&self, id: &EntityId) -> Option<EntityKind> {
+        held(self.tx, &id.to_string()).ok()??.kind.parse().ok()
+    }
+
     fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument> {
         self.instruments.get(reference)
     }
@@ -172,7 +176,7 @@ struct Memo {
     /// entity → field → its row: kind and value, or `None` for no row.
     fields: HashMap<String, HashMap<String, Option<FieldRow>>>,
     /// entity → its stored scope, or `None` for no row.
-    scopes: HashMap<String, Option<Scope>>,
+    scopes: HashMap<String, Option<Held>>,
 }
 
 thread_local! {
@@ -224,19 +228,37 @@ pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiErro
 
 /// A record's stored scope, `None` when the store has no row for it yet.
 fn stored_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
-    if let Some(known) = memo(|m| m.scopes.get(entity).cloned()).flatten() {
-        debug_assert_eq!(known, read_scope(tx, entity)?, "the remembered scope of {entity} went stale");
-        return Ok(known);
-    }
-    let scope = read_scope(tx, entity)?;
-    memo(|m| m.scopes.insert(entity.to_owned(), scope.clone()));
-    Ok(scope)
+    Ok(held(tx, entity)?.map(|h| h.scope))
 }
 
-fn read_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
+/// A record as the `entities` table holds it: the kind it was first applied as, and its
+/// scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    kind: String,
+    scope: Scope,
+}
+
+/// A record's `entities` row, `None` when the store has none for it yet.
+fn held(tx: &Transaction<'_>, entity: &str) -> Result<Option<Held>, ApiError> {
+    if let Some(known) = memo(|m| m.scopes.get(entity).cloned()).flatten() {
+        debug_assert_eq!(known, read_held(tx, entity)?, "the remembered row of {entity} went stale");
+        return Ok(known);
+    }
+    let row = read_held(tx, entity)?;
+    memo(|m| m.scopes.insert(entity.to_owned(), row.clone()));
+    Ok(row)
+}
+
+fn read_held(tx: &Transaction<'_>, entity: &str) -> Result<Option<Held>, ApiError> {
     Ok(tx
-        .prepare_cached("SELECT region, assessor, institution FROM entities WHERE entity = ?1")?
-        .query_row([entity], |r| Ok(Scope { region: r.get(0)?, assessor: r.get(1)?, institution: r.get(2)? }))
+        .prepare_cached("SELECT kind, region, assessor, institution FROM entities WHERE entity = ?1")?
+        .query_row([entity], |r| {
+            Ok(Held {
+                kind: r.get(0)?,
+                scope: Scope { region: r.get(1)?, assessor: r.get(2)?, institution: r.get(3)? },
+            })
+        })
         .optional()?)
 }
 
@@ -590,13 +612,16 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
         op.hlc.c as i64
     ])?;
     let scope = derive_scope(tx, &op.entity, author)?;
-    let stored = stored_scope(tx, &id)?;
+    let row = held(tx, &id)?;
+    // The row keeps the kind it was inserted with (`check_op` refuses another).
+    let kind = row.as_ref().map_or_else(|| op.entity.kind.name().to_owned(), |h| h.kind.clone());
+    let stored = row.map(|h| h.scope);
     // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
     if stored.as_ref() != Some(&scope) {
         tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
         )?;
-        memo(|m| m.scopes.insert(id.clone(), Some(scope.clone())));
+        memo(|m| m.scopes.insert(id.clone(), Some(Held { kind, scope: scope.clone() })));
     }
     let before = stored.unwrap_or_default();
     if op.entity.kind == EntityKind::Institution && before.region != scope.region {

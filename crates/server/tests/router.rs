@@ -176,6 +176,73 @@ async fn a_bad_op_is_quarantined_and_never_blocks_the_ops_behind_it() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "server_seq still rises: {seqs:?}");
 }
 
+/// A record's fields are stored by its id: an op naming a held id as another kind
+/// would write them past the checks of the record's own kind. It is quarantined as
+/// `not_permitted`, and the records, their kinds and the results stay as they were.
+#[tokio::test]
+async fn a_held_record_cannot_be_written_as_another_kind() {
+    let h = Harness::new();
+    let mut dev = Device::new(3, "a1", "jateng");
+    let visit = dev.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let note = EntityRef { kind: EntityKind::Note, id: EntityId(uuid::Uuid::now_v7()) };
+    dev.write(note, "visit", json!(visit.id.to_string()), None);
+    dev.write(note, "indicator", json!("proses.persyaratan"), None);
+    let (_, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    assert!(r["origins"][0]["quarantined"].as_array().is_none_or(Vec::is_empty), "{r}");
+    let records = |h: &Harness| {
+        h.state
+            .db()
+            .read_blocking(|tx| {
+                let mut rows = tx.prepare(
+                    "SELECT e.entity, e.kind, f.kind, f.field, f.value FROM entities e JOIN fields f ON f.entity = e.entity
+                     ORDER BY e.entity, f.field",
+                )?;
+                let rows = rows
+                    .query_map([], |r| {
+                        Ok((0..5).map(|i| r.get::<_, String>(i)).collect::<Result<Vec<_>, _>>()?.join(" "))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let docs: String = tx.query_row(
+                    "SELECT group_concat(document) FROM (SELECT document FROM results ORDER BY kind, entity)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok::<_, sidak_server::error::ApiError>((rows, docs))
+            })
+            .unwrap()
+    };
+    let before = records(&h);
+    let from = dev.ops.len();
+    let as_respondent =
+        dev.write(EntityRef { kind: EntityKind::Respondent, ..visit }, "kind", json!("service_user"), None);
+    let as_evidence =
+        dev.write(EntityRef { kind: EntityKind::Evidence, ..note }, "indicator", json!("proses.prosedur"), None);
+    let (_, r) = push(&h, &h.assessor, dev.batch(from)).await;
+    let o = &r["origins"][0];
+    assert_eq!(o["held"]["seq"].as_u64(), Some(dev.seq), "both are durable: {r}");
+    let q: Vec<(u64, &str)> = o["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(q, vec![(as_respondent.seq, "not_permitted"), (as_evidence.seq, "not_permitted")], "{r}");
+    let message = o["quarantined"][0]["message"].as_str().unwrap();
+    assert!(message.contains("held here as kind `visit`") && message.contains("as `respondent`"), "{message}");
+    assert!(records(&h) == before, "the note's indicator and the visit's records are as they were");
+    // The ops behind them are applied.
+    let from = dev.ops.len();
+    let answer = dev.write(visit, "answer.proses.prosedur", json!(3), None);
+    let (_, r) = push(&h, &h.assessor, dev.batch(from)).await;
+    assert!(!r["origins"][0]["quarantined"].as_array().unwrap().iter().any(|x| x["seq"] == answer.seq), "{r}");
+    let value = h
+        .state
+        .db()
+        .read_blocking(|tx| sidak_server::ledger::field(tx, &visit.id.to_string(), "answer.proses.prosedur"))
+        .unwrap();
+    assert_eq!(value, Some(json!(3)));
+}
+
 #[tokio::test]
 async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
     let h = Harness::new();
