@@ -15,7 +15,7 @@ use sidak_core::hlc::{Hlc, HlcClock};
 use sidak_core::ids::{EntityId, OriginId};
 use sidak_core::instrument::{Instrument, InstrumentRef};
 use sidak_core::op::{Op, OpRef};
-use sidak_core::records::{check_op, write_once, Author, EntityKind, EntityRef, RecordView};
+use sidak_core::records::{check_op, write_once, Author, EntityKind, EntityRef, RecordView, RejectCode, Rejection};
 
 use crate::db::{meta, set_meta};
 use crate::error::ApiError;
@@ -137,6 +137,44 @@ impl RecordView for ServerView<'_, '_> {
     fn instrument(&self, reference: &InstrumentRef) -> Option<&Instrument> {
         self.instruments.get(reference)
     }
+}
+
+/// Checks an op before this tier applies it: the record model's checks
+/// ([`check_op`]), then that a device writes only its own assessor's fieldwork. A token
+/// lets a device push its own origin's ops, which may name any record id: a visit held
+/// here as another assessor's, a questionnaire, note or evidence record of one, or a
+/// `visit` field naming one, is refused as `not_permitted`. (A record this tier does not
+/// hold yet has no assessor to compare.) `Err` is a store error; `Ok(Err)` a refusal.
+pub fn check(
+    tx: &Transaction<'_>,
+    instruments: &BTreeMap<InstrumentRef, Instrument>,
+    op: &Op,
+    author: &Binding,
+) -> Result<Result<(), Rejection>, ApiError> {
+    if let Err(r) = check_op(op, author.author(), &ServerView { tx, instruments }) {
+        return Ok(Err(r));
+    }
+    let Some(mine) = author.assessor.as_deref().filter(|_| author.author() == Author::Device) else {
+        return Ok(Ok(()));
+    };
+    if !matches!(op.entity.kind, EntityKind::Visit | EntityKind::Respondent | EntityKind::Note | EntityKind::Evidence) {
+        return Ok(Ok(()));
+    }
+    let named = (op.entity.kind != EntityKind::Visit && op.field == "visit").then(|| op.value.as_str()).flatten();
+    let id = op.entity.id.to_string();
+    for (record, what) in [(Some(id.as_str()), op.entity.kind.name()), (named, "visit")] {
+        let Some(record) = record else { continue };
+        let owner = held(tx, record)?.and_then(|h| h.scope.assessor);
+        if let Some(owner) = owner.filter(|owner| owner != mine) {
+            return Ok(Err(Rejection {
+                code: RejectCode::NotPermitted,
+                message: format!(
+                    "{what} {record} is the fieldwork of assessor {owner}; a device of assessor {mine} may not write it"
+                ),
+            }));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A field's current value.
@@ -477,7 +515,7 @@ fn release_if_released_upstream(
         return Ok(());
     }
     let author = binding(tx, op.origin)?.ok_or_else(|| ApiError::internal("a held op of an unbound origin"))?;
-    match check_op(op, author.author(), &ServerView { tx, instruments }) {
+    match check(tx, instruments, op, &author)? {
         Ok(()) => {
             tx.prepare_cached("DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2")?
                 .execute(params![op.origin.to_string(), op.seq as i64])?;
@@ -562,7 +600,7 @@ pub fn absorb(
             message: "held in quarantine by the upstream tier".into(),
         })
     } else {
-        sidak_core::records::check_op(op, author.author(), &ServerView { tx, instruments })
+        check(tx, instruments, op, &author)?
     };
     match verdict {
         Ok(()) => {

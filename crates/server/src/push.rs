@@ -10,13 +10,13 @@ use sidak_core::chain::{admit, Admission, ChainHead};
 use sidak_core::hlc::DEFAULT_MAX_DRIFT_MS;
 use sidak_core::ids::OriginId;
 use sidak_core::op::Op;
-use sidak_core::records::{check_op, EntityKind, RejectCode, Rejection};
+use sidak_core::records::{EntityKind, RejectCode, Rejection};
 use sidak_core::sign::{PublicKey, SignedHead};
 use sidak_core::wire::{ChainRejectCode, OriginPushResult, PushRequest, PushResponse, QuarantinedOp, RejectedOp};
 
 use crate::auth::{Principal, Role};
 use crate::error::ApiError;
-use crate::ledger::{self, Binding, Instruments, ServerView};
+use crate::ledger::{self, Binding, Instruments};
 
 /// What a push changed, beyond its answer.
 #[derive(Debug, Default)]
@@ -279,7 +279,7 @@ fn store_one(
 ) -> Result<(), ApiError> {
     let verdict = match refused {
         Some(r) => Err(r.clone()),
-        None => check_op(op, author.author(), &ServerView { tx, instruments }),
+        None => ledger::check(tx, instruments, op, author)?,
     };
     match verdict {
         Ok(()) => {
@@ -404,7 +404,7 @@ pub fn retry_waiting(
         for op in waiting {
             let author = ledger::binding(tx, op.origin)?
                 .ok_or_else(|| ApiError::internal("a quarantined op of an unbound origin"))?;
-            match check_op(&op, author.author(), &ServerView { tx, instruments }) {
+            match ledger::check(tx, instruments, &op, &author)? {
                 Ok(()) => {
                     tx.execute(
                         "DELETE FROM quarantine WHERE origin = ?1 AND seq = ?2",

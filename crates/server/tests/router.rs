@@ -243,6 +243,68 @@ async fn a_held_record_cannot_be_written_as_another_kind() {
     assert_eq!(value, Some(json!(3)));
 }
 
+/// A device writes its own assessor's visits and what hangs on them, nobody else's:
+/// another assessor's device naming a visit it did not record (an answer over it, a
+/// note or questionnaire on it) has its ops quarantined as `not_permitted`, and the
+/// visit, its scope and the results stay as they were. The device's other ops apply.
+#[tokio::test]
+async fn a_device_cannot_write_another_assessors_visit() {
+    let h = Harness::new();
+    let mut mine = Device::new(3, "a1", "jateng");
+    let visit = mine.visit(&h, "kota-sukamaju", "disdukcapil", "ktp-el", 2);
+    let (_, r) = push(&h, &h.assessor, mine.batch(0)).await;
+    assert!(r["origins"][0]["quarantined"].as_array().is_none_or(Vec::is_empty), "{r}");
+    let unit = unit_id(&h, &h.id_of("institution", "kota-sukamaju"), "disdukcapil");
+    let result = |h: &Harness| {
+        let unit = unit.clone();
+        h.state
+            .db()
+            .read_blocking(move |tx| {
+                tx.query_row("SELECT document FROM results WHERE kind = 'unit' AND entity = ?1", [unit], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap()
+    };
+    let before = result(&h);
+    let scope = |h: &Harness| {
+        h.state.db().read_blocking(move |tx| sidak_server::ledger::entity_scope(tx, &visit.id.to_string())).unwrap()
+    };
+    assert_eq!(scope(&h).assessor.as_deref(), Some("a1"));
+
+    let mut theirs = Device::new(4, "a2", "jateng");
+    let own = theirs.visit(&h, "kota-sukamaju", "dpmptsp", "pbg", 3);
+    let over = theirs.write(visit, "answer.proses.persyaratan", json!(0), None);
+    let note = EntityRef { kind: EntityKind::Note, id: EntityId(uuid::Uuid::now_v7()) };
+    let on = theirs.write(note, "visit", json!(visit.id.to_string()), None);
+    let respondent = EntityRef { kind: EntityKind::Respondent, id: EntityId(uuid::Uuid::now_v7()) };
+    let questionnaire = theirs.write(respondent, "visit", json!(visit.id.to_string()), None);
+    let (status, r) = push(&h, &h.other_assessor, theirs.batch(0)).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let o = &r["origins"][0];
+    assert_eq!(o["held"]["seq"].as_u64(), Some(theirs.seq), "every op is durable: {r}");
+    let q: Vec<(u64, &str)> = o["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(q, vec![(over.seq, "not_permitted"), (on.seq, "not_permitted"), (questionnaire.seq, "not_permitted")]);
+    let message = o["quarantined"][0]["message"].as_str().unwrap();
+    assert!(message.contains("assessor a1") && message.contains("assessor a2"), "{message}");
+    let answer = |h: &Harness, id: EntityId| {
+        h.state
+            .db()
+            .read_blocking(move |tx| sidak_server::ledger::field(tx, &id.to_string(), "answer.proses.persyaratan"))
+            .unwrap()
+    };
+    assert_eq!(answer(&h, visit.id), Some(json!(2)), "the visit is as a1 recorded it");
+    assert_eq!(answer(&h, own.id), Some(json!(3)), "a2's own visit is applied");
+    assert_eq!(scope(&h).assessor.as_deref(), Some("a1"));
+    assert_eq!(result(&h), before, "a1's unit result is as before");
+}
+
 #[tokio::test]
 async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
     let h = Harness::new();
