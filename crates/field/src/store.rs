@@ -244,6 +244,17 @@ pub(crate) fn is_plain_sqlite(path: &Path) -> bool {
 /// transaction together with the version bump.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > MIGRATIONS.len() as i64 {
+        // A newer release migrated it: this one would read and write tables whose
+        // meaning it does not know.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the store's schema is version {current}, newer than this sidak-field knows ({}): a newer release wrote it; run that release or a later one",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
@@ -464,6 +475,24 @@ mod tests {
         drop(migrated);
         let again = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
         assert_eq!(schema(&again.conn), schema(&fresh.conn));
+    }
+
+    /// A store a newer release migrated is refused, with what to do, and left as it was.
+    #[test]
+    fn a_store_from_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &DbKey::for_tests()).unwrap();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        store.conn.pragma_update(None, "user_version", newer).unwrap();
+        drop(store);
+        let Err(e) = Store::open(dir.path(), &DbKey::for_tests()) else { panic!("a newer store was opened") };
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("schema is version {newer}, newer than this sidak-field knows")),
+            "{message}"
+        );
+        let conn = open_keyed(&dir.path().join(DB_FILE), &DbKey::for_tests()).unwrap();
+        assert_eq!(conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), newer);
     }
 
     #[test]

@@ -457,6 +457,17 @@ pub fn on_blocking_thread<T>(f: impl FnOnce() -> T) -> T {
 /// Applies pending migrations, each with its version bump in one transaction.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > MIGRATIONS.len() as i64 {
+        // A newer release migrated it: this one would read and write tables whose
+        // meaning it does not know.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the store's schema is version {current}, newer than this sidak-server knows ({}): a newer release wrote it; run that release or a later one",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;

@@ -293,7 +293,10 @@ fn now() -> i64 {
 }
 
 fn open(dir: &Path) -> Result<AppState, Failure> {
-    Ok(AppState::open(dir, system_clock())?)
+    // A store that does not open (a directory it cannot write, a store from a newer
+    // release) is the operator's to fix: say why, not only that something failed.
+    let db = sidak_server::db::Db::open(dir).map_err(|e| Failure(5, e.to_string()))?;
+    Ok(AppState::with_db(db, dir, system_clock())?)
 }
 
 fn print_json(v: &impl serde::Serialize) {

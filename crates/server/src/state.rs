@@ -65,7 +65,12 @@ const MAX_RUNNING_HASHES: usize = 4096;
 impl AppState {
     /// Opens the store under `data_dir`, creating its identity on first start.
     pub fn open(data_dir: &Path, clock: Clock) -> Result<AppState, ApiError> {
-        let db = Db::open(data_dir)?;
+        AppState::with_db(Db::open(data_dir)?, data_dir, clock)
+    }
+
+    /// [`AppState::open`] over a store already opened from `data_dir` (whose own
+    /// failure to open a caller may report in full, as the command line does).
+    pub fn with_db(db: Db, data_dir: &Path, clock: Clock) -> Result<AppState, ApiError> {
         let now = clock();
         let (store, server_origin, instruments) = db.write_blocking(|tx| {
             ledger::ensure_identity(tx, now)?;

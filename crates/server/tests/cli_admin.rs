@@ -223,3 +223,26 @@ fn serve_defaults_to_sidak_data_and_the_loopback_port_8080() {
     }
     drop(child);
 }
+
+/// A store a newer release migrated is refused with what to do, not opened by a
+/// binary that does not know its tables; nothing in it changes.
+#[test]
+fn a_store_from_a_newer_release_is_refused() {
+    let h = Harness::new();
+    let newer = h
+        .state
+        .db()
+        .write_blocking(|tx| {
+            let v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            tx.pragma_update(None, "user_version", v + 1)?;
+            Ok::<_, sidak_server::error::ApiError>(v + 1)
+        })
+        .unwrap();
+    let before = h.fingerprint();
+    let o = server_cli(&h, &["recompute"]);
+    assert_eq!(o.status.code(), Some(5), "a store error: {}", stderr(&o));
+    let message = stderr(&o);
+    assert!(message.contains(&format!("schema is version {newer}, newer than this sidak-server knows")), "{message}");
+    assert!(message.contains("run that release or a later one"), "{message}");
+    assert_eq!(h.fingerprint(), before);
+}
