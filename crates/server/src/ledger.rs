@@ -213,7 +213,7 @@ fn read_field_row(tx: &Transaction<'_>, entity: &str, field: &str) -> Result<Opt
 struct Memo {
     /// entity → field → its row: kind and value, or `None` for no row.
     fields: HashMap<String, HashMap<String, Option<FieldRow>>>,
-    /// entity → its stored scope, or `None` for no row.
+    /// entity → its `entities` row (kind and scope), or `None` for no row.
     scopes: HashMap<String, Option<Held>>,
 }
 
@@ -652,10 +652,10 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
     let scope = derive_scope(tx, &op.entity, author)?;
     let row = held(tx, &id)?;
     // The row keeps the kind it was inserted with (`check_op` refuses another).
-    let kind = row.as_ref().map_or_else(|| op.entity.kind.name().to_owned(), |h| h.kind.clone());
-    let stored = row.map(|h| h.scope);
+    let (kind, stored) = row.map_or((None, None), |h| (Some(h.kind), Some(h.scope)));
     // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
     if stored.as_ref() != Some(&scope) {
+        let kind = kind.unwrap_or_else(|| op.entity.kind.name().to_owned());
         tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
         )?;
