@@ -176,6 +176,16 @@ async fn a_bad_op_is_quarantined_and_never_blocks_the_ops_behind_it() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "server_seq still rises: {seqs:?}");
 }
 
+/// An origin's quarantined ops in a push answer: (seq, code).
+fn quarantined(origin: &Value) -> Vec<(u64, &str)> {
+    origin["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap()))
+        .collect()
+}
+
 /// A record's fields are stored by its id: an op naming a held id as another kind
 /// would write them past the checks of the record's own kind. It is quarantined as
 /// `not_permitted`, and the records, their kinds and the results stay as they were.
@@ -220,12 +230,7 @@ async fn a_held_record_cannot_be_written_as_another_kind() {
     let (_, r) = push(&h, &h.assessor, dev.batch(from)).await;
     let o = &r["origins"][0];
     assert_eq!(o["held"]["seq"].as_u64(), Some(dev.seq), "both are durable: {r}");
-    let q: Vec<(u64, &str)> = o["quarantined"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap()))
-        .collect();
+    let q = quarantined(o);
     assert_eq!(q, vec![(as_respondent.seq, "not_permitted"), (as_evidence.seq, "not_permitted")], "{r}");
     let message = o["quarantined"][0]["message"].as_str().unwrap();
     assert!(message.contains("held here as kind `visit`") && message.contains("as `respondent`"), "{message}");
@@ -284,12 +289,7 @@ async fn a_device_cannot_write_another_assessors_visit() {
     assert_eq!(status, StatusCode::OK, "{r}");
     let o = &r["origins"][0];
     assert_eq!(o["held"]["seq"].as_u64(), Some(theirs.seq), "every op is durable: {r}");
-    let q: Vec<(u64, &str)> = o["quarantined"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| (x["seq"].as_u64().unwrap(), x["code"].as_str().unwrap()))
-        .collect();
+    let q = quarantined(o);
     assert_eq!(q, vec![(over.seq, "not_permitted"), (on.seq, "not_permitted"), (questionnaire.seq, "not_permitted")]);
     let message = o["quarantined"][0]["message"].as_str().unwrap();
     assert!(message.contains("assessor a1") && message.contains("assessor a2"), "{message}");
