@@ -140,11 +140,12 @@ impl RecordView for ServerView<'_, '_> {
 }
 
 /// Checks an op before this tier applies it: the record model's checks
-/// ([`check_op`]), then that a device writes only its own assessor's fieldwork. A token
-/// lets a device push its own origin's ops, which may name any record id: a visit held
-/// here as another assessor's, a questionnaire, note or evidence record of one, or a
-/// `visit` field naming one, is refused as `not_permitted`. (A record this tier does not
-/// hold yet has no assessor to compare.) `Err` is a store error; `Ok(Err)` a refusal.
+/// ([`check_op`]), then that a device writes only its own assessor's fieldwork in its
+/// own region. A token lets a device push its own origin's ops, which may name any
+/// record id: a visit held here as another assessor's, a questionnaire, note or
+/// evidence record of one, a `visit` field naming one, or a visit's `institution` in
+/// another region, is refused as `not_permitted`. (A record this tier does not hold yet
+/// has no assessor or region to compare.) `Err` is a store error; `Ok(Err)` a refusal.
 pub fn check(
     tx: &Transaction<'_>,
     instruments: &BTreeMap<InstrumentRef, Instrument>,
@@ -159,6 +160,20 @@ pub fn check(
     };
     if !matches!(op.entity.kind, EntityKind::Visit | EntityKind::Respondent | EntityKind::Note | EntityKind::Evidence) {
         return Ok(Ok(()));
+    }
+    if let (EntityKind::Visit, "institution", Some(region)) = (op.entity.kind, op.field.as_str(), &author.region) {
+        // A regional office assesses its own region's institutions (the centre's
+        // assessors, region `pusat`, the ministries and agencies).
+        let institution = op.value.as_str().unwrap_or_default();
+        let theirs = held(tx, institution)?.and_then(|h| h.scope.region);
+        if let Some(theirs) = theirs.filter(|theirs| theirs != region) {
+            return Ok(Err(Rejection {
+                code: RejectCode::NotPermitted,
+                message: format!(
+                    "institution {institution} is in region {theirs}; a device of region {region} may not record visits there"
+                ),
+            }));
+        }
     }
     let named = (op.entity.kind != EntityKind::Visit && op.field == "visit").then(|| op.value.as_str()).flatten();
     let id = op.entity.id.to_string();

@@ -305,6 +305,41 @@ async fn a_device_cannot_write_another_assessors_visit() {
     assert_eq!(result(&h), before, "a1's unit result is as before");
 }
 
+/// A regional office assesses its own region's institutions: a device of jateng naming
+/// an institution of sulbar as its visit's has that op quarantined as `not_permitted`,
+/// and sulbar's results stay as they were.
+#[tokio::test]
+async fn a_device_cannot_record_a_visit_in_another_region() {
+    let h = Harness::new();
+    let documents = |h: &Harness| {
+        h.state
+            .db()
+            .read_blocking(|tx| {
+                tx.query_row(
+                    "SELECT COUNT(*), group_concat(document) FROM (SELECT document FROM results WHERE region = 'sulbar' ORDER BY kind, entity)",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+                )
+                .map_err(sidak_server::error::ApiError::from)
+            })
+            .unwrap()
+    };
+    let before = documents(&h);
+    let mut dev = Device::new(3, "a1", "jateng");
+    let visit = dev.visit(&h, "kab-mamuju", "disdukcapil", "ktp-el", 3);
+    let (_, r) = push(&h, &h.assessor, dev.batch(0)).await;
+    let o = &r["origins"][0];
+    assert_eq!(o["held"]["seq"].as_u64(), Some(dev.seq), "every op is durable: {r}");
+    let institution_op = dev.ops.iter().find(|op| op.entity == visit && op.field == "institution").unwrap();
+    assert_eq!(quarantined(o), vec![(institution_op.seq, "not_permitted")], "{r}");
+    let message = o["quarantined"][0]["message"].as_str().unwrap();
+    assert!(message.contains("is in region sulbar") && message.contains("region jateng"), "{message}");
+    let placed =
+        h.state.db().read_blocking(move |tx| sidak_server::ledger::entity_scope(tx, &visit.id.to_string())).unwrap();
+    assert_eq!(placed.institution, None, "the visit is placed in no institution");
+    assert_eq!(documents(&h), before, "sulbar's results are as they were");
+}
+
 #[tokio::test]
 async fn pushing_under_someone_elses_origin_is_forbidden_and_changes_nothing() {
     let h = Harness::new();
