@@ -155,6 +155,7 @@ pub fn check(
     if let Err(r) = check_op(op, author.author(), &ServerView { tx, instruments }) {
         return Ok(Err(r));
     }
+    let refuse = |message: String| Ok(Err(Rejection { code: RejectCode::NotPermitted, message }));
     let Some(mine) = author.assessor.as_deref().filter(|_| author.author() == Author::Device) else {
         return Ok(Ok(()));
     };
@@ -167,12 +168,9 @@ pub fn check(
         let institution = op.value.as_str().unwrap_or_default();
         let theirs = held(tx, institution)?.and_then(|h| h.scope.region);
         if let Some(theirs) = theirs.filter(|theirs| theirs != region) {
-            return Ok(Err(Rejection {
-                code: RejectCode::NotPermitted,
-                message: format!(
-                    "institution {institution} is in region {theirs}; a device of region {region} may not record visits there"
-                ),
-            }));
+            return refuse(format!(
+                "institution {institution} is in region {theirs}; a device of region {region} may not record visits there"
+            ));
         }
     }
     let named = (op.entity.kind != EntityKind::Visit && op.field == "visit").then(|| op.value.as_str()).flatten();
@@ -181,12 +179,9 @@ pub fn check(
         let Some(record) = record else { continue };
         let owner = held(tx, record)?.and_then(|h| h.scope.assessor);
         if let Some(owner) = owner.filter(|owner| owner != mine) {
-            return Ok(Err(Rejection {
-                code: RejectCode::NotPermitted,
-                message: format!(
-                    "{what} {record} is the fieldwork of assessor {owner}; a device of assessor {mine} may not write it"
-                ),
-            }));
+            return refuse(format!(
+                "{what} {record} is the fieldwork of assessor {owner}; a device of assessor {mine} may not write it"
+            ));
         }
     }
     Ok(Ok(()))
