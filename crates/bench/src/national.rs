@@ -115,8 +115,9 @@ fn breakdown(server: &BenchServer, instrument: &sidak_core::instrument::Instrume
 
 /// The floor under recomputing one whole institution, as the code stands: reading the
 /// rows its results are made from (`results::institution_entities_sql` and
-/// `institution_records_sql`, each id's and value's bytes touched and nothing else), scoring its input and writing its documents, each
-/// timed alone. Medians of `samples` runs: (rows read, read, score, documents).
+/// `institution_records_sql`, each id's and value's bytes touched and nothing else),
+/// scoring its input and writing its documents, each timed alone. Medians of `samples`
+/// runs: (rows read, read, score, documents).
 fn institution_floor(
     server: &BenchServer,
     instrument: &sidak_core::instrument::Instrument,

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -166,8 +167,8 @@ pub fn check(
         // A regional office assesses its own region's institutions (the centre's
         // assessors, region `pusat`, the ministries and agencies).
         let institution = op.value.as_str().unwrap_or_default();
-        let theirs = held(tx, institution)?.and_then(|h| h.scope.region);
-        if let Some(theirs) = theirs.filter(|theirs| theirs != region) {
+        let row = held(tx, institution)?;
+        if let Some(theirs) = row.as_ref().and_then(|h| h.scope.region.as_ref()).filter(|theirs| *theirs != region) {
             return refuse(format!(
                 "institution {institution} is in region {theirs}; a device of region {region} may not record visits there"
             ));
@@ -177,8 +178,8 @@ pub fn check(
     let id = op.entity.id.to_string();
     for (record, what) in [(Some(id.as_str()), op.entity.kind.name()), (named, "visit")] {
         let Some(record) = record else { continue };
-        let owner = held(tx, record)?.and_then(|h| h.scope.assessor);
-        if let Some(owner) = owner.filter(|owner| owner != mine) {
+        let row = held(tx, record)?;
+        if let Some(owner) = row.as_ref().and_then(|h| h.scope.assessor.as_deref()).filter(|owner| *owner != mine) {
             return refuse(format!(
                 "{what} {record} is the fieldwork of assessor {owner}; a device of assessor {mine} may not write it"
             ));
@@ -224,7 +225,7 @@ struct Memo {
     /// entity → field → its row: kind and value, or `None` for no row.
     fields: HashMap<String, HashMap<String, Option<FieldRow>>>,
     /// entity → its `entities` row (kind and scope), or `None` for no row.
-    scopes: HashMap<String, Option<Held>>,
+    scopes: HashMap<String, Option<Rc<Held>>>,
 }
 
 thread_local! {
@@ -276,24 +277,29 @@ pub fn entity_scope(tx: &Transaction<'_>, entity: &str) -> Result<Scope, ApiErro
 
 /// A record's stored scope, `None` when the store has no row for it yet.
 fn stored_scope(tx: &Transaction<'_>, entity: &str) -> Result<Option<Scope>, ApiError> {
-    Ok(held(tx, entity)?.map(|h| h.scope))
+    Ok(held(tx, entity)?.map(|h| h.scope.clone()))
 }
 
 /// A record as the `entities` table holds it: the kind it was first applied as, and its
 /// scope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Held {
     kind: String,
     scope: Scope,
 }
 
-/// A record's `entities` row, `None` when the store has none for it yet.
-fn held(tx: &Transaction<'_>, entity: &str) -> Result<Option<Held>, ApiError> {
+/// A record's `entities` row, `None` when the store has none for it yet. Shared, not
+/// copied: a push reads it for each op three times (its kind, its owner, its scope).
+fn held(tx: &Transaction<'_>, entity: &str) -> Result<Option<Rc<Held>>, ApiError> {
     if let Some(known) = memo(|m| m.scopes.get(entity).cloned()).flatten() {
-        debug_assert_eq!(known, read_held(tx, entity)?, "the remembered row of {entity} went stale");
+        debug_assert_eq!(
+            known.as_deref(),
+            read_held(tx, entity)?.as_ref(),
+            "the remembered row of {entity} went stale"
+        );
         return Ok(known);
     }
-    let row = read_held(tx, entity)?;
+    let row = read_held(tx, entity)?.map(Rc::new);
     memo(|m| m.scopes.insert(entity.to_owned(), row.clone()));
     Ok(row)
 }
@@ -661,17 +667,17 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
     ])?;
     let scope = derive_scope(tx, &op.entity, author)?;
     let row = held(tx, &id)?;
-    // The row keeps the kind it was inserted with (`check_op` refuses another).
-    let (kind, stored) = row.map_or((None, None), |h| (Some(h.kind), Some(h.scope)));
     // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
-    if stored.as_ref() != Some(&scope) {
-        let kind = kind.unwrap_or_else(|| op.entity.kind.name().to_owned());
+    if row.as_ref().map(|h| &h.scope) != Some(&scope) {
+        // The row keeps the kind it was inserted with (`check_op` refuses another).
+        let kind = row.as_ref().map_or_else(|| op.entity.kind.name().to_owned(), |h| h.kind.clone());
         tx.prepare_cached("INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (entity) DO UPDATE SET region = excluded.region, assessor = excluded.assessor, institution = excluded.institution")?.execute(params![id, op.entity.kind.name(), scope.region, scope.assessor, scope.institution],
         )?;
-        memo(|m| m.scopes.insert(id.clone(), Some(Held { kind, scope: scope.clone() })));
+        memo(|m| m.scopes.insert(id.clone(), Some(Rc::new(Held { kind, scope: scope.clone() }))));
     }
-    let before = stored.unwrap_or_default();
+    let none = Scope::default();
+    let before = row.as_ref().map_or(&none, |h| &h.scope);
     if op.entity.kind == EntityKind::Institution && before.region != scope.region {
         // Records under an institution take its region.
         memo(|m| m.scopes.clear());
