@@ -202,3 +202,56 @@ fn signed_heads_match_the_golden_vectors() {
         assert!(public.verify_head(origin, head, &signature).is_ok(), "{name}: verifies");
     }
 }
+
+/// Every quarantine code the code knows is in the spec's table (§7.3) and in the push
+/// response schema's list, and a push response quarantining an op with it validates:
+/// a client that checks answers against the schema must not refuse a server's code.
+#[test]
+fn every_quarantine_code_is_in_the_spec_and_the_schema() {
+    use sidak_core::records::RejectCode;
+    // Exhaustive: a new code fails to compile here until it is listed below.
+    let known = |c: RejectCode| match c {
+        RejectCode::UnknownField
+        | RejectCode::BadValue
+        | RejectCode::Immutable
+        | RejectCode::MissingDependency
+        | RejectCode::UnknownInstrument
+        | RejectCode::BadAnswer
+        | RejectCode::NotPermitted
+        | RejectCode::BadSignature
+        | RejectCode::HeldUpstream => true,
+        RejectCode::Unknown => false,
+    };
+    let all = [
+        RejectCode::UnknownField,
+        RejectCode::BadValue,
+        RejectCode::Immutable,
+        RejectCode::MissingDependency,
+        RejectCode::UnknownInstrument,
+        RejectCode::BadAnswer,
+        RejectCode::NotPermitted,
+        RejectCode::BadSignature,
+        RejectCode::HeldUpstream,
+    ];
+    let spec = std::fs::read_to_string(proto().join("sync-v1.md")).unwrap();
+    let table = &spec[spec.find("### 7.3").expect("§7.3 in the spec")..];
+    let table = &table[..table.find("\n---").unwrap_or(table.len())];
+    let schema = read_json(&proto().join("schemas/push-response.schema.json"));
+    let listed: Vec<&str> =
+        schema["$defs"]["reject-code"]["examples"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let validators = validators();
+    let validator = &validators["push-response.schema.json"];
+    let mut response = read_json(&proto().join("examples/push-response.quarantined.json"));
+    for code in all.into_iter().filter(|c| known(*c)) {
+        let name = code.to_string();
+        assert!(table.contains(&format!("| `{name}` |")), "quarantine code {name} is not in §7.3 of the spec");
+        assert!(listed.contains(&name.as_str()), "quarantine code {name} is not listed in push-response.schema.json");
+        response["origins"][1]["quarantined"][0]["code"] = Value::from(name.clone());
+        let errors: Vec<String> = validator.iter_errors(&response).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "a push response quarantining as {name} does not validate: {errors:?}");
+    }
+    assert_eq!(listed.len(), all.len(), "the schema lists a code the code does not know");
+    // A code from a newer server still validates (§8: the set may grow within v1).
+    response["origins"][1]["quarantined"][0]["code"] = Value::from("a_newer_code");
+    assert!(validator.is_valid(&response), "a newer server's quarantine code must validate");
+}
