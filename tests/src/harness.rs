@@ -280,6 +280,44 @@ impl Device {
         self.field.all_ops().expect("ops").into_iter().filter(|o| o.origin == me).collect()
     }
 
+    /// The ops of other origins this device holds, as (origin, seq, hash), in order.
+    pub fn others_ops(&mut self) -> Vec<(String, u64, String)> {
+        let me = self.field.identity().expect("identity").expect("set up").origin;
+        let mut held: Vec<_> = self
+            .field
+            .all_ops()
+            .expect("ops")
+            .into_iter()
+            .filter(|o| o.origin != me)
+            .map(|o| (o.origin.to_string(), o.seq, o.hash.to_hex()))
+            .collect();
+        held.sort();
+        held
+    }
+
+    /// What `server` serves this device's token, a page of `limit` at a time with the
+    /// device's own ops left out, as [`Device::others_ops`] lists them; and the pages.
+    pub fn scope_served(&mut self, url: &str, limit: usize) -> (Vec<(String, u64, String)>, u64) {
+        let me = self.field.identity().expect("identity").expect("set up").origin;
+        let client = reqwest::blocking::Client::new();
+        let (mut served, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        loop {
+            let mut path = format!("{url}/v1/ops/pull?limit={limit}&omit_origin={me}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page: sidak_core::wire::PullResponse =
+                client.get(path).bearer_auth(&self.token).send().unwrap().error_for_status().unwrap().json().unwrap();
+            pages += 1;
+            served.extend(page.ops.iter().map(|p| (p.op.origin.to_string(), p.op.seq, p.op.hash.to_hex())));
+            if !page.more {
+                served.sort();
+                return (served, pages);
+            }
+            cursor = Some(page.cursor.to_string());
+        }
+    }
+
     /// Syncs with options.
     pub fn sync_with(&mut self, opts: &SyncOptions) -> Result<SyncSummary, sidak_field::sync::SyncError> {
         self.field.sync(opts, &mut |_| {})

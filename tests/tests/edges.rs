@@ -224,3 +224,44 @@ fn a_server_that_does_not_know_omit_origin_is_pulled_from_as_before() {
     assert!(s.complete && s.unsent_ops == 0, "{s:?}");
     assert!(s.pulled_again > 0, "such a server sends the device its own ops back, as before: {s:?}");
 }
+
+#[test]
+fn a_device_asks_for_each_next_pull_page_ahead_and_holds_its_scope_once() {
+    // Pages of 3 ops, so that the registry and a colleague's visit take many. Each page's
+    // headers name its cursor (proto §5.4), and the device asks for the next page while it
+    // reads and applies the current one.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let server = Server::start();
+    server.import_registry(&registry(&["jateng"]));
+    server.assign("jateng-a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let mut colleague = Device::new(&server.state, "jateng-a1", "jateng");
+    colleague.sync(&server.url()).expect("the colleague's morning sync");
+    colleague.record_unit("disdukcapil", 2, 1, &mut rng);
+    assert!(colleague.sync(&server.url()).expect("the colleague's evening sync").complete);
+
+    let mut device = Device::new(&server.state, "jateng-a1", "jateng");
+    let mut options = sidak_field::sync::SyncOptions::new(&server.url(), &device.token);
+    options.page = 3;
+    let s = device.sync_with(&options).expect("a sync in pages of 3");
+    assert!(s.complete && s.pulled_again == 0, "{s:?}");
+    let (served, pages) = device.scope_served(&server.url(), 3);
+    assert!(pages > 20, "the scope takes many pages: {pages}");
+    assert_eq!(device.others_ops(), served, "the device holds every op of its scope, each once");
+    assert_eq!(s.pulled, served.len() as u64, "{s:?}");
+    assert_eq!(s.pages_asked_ahead, pages - 1, "every page after the first was asked for ahead: {s:?}");
+
+    // Through a proxy that drops, cuts and delays answers, pages asked ahead that break
+    // off are asked for again: the device ends with the same scope, each op once.
+    colleague.record_unit("disdukcapil", 1, 1, &mut rng);
+    assert!(colleague.sync(&server.url()).expect("the colleague's next sync").complete);
+    let proxy = FaultProxy::start(server.addr, Faults::random(3)).unwrap();
+    options.server = proxy.url();
+    options.retry_for = std::time::Duration::from_secs(30);
+    options.retry_base = std::time::Duration::from_millis(5);
+    let s = device.sync_with(&options).expect("a sync through faults completes, retrying");
+    assert!(s.complete, "{s:?}");
+    let (served, _) = device.scope_served(&server.url(), 3);
+    assert_eq!(device.others_ops(), served, "after faults, still every op of its scope, each once");
+    let stats = proxy.stats();
+    assert!(stats.dropped_responses + stats.truncated_responses + stats.dropped_requests > 0, "{stats:?}");
+}

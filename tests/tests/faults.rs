@@ -48,6 +48,8 @@ fn options(url: &str, token: &str) -> SyncOptions {
     o.retry_for = Duration::from_millis(400);
     o.retry_base = Duration::from_millis(5);
     o.batch = 7;
+    // Small pull pages too, so that pages asked ahead (§5.4) meet the faults.
+    o.page = 25;
     o.chunk = 4 * 1024;
     o
 }
@@ -87,6 +89,9 @@ fn run_schedule(server: &Server, k: u64, seed: u64) -> (u64, u64) {
         "seed {seed}: the server's copy of the chain differs"
     );
     assert!(verify_chains(&mine).is_clean());
+    // And every op of its scope pulled, each once, though pages were asked for ahead.
+    let (served, _) = device.scope_served(&server.url(), 25);
+    assert_eq!(device.others_ops(), served, "seed {seed}: the device's copy of its scope differs");
     // Every file identical.
     for v in device.field.visits(false).unwrap() {
         // Visits of other devices of the same assessor arrive too, without their files.

@@ -21,6 +21,11 @@ use crate::records::RejectCode;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The request header naming the protocol version.
 pub const PROTOCOL_HEADER: &str = "sidak-protocol";
+/// The pull response header that carries the page's `cursor` ahead of its body (§5.4).
+pub const CURSOR_HEADER: &str = "sidak-cursor";
+/// The pull response header that carries the page's `more` (`true` or `false`) ahead of
+/// its body (§5.4).
+pub const MORE_HEADER: &str = "sidak-more";
 
 /// Limits (the server enforces them; clients keep under them).
 pub mod limits {

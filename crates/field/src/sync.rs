@@ -4,6 +4,7 @@
 //! module carries them out over HTTP with retries, and reports only what is true.
 
 use std::io::Write as _;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -21,7 +22,8 @@ use sidak_core::sync::{
 };
 use sidak_core::wire::{
     limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, Pending, PullResponse,
-    PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, CURSOR_HEADER, MORE_HEADER, PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
 };
 
 use crate::app::Field;
@@ -37,6 +39,8 @@ pub struct SyncOptions {
     pub token: String,
     /// Ops per push (at most 1000).
     pub batch: usize,
+    /// Ops per pull page (at most 1000).
+    pub page: usize,
     /// Evidence chunk size in bytes (at most 1 MiB).
     pub chunk: usize,
     /// Timeout of one request.
@@ -61,6 +65,7 @@ impl SyncOptions {
             server: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             batch: 500,
+            page: limits::DEFAULT_PULL_LIMIT,
             chunk: DEFAULT_CHUNK_BYTES,
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
@@ -103,6 +108,10 @@ pub struct SyncSummary {
     pub files_damaged: Vec<String>,
     /// Whether the pull had to start again from zero.
     pub restarted_pull: bool,
+    /// Pull pages asked for while the page before was still read and applied (their
+    /// cursor comes ahead of the body, proto §5.4). A server that sends no such header
+    /// is pulled from a page at a time.
+    pub pages_asked_ahead: u64,
     /// True when the server found this device's clock far ahead of its own: the
     /// device's date and time settings need fixing (nothing was lost).
     pub clock_flagged: bool,
@@ -173,13 +182,21 @@ impl Http<'_> {
         what: &str,
         build: &dyn Fn(&Client) -> RequestBuilder,
     ) -> Result<T, SyncError> {
+        self.send_with(what, build, &mut |response| decode::<T>(response, what))
+    }
+
+    /// [`Http::send`], with `read` making the answer of each attempt's response.
+    fn send_with<T>(
+        &mut self,
+        what: &str,
+        build: &dyn Fn(&Client) -> RequestBuilder,
+        read: &mut dyn FnMut(Response) -> Result<T, Attempt>,
+    ) -> Result<T, SyncError> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
-            let request =
-                build(&self.client).bearer_auth(&self.opts.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
-            let outcome = match request.send() {
-                Ok(response) => decode::<T>(response, what),
+            let outcome = match authorised(build(&self.client), self.opts).send() {
+                Ok(response) => read(response),
                 Err(e) => {
                     let chain = error_chain(&e);
                     if chain.contains("certificate")
@@ -212,6 +229,41 @@ impl Http<'_> {
             }
         }
     }
+}
+
+/// A request with the token and the protocol version.
+fn authorised(request: RequestBuilder, opts: &SyncOptions) -> RequestBuilder {
+    request.bearer_auth(&opts.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+}
+
+/// A pull page asked for ahead: its path, and the answer's headers once they arrive (the
+/// body is read when the page's turn comes).
+struct Ahead<'s> {
+    path: String,
+    answer: ScopedJoinHandle<'s, reqwest::Result<Response>>,
+}
+
+/// Reads a pull page's answer. When its headers say more waits and name the cursor to
+/// continue from (§5.4), the next page is asked for first, on its own thread, so that the
+/// server writes it while this one is read and applied. A server that sends no such
+/// headers is pulled from a page at a time, as before.
+fn read_page<'s>(
+    scope: &'s Scope<'s, '_>,
+    client: &Client,
+    opts: &SyncOptions,
+    next_path: &dyn Fn(&str) -> String,
+    response: Response,
+) -> Result<(PullResponse, Option<Ahead<'s>>), Attempt> {
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    let ahead = match (response.status().is_success(), header(MORE_HEADER), header(CURSOR_HEADER)) {
+        (true, Some("true"), Some(cursor)) if cursor.parse::<Cursor>().is_ok() => {
+            let path = next_path(cursor);
+            let request = authorised(client.get(http_url(opts, &path)), opts);
+            Some(Ahead { path, answer: scope.spawn(move || request.send()) })
+        }
+        _ => None,
+    };
+    Ok((decode::<PullResponse>(response, "pull")?, ahead))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -652,82 +704,110 @@ impl Field {
 
     fn pull(&mut self, http: &mut Http<'_>, summary: &mut SyncSummary) -> Result<(), SyncError> {
         let opts = http.opts;
+        let limit = opts.page.clamp(1, limits::MAX_PULL_LIMIT);
+        let client = http.client.clone();
         // This device's own ops are left out of the pages: it holds them already.
         let mut omit = Some(self.store.read(|tx, _| require_identity(tx))?.origin);
-        loop {
-            let cursor: Option<Cursor> =
-                self.store.read(|tx, _| Ok(sync_meta(tx, "cursor")?.and_then(|c| c.parse().ok())))?;
-            let mut path = match cursor {
-                Some(c) => format!("/v1/ops/pull?cursor={c}&limit=500"),
-                None => "/v1/ops/pull?limit=500".to_owned(),
-            };
-            if let Some(me) = omit {
-                path.push_str(&format!("&omit_origin={me}"));
-            }
-            let page: Result<PullResponse, SyncError> = http.send("pull", &|c| c.get(http_url(opts, &path)));
-            let page = match page {
-                // A server from before `omit_origin` (proto §5.4) refuses the parameter:
-                // pull everything from it, as before, rather than not at all.
-                Err(SyncError::Refused(m))
-                    if omit.is_some() && m.contains("omit_origin") && m.ends_with("(bad_query)") =>
-                {
-                    omit = None;
-                    continue;
-                }
-                Err(SyncError::Refused(m)) if m.starts_with("reset_required") => {
-                    // Start again: forget the cursor, pull from zero; local ops stay.
-                    summary.restarted_pull = true;
-                    self.store.write(|tx, _| {
-                        tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
-                        Ok(())
-                    })?;
-                    continue;
-                }
-                other => other?,
-            };
-            let now = self.now();
-            let applied = self.store.write(|tx, _| {
-                let plan = plan_pull_page(cursor, &page, |op| match log::hash_at(tx, op.origin, op.seq) {
-                    Ok(Some(h)) if h == op.hash => Held::Same,
-                    Ok(Some(h)) => Held::Different(h),
-                    _ => Held::No,
-                });
-                let plan = match plan {
-                    Ok(p) => p,
-                    Err(PullError::StoreChanged { .. }) => {
-                        tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
-                        return Ok(None);
+        std::thread::scope(|scope| {
+            // The next page, asked for while the current one is read and applied.
+            let mut ahead: Option<Ahead<'_>> = None;
+            loop {
+                let cursor: Option<Cursor> =
+                    self.store.read(|tx, _| Ok(sync_meta(tx, "cursor")?.and_then(|c| c.parse().ok())))?;
+                let path_at = |cursor: Option<&str>| {
+                    let mut path = match cursor {
+                        Some(c) => format!("/v1/ops/pull?cursor={c}&limit={limit}"),
+                        None => format!("/v1/ops/pull?limit={limit}"),
+                    };
+                    if let Some(me) = omit {
+                        path.push_str(&format!("&omit_origin={me}"));
                     }
-                    Err(e) => return Err(FieldError::Invalid(format!("pull: {e}"))),
+                    path
                 };
-                let n = plan.store.len() as u64;
-                let again = plan.duplicates as u64;
-                for op in &plan.store {
-                    log::insert(tx, op)?;
-                }
-                // Mirror the server: apply what it applied, hold what it holds back.
-                for op in &plan.apply {
-                    log::apply(tx, op)?;
-                }
-                set_sync_meta(tx, "cursor", &plan.cursor.to_string())?;
-                log::observe_clock(tx, page.server_hlc, now)?;
-                Ok(Some((n, again, plan.more)))
-            })?;
-            match applied {
-                None => {
-                    summary.restarted_pull = true;
-                    continue;
-                }
-                Some((n, again, more)) => {
-                    summary.pulled += n;
-                    summary.pulled_again += again;
-                    (http.progress)(Progress::Pulled(summary.pulled));
-                    if !more {
-                        return Ok(());
+                let path = path_at(cursor.map(|c| c.to_string()).as_deref());
+                let next_path = |c: &str| path_at(Some(c));
+                // The page asked for ahead, if it is this one and arrived whole; otherwise
+                // (a fault, a restart, another cursor) it is asked for again, with retries.
+                let ready = ahead
+                    .take()
+                    .filter(|a: &Ahead<'_>| a.path == path)
+                    .and_then(|a| a.answer.join().ok()?.ok())
+                    .and_then(|response| read_page(scope, &client, opts, &next_path, response).ok());
+                let page = match ready {
+                    Some(read) => {
+                        summary.pages_asked_ahead += 1;
+                        Ok(read)
+                    }
+                    None => http.send_with("pull", &|c| c.get(http_url(opts, &path)), &mut |response| {
+                        read_page(scope, &client, opts, &next_path, response)
+                    }),
+                };
+                let page = match page {
+                    // A server from before `omit_origin` (proto §5.4) refuses the parameter:
+                    // pull everything from it, as before, rather than not at all.
+                    Err(SyncError::Refused(m))
+                        if omit.is_some() && m.contains("omit_origin") && m.ends_with("(bad_query)") =>
+                    {
+                        omit = None;
+                        continue;
+                    }
+                    Err(SyncError::Refused(m)) if m.starts_with("reset_required") => {
+                        // Start again: forget the cursor, pull from zero; local ops stay.
+                        summary.restarted_pull = true;
+                        self.store.write(|tx, _| {
+                            tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
+                            Ok(())
+                        })?;
+                        continue;
+                    }
+                    other => other?,
+                };
+                let (page, next) = page;
+                ahead = next;
+                let now = self.now();
+                let applied = self.store.write(|tx, _| {
+                    let plan = plan_pull_page(cursor, &page, |op| match log::hash_at(tx, op.origin, op.seq) {
+                        Ok(Some(h)) if h == op.hash => Held::Same,
+                        Ok(Some(h)) => Held::Different(h),
+                        _ => Held::No,
+                    });
+                    let plan = match plan {
+                        Ok(p) => p,
+                        Err(PullError::StoreChanged { .. }) => {
+                            tx.execute("DELETE FROM sync_meta WHERE key = 'cursor'", []).map_err(db)?;
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(FieldError::Invalid(format!("pull: {e}"))),
+                    };
+                    let n = plan.store.len() as u64;
+                    let again = plan.duplicates as u64;
+                    for op in &plan.store {
+                        log::insert(tx, op)?;
+                    }
+                    // Mirror the server: apply what it applied, hold what it holds back.
+                    for op in &plan.apply {
+                        log::apply(tx, op)?;
+                    }
+                    set_sync_meta(tx, "cursor", &plan.cursor.to_string())?;
+                    log::observe_clock(tx, page.server_hlc, now)?;
+                    Ok(Some((n, again, plan.more)))
+                })?;
+                match applied {
+                    None => {
+                        summary.restarted_pull = true;
+                        continue;
+                    }
+                    Some((n, again, more)) => {
+                        summary.pulled += n;
+                        summary.pulled_again += again;
+                        (http.progress)(Progress::Pulled(summary.pulled));
+                        if !more {
+                            return Ok(());
+                        }
                     }
                 }
             }
-        }
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Json;
@@ -184,13 +184,30 @@ async fn pull_ops(
         })
         .await?;
     presented.settle(&state, check).await?;
-    let page = page.unwrap_or_else(|| Err(ApiError::internal("a pull read no page for a token in force")))?;
-    Ok(bytes_response("application/json", page))
+    let (page, next) = page.unwrap_or_else(|| Err(ApiError::internal("a pull read no page for a token in force")))?;
+    // The page's cursor and `more` ahead of the body too (§5.4), so that a client can ask
+    // for the next page while this one travels and is parsed.
+    let mut response = bytes_response("application/json", page);
+    let headers = response.headers_mut();
+    headers.insert(CURSOR_HEADER, HeaderValue::from_str(&next.cursor.to_string()).map_err(ApiError::internal)?);
+    headers.insert(MORE_HEADER, HeaderValue::from_static(if next.more { "true" } else { "false" }));
+    Ok(response)
+}
+
+/// Where a page ends: its cursor and whether more may wait.
+struct PageEnd {
+    cursor: Cursor,
+    more: bool,
 }
 
 /// A page of the ops `who` may pull, as `PullResponse` JSON, written as it is read
 /// (each op's from its row).
-fn pull_page(tx: &Transaction<'_>, who: &Principal, q: &PullQuery, store: StoreId) -> Result<Vec<u8>, ApiError> {
+fn pull_page(
+    tx: &Transaction<'_>,
+    who: &Principal,
+    q: &PullQuery,
+    store: StoreId,
+) -> Result<(Vec<u8>, PageEnd), ApiError> {
     let (after, limit) = (q.after, q.limit);
     let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(server_seq), 0) FROM ops")?.query_row([], |r| r.get(0))?;
     if after > last as u64 {
@@ -221,7 +238,7 @@ fn pull_page(tx: &Transaction<'_>, who: &Principal, q: &PullQuery, store: StoreI
     write!(body, r#","more":{more},"server_hlc":"#).map_err(ApiError::internal)?;
     serde_json::to_writer(&mut body, &hlc)?;
     body.push(b'}');
-    Ok(body)
+    Ok((body, PageEnd { cursor: Cursor { store, seq }, more }))
 }
 
 /// True when the caller's scope covers an origin's binding.

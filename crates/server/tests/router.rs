@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sidak_core::hash::Sha256Digest;
 use sidak_core::ids::EntityId;
 use sidak_core::records::{EntityKind, EntityRef};
+use sidak_core::wire::{CURSOR_HEADER, MORE_HEADER};
 
 async fn push(h: &Harness, token: &str, body: Value) -> (StatusCode, Value) {
     h.call("POST", "/v1/ops/push", Some(token), Some(body)).await
@@ -512,8 +513,17 @@ async fn pull_is_paginated_and_scoped() {
                 Some(c) => format!("/v1/ops/pull?limit=7&cursor={c}{extra}"),
                 None => format!("/v1/ops/pull?limit=7{extra}"),
             };
-            let (s, page) = h.call("GET", &path, Some(token), None).await;
+            let request = Request::builder()
+                .uri(&path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let (s, headers, page) = h.send_for_headers(request).await;
             assert_eq!(s, StatusCode::OK, "{page}");
+            // The cursor and `more` come ahead of the body too (§5.4), the same.
+            let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(header(CURSOR_HEADER).as_deref(), page["cursor"].as_str(), "{path}");
+            assert_eq!(header(MORE_HEADER), Some(page["more"].to_string()), "{path}");
             out.extend(page["ops"].as_array().unwrap().iter().cloned());
             cursor = Some(page["cursor"].as_str().unwrap().to_owned());
             if !page["more"].as_bool().unwrap() {

@@ -135,12 +135,19 @@ impl Harness {
     }
 
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, _, value) = self.send_for_headers(req).await;
+        (status, value)
+    }
+
+    /// [`Harness::send`], with the answer's headers.
+    pub async fn send_for_headers(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
         let response = self.router.clone().oneshot(req).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
+        (status, headers, value)
     }
 
     /// The registry id of a record by kind and code.
