@@ -369,3 +369,59 @@ fn corrections_flow_from_the_region_to_the_centre_and_back() {
     };
     assert_eq!(unit_docs(&region), unit_docs(&centre));
 }
+
+#[test]
+fn a_region_asks_the_centre_for_each_next_page_ahead_and_holds_its_scope_once() {
+    // Pages of 7, so that the region's registry, its assignments and a device's day that
+    // reached the centre directly take many. The region asks for each next page while it
+    // absorbs the current one (proto §5.4).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let centre = Server::start();
+    centre.import_registry(&registry(&["jateng", "aceh"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let mut device = Device::new(&centre.state, "a1", "jateng");
+    device.sync(&centre.url()).expect("the device's morning sync, at the centre");
+    device.record_unit("disdukcapil", 2, 1, &mut rng);
+    assert!(device.sync(&centre.url()).expect("its evening sync").complete);
+    let peer = centre.token(Role::Peer, Some("jateng"), None);
+    let region = Server::start();
+    let mut cfg = sidak_server::upstream::UpstreamConfig::new(&centre.url(), &peer);
+    cfg.page = 7;
+    let r = sidak_server::upstream::replicate_once(&region.state, &cfg).expect("a round in pages of 7");
+    // The device's ops reached the region by the pull: the next round learns that the
+    // centre holds them.
+    let again = sidak_server::upstream::replicate_once(&region.state, &cfg).expect("the next round");
+    assert!(again.caught_up && again.pulled == 0, "{again:?}");
+
+    // What the centre serves the region's peer token, a page of 7 at a time.
+    let client = reqwest::blocking::Client::new();
+    let (mut served, mut pages, mut cursor) = (Vec::new(), 0u64, None::<String>);
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{}/v1/ops/pull?limit=7&cursor={c}", centre.url()),
+            None => format!("{}/v1/ops/pull?limit=7", centre.url()),
+        };
+        let page: sidak_core::wire::PullResponse =
+            client.get(url).bearer_auth(&peer).send().unwrap().error_for_status().unwrap().json().unwrap();
+        pages += 1;
+        served.extend(page.ops.iter().map(|p| (p.op.origin.to_string(), p.op.seq as i64, p.op.hash.to_hex())));
+        if !page.more {
+            break;
+        }
+        cursor = Some(page.cursor.to_string());
+    }
+    served.sort();
+    let held: Vec<(String, i64, String)> = region.read(|tx| {
+        let mut stmt = tx.prepare("SELECT origin, seq, hash FROM ops ORDER BY origin, seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    });
+    let mut held = held;
+    held.sort();
+    assert!(pages > 20, "the scope takes many pages: {pages}");
+    assert_eq!(held, served, "the region holds every op the centre serves it, each once");
+    // (Its own registration, pushed first, comes back with the rest and is not stored twice.)
+    assert_eq!(r.pushed + r.pulled, served.len() as u64, "{r:?}");
+    assert_eq!(r.pages_asked_ahead, pages - 1, "every page after the first was asked for ahead: {r:?}");
+    assert_eq!(duplicates(&region), 0);
+}

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -31,7 +32,7 @@ use sidak_core::op::Op;
 use sidak_core::sign::SignedHead;
 use sidak_core::wire::{
     limits, Cursor, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse, PushRequest, PushResponse,
-    StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    StatusRequest, StatusResponse, Whoami, CURSOR_HEADER, MORE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
 use crate::db::{meta, set_meta};
@@ -55,6 +56,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Certificate authorities (PEM) to trust besides the public ones.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Ops per pull page from the centre (at most 1000).
+    pub page: usize,
 }
 
 impl UpstreamConfig {
@@ -66,6 +69,7 @@ impl UpstreamConfig {
             every: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             ca_file: None,
+            page: limits::MAX_PULL_LIMIT,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct RoundReport {
     pub bytes: u64,
     /// Ops pulled and stored here.
     pub pulled: u64,
+    /// Pull pages asked for while the page before was still absorbed (proto §5.4).
+    pub pages_asked_ahead: u64,
     /// Instrument versions fetched.
     pub instruments: u64,
     /// Ops the centre refused (chain faults) or that forked: listed in `rejections`.
@@ -112,12 +118,16 @@ struct Upstream<'a> {
 
 impl Upstream<'_> {
     fn send<T: DeserializeOwned>(&self, what: &str, request: RequestBuilder) -> Result<T, ReplicationError> {
-        let response = request
-            .bearer_auth(&self.cfg.token)
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
-            .send()
-            .map_err(|e| ReplicationError::Network(format!("{what}: {e}")))?;
-        decode(what, response)
+        decode(what, self.answer(what, request)?)
+    }
+
+    /// The answer's status and headers; its body is read by [`decode`].
+    fn answer(&self, what: &str, request: RequestBuilder) -> Result<Response, ReplicationError> {
+        self.authorised(request).send().map_err(|e| ReplicationError::Network(format!("{what}: {e}")))
+    }
+
+    fn authorised(&self, request: RequestBuilder) -> RequestBuilder {
+        request.bearer_auth(&self.cfg.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
     }
 
     fn url(&self, path: &str) -> String {
@@ -427,57 +437,90 @@ fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) 
 }
 
 fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundReport) -> Result<(), ReplicationError> {
-    loop {
-        let cursor: Option<Cursor> = state
-            .db()
-            .read_blocking(|tx| Ok::<_, ApiError>(meta(tx, "upstream_cursor")?.and_then(|c| c.parse().ok())))?;
-        let path = match cursor {
-            Some(c) => format!("/v1/ops/pull?cursor={c}&limit=1000"),
-            None => "/v1/ops/pull?limit=1000".to_owned(),
-        };
-        let page: PullResponse = match up.send("pull", up.client.get(up.url(&path))) {
-            Err(ReplicationError::Refused(m)) if m.starts_with("reset_required") => {
-                state.db().write_blocking(|tx| {
-                    tx.execute("DELETE FROM meta WHERE key = 'upstream_cursor'", [])?;
-                    Ok::<_, ApiError>(())
-                })?;
-                continue;
-            }
-            other => other?,
-        };
-        check_page(cursor, &page)?;
-        let instruments = state.instruments();
-        let now = state.now();
-        let region = id.region.clone();
-        let (stored, refused) = state.db().write_blocking(move |tx| {
-            let mut dirty = BTreeSet::new();
-            let (mut stored, mut refused) = (0u64, 0u64);
-            for pulled in &page.ops {
-                match ledger::absorb(tx, &instruments, &pulled.op, pulled.quarantined, Some(&region), now, &mut dirty)?
-                {
-                    Absorbed::Stored => stored += 1,
-                    Absorbed::Duplicate => {}
-                    Absorbed::Fork | Absorbed::Malformed => refused += 1,
+    std::thread::scope(|scope| {
+        // The next page, asked for as soon as a page's headers name its cursor (§5.4), so
+        // that the centre writes it while this server absorbs the current one. Used only
+        // if it continues from the cursor held after that; otherwise asked for again.
+        let mut ahead: Option<(String, ScopedJoinHandle<'_, reqwest::Result<Response>>)> = None;
+        loop {
+            let cursor: Option<Cursor> = state
+                .db()
+                .read_blocking(|tx| Ok::<_, ApiError>(meta(tx, "upstream_cursor")?.and_then(|c| c.parse().ok())))?;
+            let limit = up.cfg.page.clamp(1, limits::MAX_PULL_LIMIT);
+            let path_at = |cursor: &str| match cursor {
+                "" => format!("/v1/ops/pull?limit={limit}"),
+                c => format!("/v1/ops/pull?cursor={c}&limit={limit}"),
+            };
+            let path = path_at(&cursor.map(|c| c.to_string()).unwrap_or_default());
+            let asked = ahead.take().filter(|(p, _)| *p == path).and_then(|(_, answer)| answer.join().ok()?.ok());
+            let response = match asked {
+                Some(response) => {
+                    report.pages_asked_ahead += 1;
+                    response
+                }
+                None => up.answer("pull", up.client.get(up.url(&path)))?,
+            };
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+            if let (true, Some("true"), Some(next)) =
+                (response.status().is_success(), header(MORE_HEADER), header(CURSOR_HEADER))
+            {
+                if next.parse::<Cursor>().is_ok() {
+                    let next = path_at(next);
+                    let request = up.authorised(up.client.get(up.url(&next)));
+                    ahead = Some((next, scope.spawn(move || request.send())));
                 }
             }
-            let mut effects = crate::push::PushEffects::default();
-            crate::push::retry_waiting(tx, &instruments, now, &mut effects)?;
-            dirty.extend(effects.dirty);
-            for institution in &dirty {
-                crate::results::recompute(tx, &instruments, institution)?;
+            let page: PullResponse = match decode("pull", response) {
+                Err(ReplicationError::Refused(m)) if m.starts_with("reset_required") => {
+                    state.db().write_blocking(|tx| {
+                        tx.execute("DELETE FROM meta WHERE key = 'upstream_cursor'", [])?;
+                        Ok::<_, ApiError>(())
+                    })?;
+                    continue;
+                }
+                other => other?,
+            };
+            check_page(cursor, &page)?;
+            let instruments = state.instruments();
+            let now = state.now();
+            let region = id.region.clone();
+            let (stored, refused) = state.db().write_blocking(move |tx| {
+                let mut dirty = BTreeSet::new();
+                let (mut stored, mut refused) = (0u64, 0u64);
+                for pulled in &page.ops {
+                    match ledger::absorb(
+                        tx,
+                        &instruments,
+                        &pulled.op,
+                        pulled.quarantined,
+                        Some(&region),
+                        now,
+                        &mut dirty,
+                    )? {
+                        Absorbed::Stored => stored += 1,
+                        Absorbed::Duplicate => {}
+                        Absorbed::Fork | Absorbed::Malformed => refused += 1,
+                    }
+                }
+                let mut effects = crate::push::PushEffects::default();
+                crate::push::retry_waiting(tx, &instruments, now, &mut effects)?;
+                dirty.extend(effects.dirty);
+                for institution in &dirty {
+                    crate::results::recompute(tx, &instruments, institution)?;
+                }
+                set_meta(tx, "upstream_cursor", &page.cursor.to_string())?;
+                let mut clock = ledger::clock(tx)?;
+                let _ = clock.observe(page.server_hlc, now.max(0) as u64);
+                ledger::save_clock(tx, &clock)?;
+                Ok::<_, ApiError>((stored, refused))
+            })?;
+            report.pulled += stored;
+            report.refused += refused;
+            if !page.more {
+                return Ok(());
             }
-            set_meta(tx, "upstream_cursor", &page.cursor.to_string())?;
-            let mut clock = ledger::clock(tx)?;
-            let _ = clock.observe(page.server_hlc, now.max(0) as u64);
-            ledger::save_clock(tx, &clock)?;
-            Ok::<_, ApiError>((stored, refused))
-        })?;
-        report.pulled += stored;
-        report.refused += refused;
-        if !page.more {
-            return Ok(());
         }
-    }
+    })
 }
 
 /// A page must continue from the cursor, in rising order, from the same store.
