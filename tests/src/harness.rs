@@ -238,6 +238,31 @@ pub fn passphrase() -> sidak_field::Passphrase {
     sidak_field::Passphrase::new(PASSPHRASE)
 }
 
+/// What the server at `url` serves `token`, a page of `limit` at a time (leaving out
+/// `omit`'s ops, if named), as sorted (origin, seq, hash); and how many pages it took.
+pub fn served(url: &str, token: &str, limit: usize, omit: Option<&str>) -> (Vec<(String, u64, String)>, u64) {
+    let client = reqwest::blocking::Client::new();
+    let (mut served, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut path = format!("{url}/v1/ops/pull?limit={limit}");
+        if let Some(o) = omit {
+            path.push_str(&format!("&omit_origin={o}"));
+        }
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page: sidak_core::wire::PullResponse =
+            client.get(path).bearer_auth(token).send().unwrap().error_for_status().unwrap().json().unwrap();
+        pages += 1;
+        served.extend(page.ops.iter().map(|p| (p.op.origin.to_string(), p.op.seq, p.op.hash.to_hex())));
+        if !page.more {
+            served.sort();
+            return (served, pages);
+        }
+        cursor = Some(page.cursor.to_string());
+    }
+}
+
 /// A field device: a data directory with the field client set up for an assessor.
 pub struct Device {
     /// The field client.
@@ -295,27 +320,12 @@ impl Device {
         held
     }
 
-    /// What `server` serves this device's token, a page of `limit` at a time with the
-    /// device's own ops left out, as [`Device::others_ops`] lists them; and the pages.
+    /// What the server at `url` serves this device's token, a page of `limit` at a time
+    /// with the device's own ops left out, as [`Device::others_ops`] lists them; and the
+    /// pages.
     pub fn scope_served(&mut self, url: &str, limit: usize) -> (Vec<(String, u64, String)>, u64) {
         let me = self.field.identity().expect("identity").expect("set up").origin;
-        let client = reqwest::blocking::Client::new();
-        let (mut served, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
-        loop {
-            let mut path = format!("{url}/v1/ops/pull?limit={limit}&omit_origin={me}");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let page: sidak_core::wire::PullResponse =
-                client.get(path).bearer_auth(&self.token).send().unwrap().error_for_status().unwrap().json().unwrap();
-            pages += 1;
-            served.extend(page.ops.iter().map(|p| (p.op.origin.to_string(), p.op.seq, p.op.hash.to_hex())));
-            if !page.more {
-                served.sort();
-                return (served, pages);
-            }
-            cursor = Some(page.cursor.to_string());
-        }
+        served(url, &self.token, limit, Some(&me.to_string()))
     }
 
     /// Syncs with options.

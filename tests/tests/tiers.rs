@@ -394,29 +394,12 @@ fn a_region_asks_the_centre_for_each_next_page_ahead_and_holds_its_scope_once() 
     assert!(again.caught_up && again.pulled == 0, "{again:?}");
 
     // What the centre serves the region's peer token, a page of 7 at a time.
-    let client = reqwest::blocking::Client::new();
-    let (mut served, mut pages, mut cursor) = (Vec::new(), 0u64, None::<String>);
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{}/v1/ops/pull?limit=7&cursor={c}", centre.url()),
-            None => format!("{}/v1/ops/pull?limit=7", centre.url()),
-        };
-        let page: sidak_core::wire::PullResponse =
-            client.get(url).bearer_auth(&peer).send().unwrap().error_for_status().unwrap().json().unwrap();
-        pages += 1;
-        served.extend(page.ops.iter().map(|p| (p.op.origin.to_string(), p.op.seq as i64, p.op.hash.to_hex())));
-        if !page.more {
-            break;
-        }
-        cursor = Some(page.cursor.to_string());
-    }
-    served.sort();
-    let held: Vec<(String, i64, String)> = region.read(|tx| {
+    let (served, pages) = served(&centre.url(), &peer, 7, None);
+    let mut held: Vec<(String, u64, String)> = region.read(|tx| {
         let mut stmt = tx.prepare("SELECT origin, seq, hash FROM ops ORDER BY origin, seq")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     });
-    let mut held = held;
     held.sort();
     assert!(pages > 20, "the scope takes many pages: {pages}");
     assert_eq!(held, served, "the region holds every op the centre serves it, each once");
