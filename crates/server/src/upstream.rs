@@ -437,6 +437,7 @@ fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) 
 }
 
 fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundReport) -> Result<(), ReplicationError> {
+    let limit = up.cfg.page.clamp(1, limits::MAX_PULL_LIMIT);
     std::thread::scope(|scope| {
         // The next page, asked for as soon as a page's headers name its cursor (§5.4), so
         // that the centre writes it while this server absorbs the current one. Used only
@@ -446,7 +447,6 @@ fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundRe
             let cursor: Option<Cursor> = state
                 .db()
                 .read_blocking(|tx| Ok::<_, ApiError>(meta(tx, "upstream_cursor")?.and_then(|c| c.parse().ok())))?;
-            let limit = up.cfg.page.clamp(1, limits::MAX_PULL_LIMIT);
             let path_at = |cursor: &str| match cursor {
                 "" => format!("/v1/ops/pull?limit={limit}"),
                 c => format!("/v1/ops/pull?cursor={c}&limit={limit}"),
