@@ -1,7 +1,8 @@
 //! A device's day over loopback: visits recorded offline through `sidak_field::Field`,
 //! then one `Field::sync` through a counting proxy to an in-process server, with the
 //! field client's gzip and with gzip taken out; against the time to send the same
-//! bytes raw over loopback.
+//! bytes raw over loopback. With `devices` above one, also that many devices' days
+//! synced to one server at once: a regional office's evening.
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,34 +36,53 @@ pub struct Day {
     pub photo_bytes: usize,
     /// Evidence chunk size the client uses (by default the field client's, `sidak_field::sync::DEFAULT_CHUNK_BYTES`).
     pub chunk: usize,
+    /// Devices whose days are also synced at once (each its own assessor and city).
+    pub devices: usize,
 }
 
 const ASSESSOR: &str = "asesor-harian";
 const REGION: &str = "jateng";
 const PRODUCTS_PER_UNIT: usize = 4;
 
-fn registry(units: usize) -> (String, Vec<NewAssignment>) {
+/// Device `d`'s assessor.
+fn assessor(d: usize) -> String {
+    if d == 0 {
+        ASSESSOR.to_owned()
+    } else {
+        format!("{ASSESSOR}-{d}")
+    }
+}
+
+/// A city of `units` units for each of `devices` assessors, each assigned its city.
+fn registry(devices: usize, units: usize) -> (String, Vec<NewAssignment>) {
     let types = ["disdukcapil", "dpmptsp", "dinkes", "puskesmas", "disdik", "dinsos"];
     let mut csv = REGISTRY_HEADER.to_owned() + "\n";
     let mut assignments = Vec::new();
-    for u in 0..units {
-        let t = types[u % types.len()];
-        let code = format!("{t}-{}", u + 1);
-        for p in 1..=PRODUCTS_PER_UNIT {
-            csv.push_str(&format!(
-                "kota-harian,Pemerintah Kota Harian,kota,{REGION},{code},{t} {},{t},layanan-{p},Layanan {p}\n",
-                u + 1
-            ));
+    for d in 0..devices {
+        let (city, suffix) = if d == 0 {
+            ("kota-harian".to_owned(), String::new())
+        } else {
+            (format!("kota-harian-{d}"), format!(" {d}"))
+        };
+        for u in 0..units {
+            let t = types[u % types.len()];
+            let code = format!("{t}-{}", u + 1);
+            for p in 1..=PRODUCTS_PER_UNIT {
+                csv.push_str(&format!(
+                    "{city},Pemerintah Kota Harian{suffix},kota,{REGION},{code},{t} {},{t},layanan-{p},Layanan {p}\n",
+                    u + 1
+                ));
+            }
+            assignments.push(NewAssignment {
+                assessor: assessor(d),
+                institution: city.clone(),
+                unit: code,
+                products: vec![],
+                instrument: "penilaian-2023@1".into(),
+                mode: "covert".into(),
+                due: None,
+            });
         }
-        assignments.push(NewAssignment {
-            assessor: ASSESSOR.into(),
-            institution: "kota-harian".into(),
-            unit: code,
-            products: vec![],
-            instrument: "penilaian-2023@1".into(),
-            mode: "covert".into(),
-            due: None,
-        });
     }
     (csv, assignments)
 }
@@ -133,7 +153,7 @@ fn record(field: &mut Field, day: &Day, camera: &Path, seed: u64) -> Result<(usi
 fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
     let dir = tmp.join(if identity { "day-identity" } else { "day-gzip" });
     let server = BenchServer::start(&dir.join("server"))?;
-    let (csv, assignments) = registry(day.visits.div_ceil(PRODUCTS_PER_UNIT));
+    let (csv, assignments) = registry(1, day.visits.div_ceil(PRODUCTS_PER_UNIT));
     server.set_up(&csv, &assignments)?;
     let token = server.token(Role::Assessor, Some(REGION), Some(ASSESSOR))?;
     let mut field = Field::open(&dir.join("field"), &crate::passphrase())?;
@@ -174,7 +194,58 @@ fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u6
     Ok((took, up, down, ops, photo_bytes))
 }
 
-/// The day with gzip (as the field client sends) and without.
+/// `day.devices` days recorded on as many devices, then synced to one server at once
+/// (gzip, as the field client sends); returns (wall, bytes up, bytes down, ops, photo
+/// bytes).
+fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
+    let dir = tmp.join(format!("days-{}", day.devices));
+    let server = BenchServer::start(&dir.join("server"))?;
+    let (csv, assignments) = registry(day.devices, day.visits.div_ceil(PRODUCTS_PER_UNIT));
+    server.set_up(&csv, &assignments)?;
+    let (mut devices, mut ops, mut photo_bytes) = (Vec::new(), 0, 0);
+    for d in 0..day.devices {
+        let assessor = assessor(d);
+        let token = server.token(Role::Assessor, Some(REGION), Some(&assessor))?;
+        let mut field = Field::open(&dir.join(format!("field-{d}")), &crate::passphrase())?;
+        field.init(&assessor, REGION)?;
+        field
+            .sync(&SyncOptions::new(&server.url(), &token), &mut |_| {})
+            .map_err(|e| anyhow!("device {d}'s first sync: {e}"))?;
+        let (o, p) = record(&mut field, day, &dir.join(format!("camera-{d}")), 7 + d as u64)?;
+        ops += o;
+        photo_bytes += p;
+        devices.push((field, token));
+    }
+    let proxy = CountingProxy::start(server.addr, false)?;
+    let url = proxy.url();
+    let started = Instant::now();
+    let synced = std::thread::scope(|s| {
+        let running: Vec<_> = devices
+            .iter_mut()
+            .map(|(field, token)| {
+                let mut opts = SyncOptions::new(&url, token);
+                opts.chunk = day.chunk;
+                s.spawn(move || field.sync(&opts, &mut |_| {}))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect::<Vec<_>>()
+    });
+    let took = started.elapsed();
+    for (d, summary) in synced.into_iter().enumerate() {
+        let summary = summary.map_err(|e| anyhow!("device {d}'s evening sync: {e}"))?;
+        if !summary.complete || summary.files_uploaded as usize != day.photos {
+            bail!("device {d}'s sync did not finish: {summary:?}");
+        }
+    }
+    let (up, down) = proxy.counts();
+    Ok((took, up, down, ops, photo_bytes))
+}
+
+/// The day with gzip (as the field client sends) and without; and, with more than one
+/// device, that many days at once.
 pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for identity in [false, true] {
@@ -206,6 +277,28 @@ pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
         );
         rows.push(Row::info(
             format!("device's day, {how}, against the same bytes sent and made durable"),
+            time(took),
+            time(durable),
+            ratio(took.as_secs_f64() / durable.as_secs_f64()),
+        ));
+    }
+    if day.devices > 1 {
+        let (took, up, down, ops, photo_bytes) = at_once(tmp, day)?;
+        let sink = tmp.join("raw-upload-at-once.bin");
+        let durable = raw_loopback_into(up, down, Some(&sink))?;
+        std::fs::remove_file(&sink)?;
+        println!(
+            "{} devices' days at once (gzip): {ops} ops, {} photos ({}), all synced in {} — {} up, {} down; the same bytes sent and written to disk with one fsync {}",
+            day.devices,
+            day.photos * day.devices,
+            bytes(photo_bytes),
+            time(took),
+            bytes(up),
+            bytes(down),
+            time(durable)
+        );
+        rows.push(Row::info(
+            format!("{} devices' days at once, gzip, against the same bytes sent and made durable", day.devices),
             time(took),
             time(durable),
             ratio(took.as_secs_f64() / durable.as_secs_f64()),

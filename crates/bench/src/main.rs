@@ -61,6 +61,10 @@ struct DayArgs {
     /// Evidence chunk size in KiB (the field client's default, which is also the most the protocol allows).
     #[arg(long, default_value_t = sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024)]
     chunk_kib: usize,
+    /// Above 1: also this many devices (each its own assessor and city) record the same
+    /// day and sync it to one server at once, as a regional office's evening.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -104,6 +108,7 @@ fn day_of(a: DayArgs) -> day::Day {
         photos: a.photos,
         photo_bytes: (a.photo_mb * 1_000_000.0) as usize,
         chunk: a.chunk_kib * 1024,
+        devices: a.devices.max(1),
     }
 }
 
@@ -143,6 +148,7 @@ fn main() -> Result<()> {
                 photos: 40,
                 photo_mb: 2.0,
                 chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
+                devices: 1,
             };
             rows.extend(day::run(tmp.path(), &day_of(d))?);
             rows.extend(national::run(tmp.path(), scale, 16)?);
