@@ -218,6 +218,7 @@ fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usiz
     }
     let proxy = CountingProxy::start(server.addr, false)?;
     let url = proxy.url();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let synced = std::thread::scope(|s| {
         let running: Vec<_> = devices
@@ -234,6 +235,15 @@ fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usiz
             .collect::<Vec<_>>()
     });
     let took = started.elapsed();
+    if let (Some(before), Some(after)) = (cpu_before, process_cpu()) {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpu = after - before;
+        println!(
+            "  the devices, the proxy and the server used {cpu:.2} s of CPU in {:.2} s: {:.0} % of {cores} core(s)",
+            took.as_secs_f64(),
+            100.0 * cpu / (took.as_secs_f64() * cores as f64)
+        );
+    }
     for (d, summary) in synced.into_iter().enumerate() {
         let summary = summary.map_err(|e| anyhow!("device {d}'s evening sync: {e}"))?;
         if !summary.complete || summary.files_uploaded as usize != day.photos {
@@ -242,6 +252,19 @@ fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usiz
     }
     let (up, down) = proxy.counts();
     Ok((took, up, down, ops, photo_bytes))
+}
+
+/// CPU seconds this process has used (user and system, every thread), where Linux's
+/// `/proc/self/stat` tells; `None` elsewhere.
+fn process_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 12th and 13th of them, in clock ticks (100 a second).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// The day with gzip (as the field client sends) and without; and, with more than one
