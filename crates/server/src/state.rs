@@ -47,7 +47,28 @@ struct Inner {
     lockout: Lockout,
     touched: Mutex<HashMap<String, i64>>,
     uploads: Mutex<HashMap<Sha256Digest, UploadHash>>,
+    /// Each unfinished upload's turn: one chunk of a file is written at a time.
+    upload_turns: Mutex<HashMap<Sha256Digest, Arc<tokio::sync::Mutex<()>>>>,
     pushes: PushQueue,
+}
+
+/// An upload's turn, held while one chunk of it is written and recorded (see
+/// [`AppState::upload_turn`]). Dropping it gives the turn to the next chunk.
+pub struct UploadTurn {
+    state: AppState,
+    sha: Sha256Digest,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UploadTurn {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        // Forgotten once nobody holds or waits for it.
+        let mut turns = self.state.inner.upload_turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns.get(&self.sha).is_some_and(|t| Arc::strong_count(t) == 1) {
+            turns.remove(&self.sha);
+        }
+    }
 }
 
 /// The SHA-256 of an upload's bytes so far, fed as each chunk is written, so that a
@@ -100,6 +121,7 @@ impl AppState {
                 lockout: Lockout::default(),
                 touched: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(HashMap::new()),
+                upload_turns: Mutex::new(HashMap::new()),
                 pushes: PushQueue::default(),
             }),
         })
@@ -217,6 +239,18 @@ impl AppState {
     /// Where a partial upload lives.
     pub fn upload_path(&self, sha: &str) -> PathBuf {
         self.inner.data_dir.join("uploads").join(format!("{sha}.part"))
+    }
+
+    /// Waits for an upload's turn: its chunks are written to its part file outside the
+    /// store's writer, so that a 1 MiB write and its fsync do not hold up every other
+    /// write, and this keeps two chunks of one file (a retry beside its original, say)
+    /// from writing it at once.
+    pub async fn upload_turn(&self, sha: &Sha256Digest) -> UploadTurn {
+        let turn = {
+            let mut turns = self.inner.upload_turns.lock().unwrap_or_else(|p| p.into_inner());
+            turns.entry(*sha).or_default().clone()
+        };
+        UploadTurn { state: self.clone(), sha: *sha, held: Some(turn.lock_owned().await) }
     }
 
     /// Feeds the running hash of an upload with `bytes`, just written to its part file

@@ -468,15 +468,19 @@ async fn evidence_chunk(
         .and_then(|o| o.parse().ok())
         .ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
     let chunk = raw_body(request, limits::MAX_CHUNK_BYTES, "application/octet-stream").await?;
+    // One chunk of a file at a time. The bytes are written and synced outside the
+    // store's writer (which every push and review waits for), between two short
+    // transactions: where the upload stands, then what it now holds.
+    let _turn = state.upload_turn(&sha).await;
     let st = state.clone();
-    let status = state
+    let held = state
         .db()
         .write(move |tx| {
             let held = evidence_row(tx, &sha)?
                 .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
             let held = reconcile_upload(tx, &st, held)?;
             if held.complete || offset + (chunk.len() as u64) <= held.received {
-                return Ok(Ok(held)); // a replay: acknowledged, nothing written
+                return Ok(Err(held)); // a replay: acknowledged, nothing written
             }
             if offset > held.received {
                 return Err(ApiError::offset_mismatch(format!(
@@ -484,32 +488,59 @@ async fn evidence_chunk(
                     held.received, held.received
                 )));
             }
-            let skip = (held.received - offset) as usize;
-            let new_bytes = &chunk[skip..];
-            if held.received + new_bytes.len() as u64 > held.size {
+            let new = chunk.len() as u64 - (held.received - offset);
+            if held.received + new > held.size {
                 return Err(ApiError::size_mismatch(format!(
                     "the chunk runs past the announced size of {} bytes",
                     held.size
                 )));
             }
-            let part = st.upload_path(&sha.to_hex());
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&part)?;
-                // A crash may have left bytes past what the store acknowledged: drop them.
-                f.set_len(held.received)?;
-                use std::io::Seek;
-                f.seek(std::io::SeekFrom::Start(held.received))?;
-                f.write_all(new_bytes)?;
-                f.sync_all()
-            };
-            write().map_err(ApiError::internal)?;
-            st.hash_upload(&sha, held.received, new_bytes);
-            let received = held.received + new_bytes.len() as u64;
+            Ok(Ok((held, chunk)))
+        })
+        .await?;
+    let (held, chunk) = match held {
+        Ok(write) => write,
+        Err(replay) => return Ok(Json(replay)),
+    };
+    // Synced to disk before the store records it, so that the part file is never shorter
+    // than recorded (see `reconcile_upload`).
+    let st = state.clone();
+    let new_bytes = tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
+        let new_bytes = &chunk[(held.received - offset) as usize..];
+        let part = st.upload_path(&sha.to_hex());
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&part)?;
+            // A crash may have left bytes past what the store acknowledged: drop them.
+            f.set_len(held.received)?;
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(held.received))?;
+            f.write_all(new_bytes)?;
+            f.sync_all()
+        };
+        write().map_err(ApiError::internal)?;
+        st.hash_upload(&sha, held.received, new_bytes);
+        Ok(new_bytes.len())
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let st = state.clone();
+    let status = state
+        .db()
+        .write(move |tx| {
+            let now = evidence_row(tx, &sha)?
+                .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
+            if now.complete || now.received != held.received {
+                // It moved meanwhile (only `reconcile_upload`'s repair after a crash
+                // moves it outside this upload's turn): the client continues from what
+                // it says.
+                return Ok(Ok(now));
+            }
+            let received = held.received + new_bytes as u64;
             tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", params![sha.to_hex(), received as i64])?;
             if received == held.size {
                 return complete_upload(tx, &st, &sha, &st.instruments());
             }
-            Ok(Ok(EvidenceStatus { received, ..held }))
+            Ok(Ok(EvidenceStatus { received, ..now }))
         })
         .await??;
     if status.complete {

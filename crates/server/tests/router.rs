@@ -1856,6 +1856,39 @@ async fn an_upload_whose_running_hash_missed_a_chunk_is_verified_from_its_file()
     assert_eq!((s, e["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_mismatch")));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_sent_twice_at_once_is_written_once() {
+    // A retry beside its original (a client that timed out, a proxy that duplicated the
+    // request): the chunks are written outside the store's writer, one per file at a
+    // time, so the second finds the first's bytes recorded and is a replay.
+    let h = Harness::new();
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 11 % 239) as u8).collect();
+    let digest = sha(&photo);
+    let announce = json!({"size": photo.len(), "media_type": "image/jpeg"});
+    h.call("POST", &format!("/v1/evidence/{digest}"), Some(&h.assessor), Some(announce)).await;
+    for (from, to) in [(0, 100_000), (100_000, 200_000), (200_000, 300_000)] {
+        let (a, b) = tokio::join!(
+            put_chunk(&h, &h.assessor, &digest, from as u64, &photo[from..to]),
+            put_chunk(&h, &h.assessor, &digest, from as u64, &photo[from..to]),
+        );
+        for (s, st) in [a, b] {
+            assert_eq!((s, st["received"].as_u64()), (StatusCode::OK, Some(to as u64)), "{st}");
+        }
+    }
+    let complete: i64 = h
+        .state
+        .db()
+        .read_blocking(|tx| {
+            tx.query_row("SELECT complete FROM blobs WHERE sha256 = ?1", [&digest], |r| r.get(0))
+                .map_err(sidak_server::error::ApiError::from)
+        })
+        .unwrap();
+    assert_eq!(complete, 1);
+    let stored = std::fs::read(h.state.blob_path(&digest)).unwrap();
+    assert!(stored == photo, "the stored file is the photo, byte for byte");
+    assert!(!h.state.upload_path(&digest).exists(), "no part file is left behind");
+}
+
 #[tokio::test]
 async fn an_upload_stays_resumable_and_a_finished_file_is_private() {
     let h = Harness::new();
