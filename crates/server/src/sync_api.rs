@@ -476,9 +476,7 @@ async fn evidence_chunk(
     let held = state
         .db()
         .write(move |tx| {
-            let held = evidence_row(tx, &sha)?
-                .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
-            let held = reconcile_upload(tx, &st, held)?;
+            let held = reconcile_upload(tx, &st, announced(tx, &sha)?)?;
             if held.complete || offset + (chunk.len() as u64) <= held.received {
                 return Ok(Err(held)); // a replay: acknowledged, nothing written
             }
@@ -527,8 +525,7 @@ async fn evidence_chunk(
     let status = state
         .db()
         .write(move |tx| {
-            let now = evidence_row(tx, &sha)?
-                .ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))?;
+            let now = announced(tx, &sha)?;
             if now.complete || now.received != held.received {
                 // It moved meanwhile (only `reconcile_upload`'s repair after a crash
                 // moves it outside this upload's turn): the client continues from what
@@ -547,6 +544,11 @@ async fn evidence_chunk(
         state.notify_changed();
     }
     Ok(Json(status))
+}
+
+/// An upload's record, which a chunk needs announced first.
+fn announced(tx: &Transaction<'_>, sha: &Sha256Digest) -> Result<EvidenceStatus, ApiError> {
+    evidence_row(tx, sha)?.ok_or_else(|| ApiError::not_found(format!("announce {sha} first (POST /v1/evidence/{sha})")))
 }
 
 /// Brings an unfinished upload's record in line with its files after a crash. Chunks
