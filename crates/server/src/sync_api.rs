@@ -469,37 +469,29 @@ async fn evidence_chunk(
         .ok_or_else(|| ApiError::bad_query("give ?offset=<bytes already received>"))?;
     let chunk = raw_body(request, limits::MAX_CHUNK_BYTES, "application/octet-stream").await?;
     // One chunk of a file at a time. The bytes are written and synced outside the
-    // store's writer (which every push and review waits for), between two short
-    // transactions: where the upload stands, then what it now holds.
+    // store's writer (which every push and review waits for): where the upload stands
+    // is read first, and only what it now holds is written, in one short transaction.
     let _turn = state.upload_turn(&sha).await;
-    let st = state.clone();
-    let held = state
-        .db()
-        .write(move |tx| {
-            let held = reconcile_upload(tx, &st, announced(tx, &sha)?)?;
-            if held.complete || offset + (chunk.len() as u64) <= held.received {
-                return Ok(Err(held)); // a replay: acknowledged, nothing written
-            }
-            if offset > held.received {
-                return Err(ApiError::offset_mismatch(format!(
-                    "{} bytes of {sha} are held; send from offset {}",
-                    held.received, held.received
-                )));
-            }
-            let new = chunk.len() as u64 - (held.received - offset);
-            if held.received + new > held.size {
-                return Err(ApiError::size_mismatch(format!(
-                    "the chunk runs past the announced size of {} bytes",
-                    held.size
-                )));
-            }
-            Ok(Ok((held, chunk)))
-        })
-        .await?;
-    let (held, chunk) = match held {
-        Ok(write) => write,
-        Err(replay) => return Ok(Json(replay)),
+    let held = state.db().read(move |tx| announced(tx, &sha)).await?;
+    // Only a crash's repair needs the writer here: nearly every chunk just reads.
+    let held = if needs_repair(&state, &held) {
+        let st = state.clone();
+        state.db().write(move |tx| reconcile_upload(tx, &st, announced(tx, &sha)?)).await?
+    } else {
+        held
     };
+    if held.complete || offset + (chunk.len() as u64) <= held.received {
+        return Ok(Json(held)); // a replay: acknowledged, nothing written
+    }
+    if offset > held.received {
+        return Err(ApiError::offset_mismatch(format!(
+            "{} bytes of {sha} are held; send from offset {}",
+            held.received, held.received
+        )));
+    }
+    if held.received + (chunk.len() as u64 - (held.received - offset)) > held.size {
+        return Err(ApiError::size_mismatch(format!("the chunk runs past the announced size of {} bytes", held.size)));
+    }
     // Synced to disk before the store records it, so that the part file is never shorter
     // than recorded (see `reconcile_upload`).
     let st = state.clone();
@@ -556,14 +548,11 @@ fn announced(tx: &Transaction<'_>, sha: &Sha256Digest) -> Result<EvidenceStatus,
 /// shorter than recorded — except when a crash fell between moving the completed file
 /// into place and committing that: then the file is finished here.
 fn reconcile_upload(tx: &Transaction<'_>, state: &AppState, held: EvidenceStatus) -> Result<EvidenceStatus, ApiError> {
-    if held.complete {
+    if !needs_repair(state, &held) {
         return Ok(held);
     }
     let hex = held.sha256.to_hex();
-    let on_disk = std::fs::metadata(state.upload_path(&hex)).map(|m| m.len()).unwrap_or(0);
-    if on_disk >= held.received {
-        return Ok(held);
-    }
+    let on_disk = part_len(state, &hex);
     let blob = state.blob_path(&hex);
     if blob.is_file() && file_digest(&blob)? == held.sha256 {
         tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
@@ -577,6 +566,17 @@ fn reconcile_upload(tx: &Transaction<'_>, state: &AppState, held: EvidenceStatus
     tracing::warn!(sha256 = %hex, recorded = held.received, on_disk, "an upload lost bytes in a crash; resuming from what is on disk");
     tx.execute("UPDATE blobs SET received = ?2 WHERE sha256 = ?1", params![hex, on_disk as i64])?;
     Ok(EvidenceStatus { received: on_disk, ..held })
+}
+
+/// True when an unfinished upload's part file is shorter than its record says: a crash
+/// that [`reconcile_upload`] repairs.
+fn needs_repair(state: &AppState, held: &EvidenceStatus) -> bool {
+    !held.complete && part_len(state, &held.sha256.to_hex()) < held.received
+}
+
+/// The length of an upload's part file (0 when there is none).
+fn part_len(state: &AppState, hex: &str) -> u64 {
+    std::fs::metadata(state.upload_path(hex)).map(|m| m.len()).unwrap_or(0)
 }
 
 fn file_digest(path: &std::path::Path) -> Result<Sha256Digest, ApiError> {
