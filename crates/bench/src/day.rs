@@ -46,11 +46,7 @@ const PRODUCTS_PER_UNIT: usize = 4;
 
 /// Device `d`'s assessor.
 fn assessor(d: usize) -> String {
-    if d == 0 {
-        ASSESSOR.to_owned()
-    } else {
-        format!("{ASSESSOR}-{d}")
-    }
+    format!("{ASSESSOR}-{d}")
 }
 
 /// A city of `units` units for each of `devices` assessors, each assigned its city.
@@ -59,17 +55,13 @@ fn registry(devices: usize, units: usize) -> (String, Vec<NewAssignment>) {
     let mut csv = REGISTRY_HEADER.to_owned() + "\n";
     let mut assignments = Vec::new();
     for d in 0..devices {
-        let (city, suffix) = if d == 0 {
-            ("kota-harian".to_owned(), String::new())
-        } else {
-            (format!("kota-harian-{d}"), format!(" {d}"))
-        };
+        let city = format!("kota-harian-{d}");
         for u in 0..units {
             let t = types[u % types.len()];
             let code = format!("{t}-{}", u + 1);
             for p in 1..=PRODUCTS_PER_UNIT {
                 csv.push_str(&format!(
-                    "{city},Pemerintah Kota Harian{suffix},kota,{REGION},{code},{t} {},{t},layanan-{p},Layanan {p}\n",
+                    "{city},Pemerintah Kota Harian {d},kota,{REGION},{code},{t} {},{t},layanan-{p},Layanan {p}\n",
                     u + 1
                 ));
             }
@@ -149,18 +141,52 @@ fn record(field: &mut Field, day: &Day, camera: &Path, seed: u64) -> Result<(usi
     Ok((field.all_ops()?.len(), photo_bytes))
 }
 
+/// A server under `dir` and `devices` devices, each its own assessor with its own city:
+/// each received its assignments in a morning sync (not measured) and recorded the day.
+struct Recorded {
+    server: BenchServer,
+    /// Each device, with its token.
+    devices: Vec<(Field, String)>,
+    /// Ops and photo bytes recorded, over all devices.
+    ops: usize,
+    photo_bytes: u64,
+}
+
+fn recorded(dir: &Path, day: &Day, devices: usize) -> Result<Recorded> {
+    let server = BenchServer::start(&dir.join("server"))?;
+    let (csv, assignments) = registry(devices, day.visits.div_ceil(PRODUCTS_PER_UNIT));
+    server.set_up(&csv, &assignments)?;
+    let mut out = Recorded { server, devices: Vec::new(), ops: 0, photo_bytes: 0 };
+    for d in 0..devices {
+        let assessor = assessor(d);
+        let token = out.server.token(Role::Assessor, Some(REGION), Some(&assessor))?;
+        let mut field = Field::open(&dir.join(format!("field-{d}")), &crate::passphrase())?;
+        field.init(&assessor, REGION)?;
+        field
+            .sync(&SyncOptions::new(&out.server.url(), &token), &mut |_| {})
+            .map_err(|e| anyhow!("device {d}'s first sync: {e}"))?;
+        let (ops, photo_bytes) = record(&mut field, day, &dir.join(format!("camera-{d}")), 7 + d as u64)?;
+        out.ops += ops;
+        out.photo_bytes += photo_bytes;
+        out.devices.push((field, token));
+    }
+    Ok(out)
+}
+
+/// The time to send `up` and `down` bytes over loopback and write them to disk with one
+/// fsync: the floor under a sync that makes them durable.
+fn durable_floor(tmp: &Path, up: u64, down: u64) -> Result<std::time::Duration> {
+    let sink = tmp.join("raw-upload.bin");
+    let took = raw_loopback_into(up, down, Some(&sink))?;
+    std::fs::remove_file(&sink)?;
+    Ok(took)
+}
+
 /// One day, synced with or without gzip; returns (wall, bytes up, bytes down, ops).
 fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
     let dir = tmp.join(if identity { "day-identity" } else { "day-gzip" });
-    let server = BenchServer::start(&dir.join("server"))?;
-    let (csv, assignments) = registry(1, day.visits.div_ceil(PRODUCTS_PER_UNIT));
-    server.set_up(&csv, &assignments)?;
-    let token = server.token(Role::Assessor, Some(REGION), Some(ASSESSOR))?;
-    let mut field = Field::open(&dir.join("field"), &crate::passphrase())?;
-    field.init(ASSESSOR, REGION)?;
-    // The morning sync: instruments and assignments onto the device (not measured).
-    field.sync(&SyncOptions::new(&server.url(), &token), &mut |_| {}).map_err(|e| anyhow!("first sync: {e}"))?;
-    let (ops, photo_bytes) = record(&mut field, day, &dir.join("camera"), 7)?;
+    let Recorded { server, mut devices, ops, photo_bytes } = recorded(&dir, day, 1)?;
+    let (mut field, token) = devices.pop().ok_or_else(|| anyhow!("no device was set up"))?;
     let t = Instant::now();
     field.status()?;
     println!("  Field::status() after the day's recording: {}", time(t.elapsed()));
@@ -198,24 +224,8 @@ fn one(tmp: &Path, day: &Day, identity: bool) -> Result<(std::time::Duration, u6
 /// (gzip, as the field client sends); returns (wall, bytes up, bytes down, ops, photo
 /// bytes).
 fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
-    let dir = tmp.join(format!("days-{}", day.devices));
-    let server = BenchServer::start(&dir.join("server"))?;
-    let (csv, assignments) = registry(day.devices, day.visits.div_ceil(PRODUCTS_PER_UNIT));
-    server.set_up(&csv, &assignments)?;
-    let (mut devices, mut ops, mut photo_bytes) = (Vec::new(), 0, 0);
-    for d in 0..day.devices {
-        let assessor = assessor(d);
-        let token = server.token(Role::Assessor, Some(REGION), Some(&assessor))?;
-        let mut field = Field::open(&dir.join(format!("field-{d}")), &crate::passphrase())?;
-        field.init(&assessor, REGION)?;
-        field
-            .sync(&SyncOptions::new(&server.url(), &token), &mut |_| {})
-            .map_err(|e| anyhow!("device {d}'s first sync: {e}"))?;
-        let (o, p) = record(&mut field, day, &dir.join(format!("camera-{d}")), 7 + d as u64)?;
-        ops += o;
-        photo_bytes += p;
-        devices.push((field, token));
-    }
+    let Recorded { server, mut devices, ops, photo_bytes } =
+        recorded(&tmp.join(format!("days-{}", day.devices)), day, day.devices)?;
     let proxy = CountingProxy::start(server.addr, false)?;
     let url = proxy.url();
     let cpu_before = process_cpu();
@@ -274,9 +284,7 @@ pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
     for identity in [false, true] {
         let (took, up, down, ops, photo_bytes) = one(tmp, day, identity)?;
         let raw = raw_loopback(up, down)?;
-        let sink = tmp.join(format!("raw-upload-{identity}.bin"));
-        let durable = raw_loopback_into(up, down, Some(&sink))?;
-        std::fs::remove_file(&sink)?;
+        let durable = durable_floor(tmp, up, down)?;
         let how = if identity { "without gzip" } else { "gzip" };
         println!(
             "device's day ({how}): {ops} ops, {} photos ({}), synced in {} — {} up, {} down; raw loopback for the same bytes {}, and written to disk with one fsync {}",
@@ -307,9 +315,7 @@ pub fn run(tmp: &Path, day: &Day) -> Result<Vec<Row>> {
     }
     if day.devices > 1 {
         let (took, up, down, ops, photo_bytes) = at_once(tmp, day)?;
-        let sink = tmp.join("raw-upload-at-once.bin");
-        let durable = raw_loopback_into(up, down, Some(&sink))?;
-        std::fs::remove_file(&sink)?;
+        let durable = durable_floor(tmp, up, down)?;
         println!(
             "{} devices' days at once (gzip): {ops} ops, {} photos ({}), all synced in {} — {} up, {} down; the same bytes sent and written to disk with one fsync {}",
             day.devices,

@@ -472,9 +472,18 @@ async fn evidence_chunk(
     // store's writer (which every push and review waits for): where the upload stands
     // is read first, and only what it now holds is written, in one short transaction.
     let _turn = state.upload_turn(&sha).await;
-    let held = state.db().read(move |tx| announced(tx, &sha)).await?;
-    // Only a crash's repair needs the writer here: nearly every chunk just reads.
-    let held = if needs_repair(&state, &held) {
+    // Only a crash's repair needs the writer here: nearly every chunk just reads. (The
+    // part file's length is read on the store's thread too, not on this async one.)
+    let st = state.clone();
+    let (held, damaged) = state
+        .db()
+        .read(move |tx| {
+            let held = announced(tx, &sha)?;
+            let damaged = needs_repair(&st, &held);
+            Ok::<_, ApiError>((held, damaged))
+        })
+        .await?;
+    let held = if damaged {
         let st = state.clone();
         state.db().write(move |tx| reconcile_upload(tx, &st, announced(tx, &sha)?)).await?
     } else {
@@ -489,7 +498,7 @@ async fn evidence_chunk(
             held.received, held.received
         )));
     }
-    if held.received + (chunk.len() as u64 - (held.received - offset)) > held.size {
+    if offset + chunk.len() as u64 > held.size {
         return Err(ApiError::size_mismatch(format!("the chunk runs past the announced size of {} bytes", held.size)));
     }
     // Synced to disk before the store records it, so that the part file is never shorter
