@@ -165,6 +165,14 @@ impl<'de> Deserialize<'de> for Cursor {
     }
 }
 
+/// Where to ask for the next pull page before reading this one's body (§5.4): the
+/// cursor a successful answer's headers name ([`CURSOR_HEADER`]), when they say more
+/// waits ([`MORE_HEADER`]). `None` when they say no more, or are missing or unreadable
+/// (a server from before them): the client then asks a page at a time.
+pub fn cursor_ahead<'h>(header: impl Fn(&str) -> Option<&'h str>) -> Option<Cursor> {
+    (header(MORE_HEADER)? == "true").then(|| header(CURSOR_HEADER)?.parse().ok())?
+}
+
 /// `GET /v1/ops/pull?cursor=…&limit=…`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PullResponse {
@@ -429,3 +437,25 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("internal", 500),
     ("shutting_down", 503),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_asked_ahead_only_where_its_headers_say_more_waits_and_where() {
+        let cursor = "018f93f10f80717cabda114548e3ff2f.14";
+        let headers = |more: Option<&'static str>, at: Option<&'static str>| {
+            move |name: &str| match name {
+                MORE_HEADER => more,
+                CURSOR_HEADER => at,
+                _ => None,
+            }
+        };
+        assert_eq!(cursor_ahead(headers(Some("true"), Some(cursor))), Some(cursor.parse().unwrap()));
+        assert_eq!(cursor_ahead(headers(Some("false"), Some(cursor))), None, "no more");
+        assert_eq!(cursor_ahead(headers(None, Some(cursor))), None, "an older server");
+        assert_eq!(cursor_ahead(headers(Some("true"), None)), None);
+        assert_eq!(cursor_ahead(headers(Some("true"), Some("not-a-cursor"))), None);
+    }
+}

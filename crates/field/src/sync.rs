@@ -21,9 +21,8 @@ use sidak_core::sync::{
     apply_push_result, backoff_ms, next_chunk, plan_pull_page, plan_push, Held, PullError, PushOutcome,
 };
 use sidak_core::wire::{
-    limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, Pending, PullResponse,
-    PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, CURSOR_HEADER, MORE_HEADER, PROTOCOL_HEADER,
-    PROTOCOL_VERSION,
+    cursor_ahead, limits, AssignmentList, Cursor, ErrorBody, EvidenceBegin, EvidenceStatus, InstrumentList, Pending,
+    PullResponse, PushRequest, PushResponse, StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
 use crate::app::Field;
@@ -254,15 +253,12 @@ fn read_page<'s>(
     next_path: &dyn Fn(&str) -> String,
     response: Response,
 ) -> Result<(PullResponse, Option<Ahead<'s>>), Attempt> {
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-    let ahead = match (response.status().is_success(), header(MORE_HEADER), header(CURSOR_HEADER)) {
-        (true, Some("true"), Some(cursor)) if cursor.parse::<Cursor>().is_ok() => {
-            let path = next_path(cursor);
-            let request = authorised(client.get(http_url(opts, &path)), opts);
-            Some(Ahead { path, answer: scope.spawn(move || request.send()) })
-        }
-        _ => None,
-    };
+    let next = response.status().is_success().then(|| cursor_ahead(|h| response.headers().get(h)?.to_str().ok()));
+    let ahead = next.flatten().map(|cursor| {
+        let path = next_path(&cursor.to_string());
+        let request = authorised(client.get(http_url(opts, &path)), opts);
+        Ahead { path, answer: scope.spawn(move || request.send()) }
+    });
     Ok((decode::<PullResponse>(response, "pull")?, ahead))
 }
 

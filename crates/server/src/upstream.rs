@@ -31,8 +31,8 @@ use sidak_core::instrument::InstrumentRef;
 use sidak_core::op::Op;
 use sidak_core::sign::SignedHead;
 use sidak_core::wire::{
-    limits, Cursor, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse, PushRequest, PushResponse,
-    StatusRequest, StatusResponse, Whoami, CURSOR_HEADER, MORE_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    cursor_ahead, limits, Cursor, EvidenceBegin, EvidenceStatus, InstrumentList, PullResponse, PushRequest,
+    PushResponse, StatusRequest, StatusResponse, Whoami, PROTOCOL_HEADER, PROTOCOL_VERSION,
 };
 
 use crate::db::{meta, set_meta};
@@ -460,15 +460,12 @@ fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundRe
                 }
                 None => up.answer("pull", up.client.get(up.url(&path)))?,
             };
-            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-            if let (true, Some("true"), Some(next)) =
-                (response.status().is_success(), header(MORE_HEADER), header(CURSOR_HEADER))
-            {
-                if next.parse::<Cursor>().is_ok() {
-                    let next = path_at(next);
-                    let request = up.authorised(up.client.get(up.url(&next)));
-                    ahead = Some((next, scope.spawn(move || request.send())));
-                }
+            let next =
+                response.status().is_success().then(|| cursor_ahead(|h| response.headers().get(h)?.to_str().ok()));
+            if let Some(next) = next.flatten() {
+                let next = path_at(&next.to_string());
+                let request = up.authorised(up.client.get(up.url(&next)));
+                ahead = Some((next, scope.spawn(move || request.send())));
             }
             let page: PullResponse = match decode("pull", response) {
                 Err(ReplicationError::Refused(m)) if m.starts_with("reset_required") => {
