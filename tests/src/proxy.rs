@@ -132,6 +132,9 @@ pub struct ProxyStats {
     pub duplicated: u64,
     /// Requests answered by the proxy itself (see [`FaultProxy::refuse`]).
     pub refused: u64,
+    /// The most requests matching [`FaultProxy::hold_until_company`]'s needle that were
+    /// in the proxy at once.
+    pub most_at_once: u64,
 }
 
 /// A decided fault with its parameters. `frac` in `[0, 1)` picks the cut position.
@@ -215,6 +218,17 @@ struct State {
     /// Requests whose start line contains the first string get `400` and the second as
     /// their JSON body, without reaching the server.
     refusal: Option<(String, String)>,
+    /// See [`FaultProxy::hold_until_company`].
+    company: Option<Company>,
+}
+
+/// Requests whose start line contains `needle`: how many are in the proxy now, and how
+/// long the first waits for another.
+struct Company {
+    needle: String,
+    wait: Duration,
+    now: u64,
+    met: bool,
 }
 
 struct Shared {
@@ -268,6 +282,7 @@ impl FaultProxy {
                 stats: ProxyStats::default(),
                 log: Vec::new(),
                 refusal: None,
+                company: None,
             }),
         });
         let (tx, rx) = watch::channel(false);
@@ -327,6 +342,15 @@ impl FaultProxy {
     /// know a query parameter.
     pub fn refuse(&self, needle: &str, body: &str) {
         self.shared.lock().refusal = Some((needle.to_owned(), body.to_owned()));
+    }
+
+    /// From now on, holds a request whose start line contains `needle` until another
+    /// such request is in the proxy too, or `wait` has passed, whichever comes first; once
+    /// two were in at once, none is held. [`ProxyStats::most_at_once`] counts the most
+    /// that were in at once. A client that sends such requests one at a time is held
+    /// `wait` once and shows 1.
+    pub fn hold_until_company(&self, needle: &str, wait: Duration) {
+        self.shared.lock().company = Some(Company { needle: needle.to_owned(), wait, now: 0, met: false });
     }
 
     /// Connections accepted and faults injected so far.
@@ -779,6 +803,47 @@ async fn close_both(mut client: Conn, up: Option<Conn>) {
     drop(client);
 }
 
+/// A request counted in [`Company`] while it is in the proxy.
+struct Companion<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> Companion<'a> {
+    /// Counts the request in if its start line matches, and holds it while it is alone
+    /// and no two were in at once yet (see [`FaultProxy::hold_until_company`]).
+    async fn enter(shared: &'a Shared, request: &[u8]) -> Option<Companion<'a>> {
+        let line_end = request.iter().position(|&b| b == b'\n').unwrap_or(request.len());
+        let line = String::from_utf8_lossy(&request[..line_end]);
+        let wait = {
+            let mut st = shared.lock();
+            let st = &mut *st;
+            let company = st.company.as_mut().filter(|c| line.contains(c.needle.as_str()))?;
+            company.now += 1;
+            st.stats.most_at_once = st.stats.most_at_once.max(company.now);
+            company.met |= company.now >= 2;
+            (!company.met).then_some(company.wait)
+        };
+        if let Some(wait) = wait {
+            let until = tokio::time::Instant::now() + wait;
+            while tokio::time::Instant::now() < until && !shared.lock().company.as_ref().is_some_and(|c| c.met) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if let Some(c) = shared.lock().company.as_mut() {
+                c.met = true; // waited its time: hold no other
+            }
+        }
+        Some(Companion { shared })
+    }
+}
+
+impl Drop for Companion<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.shared.lock().company.as_mut() {
+            c.now = c.now.saturating_sub(1);
+        }
+    }
+}
+
 async fn handle_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let upstream = shared.upstream;
     let mut client = Conn::new(stream);
@@ -807,6 +872,7 @@ async fn handle_conn(stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
                 continue;
             }
         }
+        let _company = Companion::enter(shared, &req.bytes).await;
         let decision = shared.decide();
         debug!("{} request of {} bytes: {decision:?}", req.method, req.bytes.len());
         if up.is_none() {
@@ -1282,7 +1348,8 @@ mod tests {
                 truncated_responses: 1,
                 delayed: 1,
                 duplicated: 2,
-                refused: 0
+                refused: 0,
+                most_at_once: 0
             }
         );
         use FaultKind::*;

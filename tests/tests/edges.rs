@@ -265,3 +265,52 @@ fn a_device_asks_for_each_next_pull_page_ahead_and_holds_its_scope_once() {
     let stats = proxy.stats();
     assert!(stats.dropped_responses + stats.truncated_responses + stats.dropped_requests > 0, "{stats:?}");
 }
+
+#[test]
+fn a_device_sends_two_photos_at_once_each_in_order_and_every_one_arrives_whole() {
+    // Photos in chunks of 4 KiB, so that each takes several. The proxy holds the first
+    // chunk until a second is in flight beside it (or 20 s pass): a device that sends one
+    // file at a time never has two in at once.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let server = Server::start();
+    server.import_registry(&registry(&["jateng"]));
+    server.assign("jateng-a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let mut device = Device::new(&server.state, "jateng-a1", "jateng");
+    device.sync(&server.url()).expect("the morning sync");
+    let visits = device.record_unit("disdukcapil", 2, 0, &mut rng);
+    let photos: Vec<String> =
+        visits.iter().flat_map(|v| device.field.visit(v).unwrap().evidence).map(|e| e.sha256).collect();
+    assert!(photos.len() >= 4, "the day has photos: {}", photos.len());
+
+    let proxy = FaultProxy::start(server.addr, Faults::none()).unwrap();
+    proxy.hold_until_company("PUT /v1/evidence/", std::time::Duration::from_secs(20));
+    let mut options = sidak_field::sync::SyncOptions::new(&proxy.url(), &device.token);
+    options.chunk = 4096;
+    assert_eq!(options.files_at_once, 2, "the device's default");
+    let s = device.sync_with(&options).expect("the evening sync");
+    assert!(s.complete && s.unsent_files == 0, "{s:?}");
+    assert_eq!(s.files_uploaded, photos.len() as u64, "{s:?}");
+    assert_eq!(proxy.stats().most_at_once, 2, "two files' chunks were in flight at once, never more");
+    for sha in &photos {
+        let sent = device.field.blobs().read_all(&sha.parse().unwrap()).unwrap();
+        let held = std::fs::read(server.state.blob_path(sha)).expect("the server holds every photo");
+        assert!(held == sent, "{sha} arrived whole, each chunk in its place");
+    }
+    assert_eq!(
+        s.bytes_uploaded,
+        photos.iter().map(|p| std::fs::metadata(server.state.blob_path(p)).unwrap().len()).sum::<u64>()
+    );
+
+    // One at a time when asked: the same proxy then never sees two at once.
+    let mut one = Device::new(&server.state, "jateng-a1", "jateng");
+    one.sync(&server.url()).expect("a second device's morning sync");
+    one.record_unit("disdukcapil", 1, 0, &mut rng);
+    let proxy = FaultProxy::start(server.addr, Faults::none()).unwrap();
+    proxy.hold_until_company("PUT /v1/evidence/", std::time::Duration::from_millis(300));
+    let mut options = sidak_field::sync::SyncOptions::new(&proxy.url(), &one.token);
+    options.chunk = 4096;
+    options.files_at_once = 1;
+    let s = one.sync_with(&options).expect("a sync one file at a time");
+    assert!(s.complete && s.unsent_files == 0, "{s:?}");
+    assert_eq!(proxy.stats().most_at_once, 1);
+}

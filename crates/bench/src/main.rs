@@ -61,6 +61,10 @@ struct DayArgs {
     /// Evidence chunk size in KiB (the field client's default, which is also the most the protocol allows).
     #[arg(long, default_value_t = sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024)]
     chunk_kib: usize,
+    /// Photos the device sends at once (the field client's default); the gzip day is also
+    /// timed one file at a time, in the same run.
+    #[arg(long, default_value_t = sidak_field::sync::SyncOptions::new("", "").files_at_once)]
+    files_at_once: usize,
     /// Above 1: also this many devices (each its own assessor and city) record the same
     /// day and sync it to one server at once, as a regional office's evening.
     #[arg(long, default_value_t = 1)]
@@ -108,6 +112,7 @@ fn day_of(a: DayArgs) -> day::Day {
         photos: a.photos,
         photo_bytes: (a.photo_mb * 1_000_000.0) as usize,
         chunk: a.chunk_kib * 1024,
+        files_at_once: a.files_at_once,
         devices: a.devices.max(1),
     }
 }
@@ -148,6 +153,7 @@ fn main() -> Result<()> {
                 photos: 40,
                 photo_mb: 2.0,
                 chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
+                files_at_once: sidak_field::sync::SyncOptions::new("", "").files_at_once,
                 devices: 1,
             };
             rows.extend(day::run(tmp.path(), &day_of(d))?);

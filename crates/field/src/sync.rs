@@ -26,8 +26,10 @@ use sidak_core::wire::{
 };
 
 use crate::app::Field;
+use crate::blobs::Blobs;
 use crate::error::{db, FieldError};
 use crate::log::{self, require_identity};
+use crate::store::Store;
 
 /// How to sync.
 #[derive(Clone, Debug)]
@@ -42,6 +44,9 @@ pub struct SyncOptions {
     pub page: usize,
     /// Evidence chunk size in bytes (at most 1 MiB).
     pub chunk: usize,
+    /// Evidence files sent at once (1 to [`MAX_FILES_AT_ONCE`]), each file's chunks in
+    /// order: while the server writes one file's chunk, another's crosses the link.
+    pub files_at_once: usize,
     /// Timeout of one request.
     pub timeout: Duration,
     /// Give up on a transient failure after this long.
@@ -66,6 +71,7 @@ impl SyncOptions {
             batch: 500,
             page: limits::DEFAULT_PULL_LIMIT,
             chunk: DEFAULT_CHUNK_BYTES,
+            files_at_once: 2,
             timeout: Duration::from_secs(30),
             retry_for: Duration::from_secs(120),
             retry_base: Duration::from_millis(250),
@@ -260,6 +266,124 @@ fn read_page<'s>(
         Ahead { path, answer: scope.spawn(move || request.send()) }
     });
     Ok((decode::<PullResponse>(response, "pull")?, ahead))
+}
+
+/// At most this many evidence files are sent at once, whatever [`SyncOptions`] asks.
+pub const MAX_FILES_AT_ONCE: usize = 8;
+
+/// What a thread sending evidence tells the one that keeps the display and the store.
+enum Report {
+    Progress(Progress),
+    /// Bytes of a file the server acknowledged.
+    Sent(u64),
+    /// What became of a file.
+    Done(String, Result<FileUpload, SyncError>),
+    /// Transient failures retried by a sending thread, told when it ends.
+    Retries(u64),
+}
+
+/// What became of one file's upload.
+enum FileUpload {
+    /// Complete on the server (and, when it says, at the centre).
+    Complete { size: u64, centre: bool },
+    /// The file on this device no longer decrypts or no longer hashes to its name.
+    Damaged(String),
+    /// The server stopped before the last chunk without refusing: sent again next time.
+    Unfinished,
+}
+
+/// Sends one file's chunks in order (§6.4), from where the server says it stands.
+fn upload_file(
+    http: &mut Http<'_>,
+    blobs: &Blobs,
+    sha: &str,
+    size: u64,
+    media_type: String,
+    sent: &mut dyn FnMut(u64),
+) -> Result<FileUpload, SyncError> {
+    let opts = http.opts;
+    let digest: Sha256Digest = sha.parse().map_err(|_| FieldError::Corrupt(format!("bad digest {sha}")))?;
+    let begin = EvidenceBegin { size, media_type };
+    let mut status: EvidenceStatus =
+        http.send("evidence", &|c| c.post(http_url(opts, &format!("/v1/evidence/{sha}"))).json(&begin))?;
+    let chunk_bytes = opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64;
+    // The chunk read (decrypted) while the one before it travelled, and where.
+    let mut ahead: Option<(u64, u64, Result<Vec<u8>, FieldError>)> = None;
+    while let Some((offset, len)) = next_chunk(status.size, status.received, chunk_bytes) {
+        if status.complete {
+            break;
+        }
+        let read = match ahead.take() {
+            Some((o, l, read)) if (o, l) == (offset, len) => read,
+            _ => blobs.read_chunk(&digest, offset, len as usize),
+        };
+        let chunk = match read {
+            Ok(chunk) => chunk,
+            // The file on this device no longer decrypts (damaged storage): it cannot be
+            // sent as it was. Set it aside, like a mismatch below.
+            Err(e @ FieldError::DamagedEvidence { .. }) => return Ok(FileUpload::Damaged(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        // The next chunk is decrypted on a second thread while this one is sent and the
+        // server writes it: on a fast link the two would otherwise add up.
+        let (answer, next) = std::thread::scope(|scope| {
+            let reader = next_chunk(status.size, offset + len, chunk_bytes)
+                .map(|(o, l)| scope.spawn(move || (o, l, blobs.read_chunk(&digest, o, l as usize))));
+            let answer = http.send("evidence chunk", &|c| {
+                c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
+                    .header("content-type", "application/octet-stream")
+                    .body(chunk.clone())
+            });
+            (answer, reader.map(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+        });
+        ahead = next;
+        status = match answer {
+            // The file on this device no longer hashes to its name: sending it again
+            // cannot help (§6.4). Set it aside and carry on with the rest.
+            Err(SyncError::Refused(m)) if m.contains("(evidence_mismatch)") => return Ok(FileUpload::Damaged(m)),
+            other => other?,
+        };
+        // No commit per chunk: an upload resumes from the count the server gives when it
+        // is announced again, never from this device's, so a durable write here would
+        // only cost a sync per chunk.
+        sent(len);
+    }
+    Ok(match status.complete {
+        true => FileUpload::Complete { size: status.size, centre: status.centre_complete.unwrap_or(false) },
+        false => FileUpload::Unfinished,
+    })
+}
+
+/// Records what became of one file's upload.
+fn record_upload(
+    store: &mut Store,
+    summary: &mut SyncSummary,
+    sha: &str,
+    outcome: Result<FileUpload, SyncError>,
+) -> Result<(), SyncError> {
+    match outcome? {
+        FileUpload::Damaged(why) => {
+            store.write(|tx, _| {
+                tx.execute("UPDATE uploads SET failed = ?2, received = 0 WHERE sha256 = ?1", params![sha, why])
+                    .map_err(db)?;
+                Ok(())
+            })?;
+            summary.files_damaged.push(sha.to_owned());
+        }
+        FileUpload::Complete { size, centre } => {
+            store.write(|tx, _| {
+                tx.execute(
+                    "UPDATE uploads SET complete = 1, received = ?2, centre_complete = ?3 WHERE sha256 = ?1",
+                    params![sha, size as i64, centre as i64],
+                )
+                .map_err(db)?;
+                Ok(())
+            })?;
+            summary.files_uploaded += 1;
+        }
+        FileUpload::Unfinished => {}
+    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -591,84 +715,69 @@ impl Field {
         let total: u64 = pending.iter().map(|p| p.1).sum();
         let mut sent = 0u64;
         let opts = http.opts;
-        for (sha, size, media_type) in pending {
-            let digest: Sha256Digest = sha.parse().map_err(|_| FieldError::Corrupt(format!("bad digest {sha}")))?;
-            let begin = EvidenceBegin { size, media_type };
-            let mut status: EvidenceStatus =
-                http.send("evidence", &|c| c.post(http_url(opts, &format!("/v1/evidence/{sha}"))).json(&begin))?;
-            let mut damaged = None;
-            let chunk_bytes = opts.chunk.min(limits::MAX_CHUNK_BYTES) as u64;
-            // The chunk read (decrypted) while the one before it travelled, and where.
-            let mut ahead: Option<(u64, u64, Result<Vec<u8>, FieldError>)> = None;
-            while let Some((offset, len)) = next_chunk(status.size, status.received, chunk_bytes) {
-                if status.complete {
-                    break;
-                }
-                let read = match ahead.take() {
-                    Some((o, l, read)) if (o, l) == (offset, len) => read,
-                    _ => self.blobs.read_chunk(&digest, offset, len as usize),
-                };
-                let chunk = match read {
-                    Ok(chunk) => chunk,
-                    // The file on this device no longer decrypts (damaged storage): it
-                    // cannot be sent as it was. Set it aside, like a mismatch below.
-                    Err(e @ FieldError::DamagedEvidence { .. }) => {
-                        damaged = Some(e.to_string());
-                        break;
+        // Several files travel at once, each on its own thread and each file's chunks in
+        // order (§6.4): while one chunk is written and synced on the server, another
+        // crosses the link. This thread keeps the display and records what each file
+        // became; the threads only read the files and talk to the server.
+        let senders = opts.files_at_once.clamp(1, MAX_FILES_AT_ONCE).min(pending.len());
+        let queue = std::sync::Mutex::new(pending.into_iter());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (report, reports) = std::sync::mpsc::channel::<Report>();
+        let (blobs, store, client) = (&self.blobs, &mut self.store, &http.client);
+        let mut first_error = None;
+        std::thread::scope(|scope| {
+            for _ in 0..senders {
+                let (report, queue, stop) = (report.clone(), &queue, &stop);
+                scope.spawn(move || {
+                    let forward = report.clone();
+                    let mut progress = move |p: Progress| {
+                        let _ = forward.send(Report::Progress(p));
+                    };
+                    let mut http = Http { client: client.clone(), opts, retries: 0, progress: &mut progress };
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Some((sha, size, media_type)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next()
+                        else {
+                            break;
+                        };
+                        let outcome = upload_file(&mut http, blobs, &sha, size, media_type, &mut |len| {
+                            let _ = report.send(Report::Sent(len));
+                        });
+                        if outcome.is_err() {
+                            // Start no other file; the one the other thread sends, it finishes.
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let _ = report.send(Report::Done(sha, outcome));
                     }
-                    Err(e) => return Err(e.into()),
-                };
-                // The next chunk is decrypted on a second thread while this one is sent
-                // and the server writes it: on a fast link the two would otherwise add up.
-                let blobs = &self.blobs;
-                let (answer, next) = std::thread::scope(|scope| {
-                    let reader = next_chunk(status.size, offset + len, chunk_bytes)
-                        .map(|(o, l)| scope.spawn(move || (o, l, blobs.read_chunk(&digest, o, l as usize))));
-                    let answer = http.send("evidence chunk", &|c| {
-                        c.put(http_url(opts, &format!("/v1/evidence/{sha}?offset={offset}")))
-                            .header("content-type", "application/octet-stream")
-                            .body(chunk.clone())
-                    });
-                    (answer, reader.map(|r| r.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+                    let _ = report.send(Report::Retries(http.retries));
                 });
-                ahead = next;
-                status = match answer {
-                    // The file on this device no longer hashes to its name: sending it
-                    // again cannot help (§6.4). Set it aside and carry on with the rest.
-                    Err(SyncError::Refused(m)) if m.contains("(evidence_mismatch)") => {
-                        damaged = Some(m);
-                        break;
+            }
+            drop(report);
+            for r in reports {
+                let done = match r {
+                    Report::Progress(p) => {
+                        (http.progress)(p);
+                        continue;
                     }
-                    other => other?,
+                    Report::Sent(len) => {
+                        sent += len;
+                        summary.bytes_uploaded += len;
+                        (http.progress)(Progress::Uploaded(sent, total));
+                        continue;
+                    }
+                    Report::Retries(n) => {
+                        http.retries += n;
+                        continue;
+                    }
+                    Report::Done(sha, outcome) => record_upload(store, summary, &sha, outcome),
                 };
-                sent += len;
-                summary.bytes_uploaded += len;
-                (http.progress)(Progress::Uploaded(sent, total));
-                // No commit per chunk: an upload resumes from the count the server
-                // gives when it is announced again, never from this device's, so a
-                // durable write here would only cost a sync per chunk.
+                if let Err(e) = done {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
             }
-            if let Some(why) = damaged {
-                self.store.write(|tx, _| {
-                    tx.execute("UPDATE uploads SET failed = ?2, received = 0 WHERE sha256 = ?1", params![sha, why])
-                        .map_err(db)?;
-                    Ok(())
-                })?;
-                summary.files_damaged.push(sha.clone());
-                continue;
-            }
-            if status.complete {
-                let centre = status.centre_complete.unwrap_or(false);
-                self.store.write(|tx, _| {
-                    tx.execute(
-                        "UPDATE uploads SET complete = 1, received = ?2, centre_complete = ?3 WHERE sha256 = ?1",
-                        params![sha, status.size as i64, centre as i64],
-                    )
-                    .map_err(db)?;
-                    Ok(())
-                })?;
-                summary.files_uploaded += 1;
-            }
+        });
+        if let Some(e) = first_error {
+            return Err(e);
         }
         // Files this server holds but the centre may not yet: ask again, so that
         // `prune` knows what it may free.
