@@ -408,3 +408,41 @@ fn a_region_asks_the_centre_for_each_next_page_ahead_and_holds_its_scope_once() 
     assert_eq!(r.pages_asked_ahead, pages - 1, "every page after the first was asked for ahead: {r:?}");
     assert_eq!(duplicates(&region), 0);
 }
+
+#[test]
+fn a_region_sends_the_centre_two_photos_at_once_and_every_one_arrives_whole() {
+    // The proxy before the centre holds the first chunk until a second is in flight
+    // beside it (or 20 s pass): a region that sends one file at a time never has two in.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let centre = Server::start();
+    centre.import_registry(&registry(&["jateng"]));
+    centre.assign("a1", "kota-jateng", "disdukcapil", "penilaian-2023@1");
+    let region = Server::start();
+    let peer = centre.token(Role::Peer, Some("jateng"), None);
+    region.replicate(&centre.url(), &peer).expect("the region fetches its part of the season");
+    let mut device = Device::new(&region.state, "a1", "jateng");
+    device.sync(&region.url()).expect("the device's morning sync");
+    device.record_unit("disdukcapil", 2, 0, &mut rng);
+    assert!(device.sync(&region.url()).expect("its evening sync").complete);
+    let photos = evidence_of(&mut device);
+    assert!(photos.len() >= 4, "the day has photos: {}", photos.len());
+
+    let proxy = sidak_e2e::proxy::FaultProxy::start(centre.addr, sidak_e2e::proxy::Faults::none()).unwrap();
+    proxy.hold_until_company("PUT /v1/evidence/", Duration::from_secs(20));
+    let cfg = sidak_server::upstream::UpstreamConfig::new(&proxy.url(), &peer);
+    assert_eq!(cfg.files_at_once, 2, "the region's default");
+    let r = sidak_server::upstream::replicate_once(&region.state, &cfg).expect("a round");
+    assert_eq!(r.files, photos.len() as u64, "{r:?}");
+    assert_eq!(proxy.stats().most_at_once, 2, "two files' chunks were in flight at once, never more");
+    for e in &photos {
+        let sent = std::fs::read(region.state.blob_path(&e.sha256)).unwrap();
+        let held = std::fs::read(centre.state.blob_path(&e.sha256)).expect("the centre holds every photo");
+        assert!(held == sent, "{} arrived whole", e.sha256);
+    }
+    assert_eq!(
+        r.bytes,
+        photos.iter().map(|e| std::fs::metadata(centre.state.blob_path(&e.sha256)).unwrap().len()).sum::<u64>()
+    );
+    let again = sidak_server::upstream::replicate_once(&region.state, &cfg).expect("the next round");
+    assert!(again.caught_up && again.files == 0, "every file is recorded as held by the centre: {again:?}");
+}

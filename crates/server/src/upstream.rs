@@ -58,7 +58,15 @@ pub struct UpstreamConfig {
     pub ca_file: Option<std::path::PathBuf>,
     /// Ops per pull page from the centre (at most 1000).
     pub page: usize,
+    /// Evidence files sent to the centre at once (1 to [`MAX_FILES_AT_ONCE`]), each
+    /// file's chunks in order: while the centre writes one file's chunk, another's
+    /// crosses the link.
+    pub files_at_once: usize,
 }
+
+/// At most this many evidence files are sent to the centre at once, whatever
+/// [`UpstreamConfig`] asks.
+pub const MAX_FILES_AT_ONCE: usize = 8;
 
 impl UpstreamConfig {
     /// Defaults: a round every 5 s, 30 s per request.
@@ -70,6 +78,7 @@ impl UpstreamConfig {
             timeout: Duration::from_secs(30),
             ca_file: None,
             page: limits::MAX_PULL_LIMIT,
+            files_at_once: 2,
         }
     }
 }
@@ -393,6 +402,8 @@ fn gzip_json(value: &impl Serialize) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// The evidence files the centre lacks, sent `files_at_once` at a time (each file's
+/// chunks in order, §6.4), as a device sends its own.
 fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) -> Result<(), ReplicationError> {
     let pending: Vec<(String, u64, String)> = state.db().read_blocking(|tx| {
         let mut stmt = tx.prepare(
@@ -401,39 +412,85 @@ fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) 
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
         Ok::<_, ApiError>(rows.collect::<Result<Vec<_>, _>>()?)
     })?;
-    for (sha, size, media_type) in pending {
-        let begin = EvidenceBegin { size, media_type };
-        let mut status: EvidenceStatus =
-            up.send("evidence", up.client.post(up.url(&format!("/v1/evidence/{sha}"))).json(&begin))?;
-        let path = state.blob_path(&sha);
-        let mut file = std::fs::File::open(&path).map_err(ApiError::internal)?;
-        while !status.complete {
-            let Some((offset, len)) =
-                sidak_core::sync::next_chunk(status.size, status.received, limits::MAX_CHUNK_BYTES as u64)
-            else {
-                break;
-            };
-            let mut chunk = vec![0u8; len as usize];
-            file.seek(SeekFrom::Start(offset)).map_err(ApiError::internal)?;
-            file.read_exact(&mut chunk).map_err(ApiError::internal)?;
-            status = up.send(
-                "evidence chunk",
-                up.client
-                    .put(up.url(&format!("/v1/evidence/{sha}?offset={offset}")))
-                    .header("content-type", "application/octet-stream")
-                    .body(chunk),
-            )?;
-            report.bytes += len;
-        }
-        if status.complete {
-            state.db().write_blocking(|tx| {
-                tx.execute("UPDATE blobs SET upstream_complete = 1 WHERE sha256 = ?1", [&sha])?;
-                Ok::<_, ApiError>(())
-            })?;
-            report.files += 1;
+    let senders = up.cfg.files_at_once.clamp(1, MAX_FILES_AT_ONCE).min(pending.len());
+    let queue = Mutex::new(pending.into_iter());
+    let stop = AtomicBool::new(false);
+    let sent: Vec<(u64, u64, Result<(), ReplicationError>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..senders)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut files, mut bytes) = (0, 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((sha, size, media_type)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next()
+                        else {
+                            break;
+                        };
+                        match push_file(state, up, &sha, size, media_type, &mut bytes) {
+                            Ok(complete) => files += complete as u64,
+                            Err(e) => {
+                                // Start no other file; the one in flight beside it finishes.
+                                stop.store(true, Ordering::Relaxed);
+                                return (files, bytes, Err(e));
+                            }
+                        }
+                    }
+                    (files, bytes, Ok(()))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    let mut first_error = None;
+    for (files, bytes, result) in sent {
+        report.files += files;
+        report.bytes += bytes;
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Sends one file from where the centre says it stands; true once the centre holds it
+/// whole (and this server has recorded that).
+fn push_file(
+    state: &AppState,
+    up: &Upstream<'_>,
+    sha: &str,
+    size: u64,
+    media_type: String,
+    bytes: &mut u64,
+) -> Result<bool, ReplicationError> {
+    let begin = EvidenceBegin { size, media_type };
+    let mut status: EvidenceStatus =
+        up.send("evidence", up.client.post(up.url(&format!("/v1/evidence/{sha}"))).json(&begin))?;
+    let path = state.blob_path(sha);
+    let mut file = std::fs::File::open(&path).map_err(ApiError::internal)?;
+    while !status.complete {
+        let Some((offset, len)) =
+            sidak_core::sync::next_chunk(status.size, status.received, limits::MAX_CHUNK_BYTES as u64)
+        else {
+            break;
+        };
+        let mut chunk = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(offset)).map_err(ApiError::internal)?;
+        file.read_exact(&mut chunk).map_err(ApiError::internal)?;
+        status = up.send(
+            "evidence chunk",
+            up.client
+                .put(up.url(&format!("/v1/evidence/{sha}?offset={offset}")))
+                .header("content-type", "application/octet-stream")
+                .body(chunk),
+        )?;
+        *bytes += len;
+    }
+    if status.complete {
+        state.db().write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET upstream_complete = 1 WHERE sha256 = ?1", [sha])?;
+            Ok::<_, ApiError>(())
+        })?;
+    }
+    Ok(status.complete)
 }
 
 fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundReport) -> Result<(), ReplicationError> {
