@@ -348,9 +348,10 @@ fn upload_file(
         // only cost a sync per chunk.
         sent(len);
     }
-    Ok(match status.complete {
-        true => FileUpload::Complete { size: status.size, centre: status.centre_complete.unwrap_or(false) },
-        false => FileUpload::Unfinished,
+    Ok(if status.complete {
+        FileUpload::Complete { size: status.size, centre: status.centre_complete.unwrap_or(false) }
+    } else {
+        FileUpload::Unfinished
     })
 }
 
