@@ -76,6 +76,8 @@ pub fn backup(state: &AppState, to: &Path) -> Result<BackupReport, BackupError> 
     })?;
     drop(copy);
     let mut report = BackupReport { to: to.to_owned(), ops, files: 0, files_copied: 0, bytes_copied: 0 };
+    // Directories whose entries changed: the store's copy and `blobs/` in `to` itself.
+    let mut synced = std::collections::BTreeSet::from([to.to_owned()]);
     for sha in complete {
         let from = state.blob_path(&sha);
         let dest = to.join("blobs").join(&sha[..2]).join(&sha);
@@ -84,14 +86,24 @@ pub fn backup(state: &AppState, to: &Path) -> Result<BackupReport, BackupError> 
             continue;
         }
         let dir = dest.parent().unwrap_or(to);
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        // Copy to a temporary name, then rename: a crash never leaves half a file
-        // under a digest's name.
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            synced.insert(dir.parent().unwrap_or(to).to_owned());
+        }
+        // Copy to a temporary name, synced, then rename: a crash never leaves half a
+        // file under a digest's name.
         let part = dest.with_extension("part");
         let bytes = std::fs::copy(&from, &part).map_err(io(&from))?;
+        std::fs::File::open(&part).and_then(|f| f.sync_all()).map_err(io(&part))?;
         std::fs::rename(&part, &dest).map_err(io(&dest))?;
+        synced.insert(dir.to_owned());
         report.files_copied += 1;
         report.bytes_copied += bytes;
+    }
+    // The renames reach the disk with their directories: a backup reported done is on
+    // disk, whatever happens to the power next.
+    for dir in &synced {
+        crate::state::sync_dir(dir).map_err(io(dir))?;
     }
     Ok(report)
 }

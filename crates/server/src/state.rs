@@ -281,3 +281,9 @@ impl AppState {
         (running.fed == size).then(|| Sha256Digest(running.hasher.finalize().into()))
     }
 }
+
+/// Syncs a directory, so that the files just created, renamed or removed in it are
+/// durable: a rename reaches the disk with its directory, not with the file's own sync.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

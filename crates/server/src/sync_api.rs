@@ -640,8 +640,15 @@ fn complete_upload(
         ))));
     }
     let dest = state.blob_path(&hex);
-    std::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).map_err(ApiError::internal)?;
+    let dir = dest.parent().expect("blob paths have a parent");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(ApiError::internal)?;
+        crate::state::sync_dir(dir.parent().expect("blob directories have a parent")).map_err(ApiError::internal)?;
+    }
+    // The file is in place on disk before the store says it is complete: after a power
+    // cut, a store that says so never points at a file that is still a part file.
     std::fs::rename(&part, &dest).map_err(ApiError::internal)?;
+    crate::state::sync_dir(dir).map_err(ApiError::internal)?;
     tx.execute("UPDATE blobs SET complete = 1, received = size WHERE sha256 = ?1", [&hex])?;
     for i in citing_institutions(tx, &hex)? {
         results::recompute(tx, instruments, &i)?;
