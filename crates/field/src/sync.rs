@@ -4,6 +4,8 @@
 //! module carries them out over HTTP with retries, and reports only what is true.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
@@ -290,6 +292,37 @@ enum FileUpload {
     Damaged(String),
     /// The server stopped before the last chunk without refusing: sent again next time.
     Unfinished,
+}
+
+/// The files waiting to be sent, shared by the sending threads.
+struct Files {
+    queue: Mutex<std::vec::IntoIter<(String, u64, String)>>,
+    /// Set at the first failure: no thread starts another file.
+    stop: AtomicBool,
+}
+
+/// One sending thread: takes the next file until none is left or one failed, and tells
+/// `report` everything (its retries last).
+fn send_files(client: &Client, opts: &SyncOptions, blobs: &Blobs, files: &Files, report: &mpsc::Sender<Report>) {
+    let forward = report.clone();
+    let mut progress = move |p: Progress| {
+        let _ = forward.send(Report::Progress(p));
+    };
+    let mut http = Http { client: client.clone(), opts, retries: 0, progress: &mut progress };
+    while !files.stop.load(Ordering::Relaxed) {
+        let Some((sha, size, media_type)) = files.queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+            break;
+        };
+        let outcome = upload_file(&mut http, blobs, &sha, size, media_type, &mut |len| {
+            let _ = report.send(Report::Sent(len));
+        });
+        if outcome.is_err() {
+            // Start no other file; the one the other thread sends, it finishes.
+            files.stop.store(true, Ordering::Relaxed);
+        }
+        let _ = report.send(Report::Done(sha, outcome));
+    }
+    let _ = report.send(Report::Retries(http.retries));
 }
 
 /// Sends one file's chunks in order (§6.4), from where the server says it stands.
@@ -714,43 +747,21 @@ impl Field {
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
         let total: u64 = pending.iter().map(|p| p.1).sum();
-        let mut sent = 0u64;
         let opts = http.opts;
         // Several files travel at once, each on its own thread and each file's chunks in
         // order (§6.4): while one chunk is written and synced on the server, another
         // crosses the link. This thread keeps the display and records what each file
         // became; the threads only read the files and talk to the server.
         let senders = opts.files_at_once.clamp(1, MAX_FILES_AT_ONCE).min(pending.len());
-        let queue = std::sync::Mutex::new(pending.into_iter());
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let (report, reports) = std::sync::mpsc::channel::<Report>();
+        let files = Files { queue: Mutex::new(pending.into_iter()), stop: AtomicBool::new(false) };
+        let (report, reports) = mpsc::channel::<Report>();
         let (blobs, store, client) = (&self.blobs, &mut self.store, &http.client);
         let mut first_error = None;
         std::thread::scope(|scope| {
             for _ in 0..senders {
-                let (report, queue, stop) = (report.clone(), &queue, &stop);
-                scope.spawn(move || {
-                    let forward = report.clone();
-                    let mut progress = move |p: Progress| {
-                        let _ = forward.send(Report::Progress(p));
-                    };
-                    let mut http = Http { client: client.clone(), opts, retries: 0, progress: &mut progress };
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let Some((sha, size, media_type)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next()
-                        else {
-                            break;
-                        };
-                        let outcome = upload_file(&mut http, blobs, &sha, size, media_type, &mut |len| {
-                            let _ = report.send(Report::Sent(len));
-                        });
-                        if outcome.is_err() {
-                            // Start no other file; the one the other thread sends, it finishes.
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        let _ = report.send(Report::Done(sha, outcome));
-                    }
-                    let _ = report.send(Report::Retries(http.retries));
-                });
+                let (report, files) = (report.clone(), &files);
+                // Each thread owns its sender: when the last ends, the loop below does too.
+                scope.spawn(move || send_files(client, opts, blobs, files, &report));
             }
             drop(report);
             for r in reports {
@@ -760,9 +771,8 @@ impl Field {
                         continue;
                     }
                     Report::Sent(len) => {
-                        sent += len;
                         summary.bytes_uploaded += len;
-                        (http.progress)(Progress::Uploaded(sent, total));
+                        (http.progress)(Progress::Uploaded(summary.bytes_uploaded, total));
                         continue;
                     }
                     Report::Retries(n) => {
@@ -772,7 +782,7 @@ impl Field {
                     Report::Done(sha, outcome) => record_upload(store, summary, &sha, outcome),
                 };
                 if let Err(e) = done {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    files.stop.store(true, Ordering::Relaxed);
                     first_error.get_or_insert(e);
                 }
             }

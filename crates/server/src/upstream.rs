@@ -495,6 +495,10 @@ fn push_file(
 
 fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundReport) -> Result<(), ReplicationError> {
     let limit = up.cfg.page.clamp(1, limits::MAX_PULL_LIMIT);
+    let path_at = |cursor: Option<&str>| match cursor {
+        Some(c) => format!("/v1/ops/pull?cursor={c}&limit={limit}"),
+        None => format!("/v1/ops/pull?limit={limit}"),
+    };
     std::thread::scope(|scope| {
         // The next page, asked for as soon as a page's headers name its cursor (§5.4), so
         // that the centre writes it while this server absorbs the current one. Used only
@@ -504,11 +508,7 @@ fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundRe
             let cursor: Option<Cursor> = state
                 .db()
                 .read_blocking(|tx| Ok::<_, ApiError>(meta(tx, "upstream_cursor")?.and_then(|c| c.parse().ok())))?;
-            let path_at = |cursor: &str| match cursor {
-                "" => format!("/v1/ops/pull?limit={limit}"),
-                c => format!("/v1/ops/pull?cursor={c}&limit={limit}"),
-            };
-            let path = path_at(&cursor.map(|c| c.to_string()).unwrap_or_default());
+            let path = path_at(cursor.map(|c| c.to_string()).as_deref());
             let asked = ahead.take().filter(|(p, _)| *p == path).and_then(|(_, answer)| answer.join().ok()?.ok());
             let response = match asked {
                 Some(response) => {
@@ -520,7 +520,7 @@ fn pull(state: &AppState, up: &Upstream<'_>, id: &Identity, report: &mut RoundRe
             let next =
                 response.status().is_success().then(|| cursor_ahead(|h| response.headers().get(h)?.to_str().ok()));
             if let Some(next) = next.flatten() {
-                let next = path_at(&next.to_string());
+                let next = path_at(Some(&next.to_string()));
                 let request = up.authorised(up.client.get(up.url(&next)));
                 ahead = Some((next, scope.spawn(move || request.send())));
             }
