@@ -43,7 +43,8 @@ pub struct Day {
 }
 
 const ASSESSOR: &str = "asesor-harian";
-const REGION: &str = "jateng";
+/// The region every benchmark device and city is in.
+pub const REGION: &str = "jateng";
 const PRODUCTS_PER_UNIT: usize = 4;
 
 /// Device `d`'s assessor.
@@ -51,8 +52,22 @@ fn assessor(d: usize) -> String {
     format!("{ASSESSOR}-{d}")
 }
 
-/// A city of `units` units for each of `devices` assessors, each assigned its city.
-fn registry(devices: usize, units: usize) -> (String, Vec<NewAssignment>) {
+/// Devices that recorded their day, each with its token; and the ops and photo bytes
+/// recorded over all of them.
+pub struct Devices {
+    /// Each device's store, with its assessor's token.
+    pub fields: Vec<(Field, String)>,
+    /// Ops recorded.
+    pub ops: usize,
+    /// Photo bytes taken.
+    pub photo_bytes: u64,
+}
+
+/// The registry and assignments [`record_on`] needs on a server (or on the centre a
+/// region replicates them from): a city for each of `devices` assessors, each assigned
+/// its city, with enough units for `day`'s visits.
+pub fn registry(day: &Day, devices: usize) -> (String, Vec<NewAssignment>) {
+    let units = day.visits.div_ceil(PRODUCTS_PER_UNIT);
     let types = ["disdukcapil", "dpmptsp", "dinkes", "puskesmas", "disdik", "dinsos"];
     let mut csv = REGISTRY_HEADER.to_owned() + "\n";
     let mut assignments = Vec::new();
@@ -156,28 +171,35 @@ struct Recorded {
 
 fn recorded(dir: &Path, day: &Day, devices: usize) -> Result<Recorded> {
     let server = BenchServer::start(&dir.join("server"))?;
-    let (csv, assignments) = registry(devices, day.visits.div_ceil(PRODUCTS_PER_UNIT));
+    let (csv, assignments) = registry(day, devices);
     server.set_up(&csv, &assignments)?;
-    let mut out = Recorded { server, devices: Vec::new(), ops: 0, photo_bytes: 0 };
+    let Devices { fields, ops, photo_bytes } = record_on(&server, dir, day, devices)?;
+    Ok(Recorded { server, devices: fields, ops, photo_bytes })
+}
+
+/// `devices` devices under `dir`, each its own assessor of [`REGION`], which received
+/// their assignments from `server` in a morning sync and recorded `day` offline.
+pub fn record_on(server: &BenchServer, dir: &Path, day: &Day, devices: usize) -> Result<Devices> {
+    let mut out = Devices { fields: Vec::new(), ops: 0, photo_bytes: 0 };
     for d in 0..devices {
         let assessor = assessor(d);
-        let token = out.server.token(Role::Assessor, Some(REGION), Some(&assessor))?;
+        let token = server.token(Role::Assessor, Some(REGION), Some(&assessor))?;
         let mut field = Field::open(&dir.join(format!("field-{d}")), &crate::passphrase())?;
         field.init(&assessor, REGION)?;
         field
-            .sync(&SyncOptions::new(&out.server.url(), &token), &mut |_| {})
+            .sync(&SyncOptions::new(&server.url(), &token), &mut |_| {})
             .map_err(|e| anyhow!("device {d}'s first sync: {e}"))?;
         let (ops, photo_bytes) = record(&mut field, day, &dir.join(format!("camera-{d}")), 7 + d as u64)?;
         out.ops += ops;
         out.photo_bytes += photo_bytes;
-        out.devices.push((field, token));
+        out.fields.push((field, token));
     }
     Ok(out)
 }
 
 /// The time to send `up` and `down` bytes over loopback and write them to disk with one
 /// fsync: the floor under a sync that makes them durable.
-fn durable_floor(tmp: &Path, up: u64, down: u64) -> Result<std::time::Duration> {
+pub fn durable_floor(tmp: &Path, up: u64, down: u64) -> Result<std::time::Duration> {
     let sink = tmp.join("raw-upload.bin");
     let took = raw_loopback_into(up, down, Some(&sink))?;
     std::fs::remove_file(&sink)?;

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod national;
 pub mod proxy;
 pub mod pull;
+pub mod region;
 pub mod report;
 pub mod season;
 pub mod server;

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use sidak_bench::report::{self, Row};
-use sidak_bench::{day, field, ingest, national, pull};
+use sidak_bench::{day, field, ingest, national, pull, region};
 
 #[derive(Parser)]
 #[command(name = "sidak-bench")]
@@ -72,6 +72,20 @@ struct DayArgs {
 }
 
 #[derive(Args, Clone, Copy)]
+struct RegionArgs {
+    /// Devices whose days (each `sidak-bench day`'s: 20 visits, 40 photos) the region
+    /// holds when it replicates.
+    #[arg(long, default_value_t = 4)]
+    devices: usize,
+    /// Photos in each device's day.
+    #[arg(long, default_value_t = 40)]
+    photos: usize,
+    /// Megabytes per photo.
+    #[arg(long, default_value_t = 2.0)]
+    photo_mb: f64,
+}
+
+#[derive(Args, Clone, Copy)]
 struct SeasonArgs {
     /// Fraction of the national season (1.0: 587 institutions, ~1M answers).
     #[arg(long, default_value_t = 0.05)]
@@ -91,6 +105,9 @@ enum Bench {
     Pull(PullArgs),
     /// A device's day synced over loopback, with and without gzip, vs raw loopback.
     Day(DayArgs),
+    /// A region replicating its devices' days (ops and photos) to the centre, two files at
+    /// once and one at a time, vs raw loopback.
+    Region(RegionArgs),
     /// A national season: ingest, full recompute vs scan-and-fold, incremental recompute.
     Season(SeasonArgs),
     /// Everything, at a season scale; one table.
@@ -102,6 +119,22 @@ enum Bench {
         #[arg(long, default_value_t = 40_000)]
         ops: usize,
     },
+}
+
+impl Default for DayArgs {
+    /// The day `sidak-bench day` measures when given no flags.
+    fn default() -> DayArgs {
+        DayArgs {
+            visits: 20,
+            answers: 60,
+            respondents: 30,
+            photos: 40,
+            photo_mb: 2.0,
+            chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
+            files_at_once: sidak_field::sync::SyncOptions::new("", "").files_at_once,
+            devices: 1,
+        }
+    }
 }
 
 fn day_of(a: DayArgs) -> day::Day {
@@ -139,6 +172,10 @@ fn main() -> Result<()> {
             ("pull", pull::run(&server, total, a.clients)?)
         }
         Bench::Day(a) => ("a device's day", day::run(tmp.path(), &day_of(a))?),
+        Bench::Region(a) => {
+            let d = DayArgs { photos: a.photos, photo_mb: a.photo_mb, ..DayArgs::default() };
+            ("a region to the centre", region::run(tmp.path(), &day_of(d), a.devices.max(1))?)
+        }
         Bench::Season(a) => ("national season", national::run(tmp.path(), a.scale, a.concurrency)?),
         Bench::All { scale, ops } => {
             let mut rows = Vec::new();
@@ -146,17 +183,8 @@ fn main() -> Result<()> {
             rows.extend(ingest_rows);
             rows.extend(pull::run(&server, total, 64)?);
             drop(server);
-            let d = DayArgs {
-                visits: 20,
-                answers: 60,
-                respondents: 30,
-                photos: 40,
-                photo_mb: 2.0,
-                chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
-                files_at_once: sidak_field::sync::SyncOptions::new("", "").files_at_once,
-                devices: 1,
-            };
-            rows.extend(day::run(tmp.path(), &day_of(d))?);
+            rows.extend(day::run(tmp.path(), &day_of(DayArgs::default()))?);
+            rows.extend(region::run(tmp.path(), &day_of(DayArgs::default()), 2)?);
             rows.extend(national::run(tmp.path(), scale, 16)?);
             rows.extend(field::run(2000, 50)?);
             ("all benchmarks", rows)
