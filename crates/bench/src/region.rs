@@ -124,6 +124,14 @@ fn check_same(region: &BenchServer, centre: &BenchServer, photos: usize) -> Resu
     Ok(())
 }
 
+/// `n` devices' days, in words.
+fn days(n: usize) -> String {
+    match n {
+        1 => "one device's day".to_owned(),
+        n => format!("{n} devices' days"),
+    }
+}
+
 /// How the region sent its files.
 fn how(files: usize) -> String {
     match files {
@@ -146,9 +154,10 @@ pub fn run(tmp: &Path, day: &Day, devices: usize) -> Result<Vec<Row>> {
         let r = replicate(&tmp.join(format!("region-{files}")), day, devices, files)?;
         let raw = raw_loopback(r.up, r.down)?;
         let durable = durable_floor(tmp, r.up, r.down)?;
-        let how = how(files);
+        let way = how(files);
         println!(
-            "a region's {devices} devices' days to the centre ({how}): {} ops recorded, {} ops and {} files ({}) sent in {} round(s), {} — {} up, {} down; raw loopback for the same bytes {}, and written to disk with one fsync {}",
+            "a region's {} to the centre ({way}): {} ops recorded, of which {} new to the centre, and {} files ({}), sent in {} round(s) in {} — {} up, {} down; raw loopback for the same bytes {}, and written to disk with one fsync {}",
+            days(devices),
             r.ops,
             r.total.pushed,
             r.total.files,
@@ -161,13 +170,13 @@ pub fn run(tmp: &Path, day: &Day, devices: usize) -> Result<Vec<Row>> {
             time(durable)
         );
         rows.push(Row::info(
-            format!("a region's {devices} devices' days to the centre, {how}: {} up", bytes(r.up)),
+            format!("a region's {} to the centre, {way}: {} up", days(devices), bytes(r.up)),
             time(r.took),
             time(raw),
             ratio(r.took.as_secs_f64() / raw.as_secs_f64()),
         ));
         rows.push(Row::info(
-            format!("the same, {how}, against the same bytes sent and made durable"),
+            format!("the same, {way}, against the same bytes sent and made durable"),
             time(r.took),
             time(durable),
             ratio(r.took.as_secs_f64() / durable.as_secs_f64()),
@@ -175,7 +184,7 @@ pub fn run(tmp: &Path, day: &Day, devices: usize) -> Result<Vec<Row>> {
         match first {
             None => first = Some(r.took),
             Some(before) => rows.push(Row::info(
-                format!("the region's default ({}) against {how}", self::how(default)),
+                format!("the region's default ({}) against {way}", how(default)),
                 time(before),
                 time(r.took),
                 ratio(before.as_secs_f64() / r.took.as_secs_f64()),
