@@ -160,21 +160,12 @@ fn record(field: &mut Field, day: &Day, camera: &Path, seed: u64) -> Result<(usi
 
 /// A server under `dir` and `devices` devices, each its own assessor with its own city:
 /// each received its assignments in a morning sync (not measured) and recorded the day.
-struct Recorded {
-    server: BenchServer,
-    /// Each device, with its token.
-    devices: Vec<(Field, String)>,
-    /// Ops and photo bytes recorded, over all devices.
-    ops: usize,
-    photo_bytes: u64,
-}
-
-fn recorded(dir: &Path, day: &Day, devices: usize) -> Result<Recorded> {
+fn recorded(dir: &Path, day: &Day, devices: usize) -> Result<(BenchServer, Devices)> {
     let server = BenchServer::start(&dir.join("server"))?;
     let (csv, assignments) = registry(day, devices);
     server.set_up(&csv, &assignments)?;
-    let Devices { fields, ops, photo_bytes } = record_on(&server, dir, day, devices)?;
-    Ok(Recorded { server, devices: fields, ops, photo_bytes })
+    let devices = record_on(&server, dir, day, devices)?;
+    Ok((server, devices))
 }
 
 /// `devices` devices under `dir`, each its own assessor of [`REGION`], which received
@@ -210,7 +201,7 @@ pub fn durable_floor(tmp: &Path, up: u64, down: u64) -> Result<std::time::Durati
 /// bytes up, bytes down, ops, photo bytes).
 fn one(tmp: &Path, day: &Day, identity: bool, files: usize) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
     let dir = tmp.join(format!("day-{}-{files}", if identity { "identity" } else { "gzip" }));
-    let Recorded { server, mut devices, ops, photo_bytes } = recorded(&dir, day, 1)?;
+    let (server, Devices { fields: mut devices, ops, photo_bytes }) = recorded(&dir, day, 1)?;
     let (mut field, token) = devices.pop().ok_or_else(|| anyhow!("no device was set up"))?;
     let t = Instant::now();
     field.status()?;
@@ -250,7 +241,7 @@ fn one(tmp: &Path, day: &Day, identity: bool, files: usize) -> Result<(std::time
 /// (gzip, as the field client sends); returns (wall, bytes up, bytes down, ops, photo
 /// bytes).
 fn at_once(tmp: &Path, day: &Day) -> Result<(std::time::Duration, u64, u64, usize, u64)> {
-    let Recorded { server, mut devices, ops, photo_bytes } =
+    let (server, Devices { fields: mut devices, ops, photo_bytes }) =
         recorded(&tmp.join(format!("days-{}", day.devices)), day, day.devices)?;
     let proxy = CountingProxy::start(server.addr, false)?;
     let url = proxy.url();

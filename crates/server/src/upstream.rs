@@ -413,31 +413,9 @@ fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) 
         Ok::<_, ApiError>(rows.collect::<Result<Vec<_>, _>>()?)
     })?;
     let senders = up.cfg.files_at_once.clamp(1, MAX_FILES_AT_ONCE).min(pending.len());
-    let queue = Mutex::new(pending.into_iter());
-    let stop = AtomicBool::new(false);
+    let files = Files { queue: Mutex::new(pending.into_iter()), stop: AtomicBool::new(false) };
     let sent: Vec<(u64, u64, Result<(), ReplicationError>)> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..senders)
-            .map(|_| {
-                scope.spawn(|| {
-                    let (mut files, mut bytes) = (0, 0);
-                    while !stop.load(Ordering::Relaxed) {
-                        let Some((sha, size, media_type)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next()
-                        else {
-                            break;
-                        };
-                        match push_file(state, up, &sha, size, media_type, &mut bytes) {
-                            Ok(complete) => files += complete as u64,
-                            Err(e) => {
-                                // Start no other file; the one in flight beside it finishes.
-                                stop.store(true, Ordering::Relaxed);
-                                return (files, bytes, Err(e));
-                            }
-                        }
-                    }
-                    (files, bytes, Ok(()))
-                })
-            })
-            .collect();
+        let threads: Vec<_> = (0..senders).map(|_| scope.spawn(|| send_files(state, up, &files))).collect();
         threads.into_iter().map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     let mut first_error = None;
@@ -449,6 +427,33 @@ fn push_evidence(state: &AppState, up: &Upstream<'_>, report: &mut RoundReport) 
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The files the centre lacks, shared by the sending threads.
+struct Files {
+    queue: Mutex<std::vec::IntoIter<(String, u64, String)>>,
+    /// Set at the first failure: no thread starts another file.
+    stop: AtomicBool,
+}
+
+/// One sending thread: takes the next file until none is left or one failed; returns
+/// the files it completed, the bytes it sent, and its failure.
+fn send_files(state: &AppState, up: &Upstream<'_>, files: &Files) -> (u64, u64, Result<(), ReplicationError>) {
+    let (mut complete, mut bytes) = (0, 0);
+    while !files.stop.load(Ordering::Relaxed) {
+        let Some((sha, size, media_type)) = files.queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+            break;
+        };
+        match push_file(state, up, &sha, size, media_type, &mut bytes) {
+            Ok(done) => complete += done as u64,
+            Err(e) => {
+                // Start no other file; the one in flight beside it finishes.
+                files.stop.store(true, Ordering::Relaxed);
+                return (complete, bytes, Err(e));
+            }
+        }
+    }
+    (complete, bytes, Ok(()))
 }
 
 /// Sends one file from where the centre says it stands; true once the centre holds it
