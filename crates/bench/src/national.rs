@@ -150,10 +150,11 @@ fn read_raw(tx: &rusqlite::Transaction<'_>, institution: &str) -> Result<usize, 
 
 /// The floor under the full recompute's reading: every institution's rows read raw
 /// ([`read_raw`]) one institution after another, as `recompute_all` reads them on the
-/// store's thread; and, beside it, every row of `fields` in one scan in key order (the
-/// same columns, no index, no seeks), which tells what the seeks cost (B-tree
-/// locality) apart from stepping the rows (SQLite's CPU per row). Returns (rows read
-/// per institution, their time, rows scanned, the scan's time).
+/// store's thread; and, beside it, every row of `fields` in one scan in key order (each
+/// row's id, kind, field and value, its id's and value's bytes touched; no index, no
+/// seeks), which tells what the seeks cost (B-tree locality) apart from stepping the
+/// rows (SQLite's CPU per row). Returns (rows read per institution, their time, rows
+/// scanned, the scan's time).
 fn season_read_floor(server: &BenchServer) -> Result<(usize, Duration, usize, Duration)> {
     server
         .state
@@ -350,9 +351,17 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
     let published =
         instruments.get(&instrument.reference).ok_or_else(|| anyhow!("{} is not published", instrument.reference))?;
     breakdown(&server, published)?;
-    let (rows, read, scanned_rows, scan) = season_read_floor(&server)?;
+    // Best of its rounds too, as the bound it is set against.
+    let (mut reads, mut scans, mut rows, mut scanned_rows) = (Vec::new(), Vec::new(), 0, 0);
+    for _ in 0..RECOMPUTE_ROUNDS {
+        let (r, read, s, scan) = season_read_floor(&server)?;
+        (rows, scanned_rows) = (r, s);
+        reads.push(read);
+        scans.push(scan);
+    }
+    let (read, scan) = (best(&reads), best(&scans));
     println!(
-        "  its floor on the store's thread: reading every institution's {rows} rows raw, as the recompute reads them, {} ({} the scan-and-fold); all {scanned_rows} rows of `fields` in one scan, no seeks, {} ({})",
+        "  the full recompute's reading, its floor on the store's thread: every institution's {rows} rows read raw, as the recompute reads them, {} ({} the scan-and-fold); all {scanned_rows} rows of `fields` in one scan, no seeks, {} ({}); each the best of {RECOMPUTE_ROUNDS}",
         time(read),
         ratio(read.as_secs_f64() / bound.as_secs_f64()),
         time(scan),
