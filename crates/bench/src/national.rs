@@ -465,3 +465,28 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         .target("< 1 ms", incremental < Duration::from_millis(1)),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The season benchmark at its smallest scale (one institution of each type) runs to
+    /// the end: every pushed op and answer is in the store (checked inside `run`), the
+    /// full recompute scores every institution, and each row with a target says whether
+    /// it is met.
+    #[test]
+    fn the_smallest_season_runs_to_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let scale = 0.001;
+        let institutions = Season::national(scale, 4, 2024).institutions.len();
+        assert_eq!(institutions, 5, "one institution of each type");
+        let rows = run(tmp.path(), scale, 2).unwrap();
+        assert_eq!(rows.len(), 4, "ingest, the two full recomputes and the incremental one");
+        for full in &rows[1..3] {
+            assert!(full.name.contains(&format!("{institutions} institutions")), "{}", full.name);
+            assert!(full.met.is_some(), "{} has a target", full.name);
+        }
+        assert!(rows[3].name.starts_with("incremental recompute"), "{}", rows[3].name);
+        assert!(rows[3].met.is_some());
+    }
+}
