@@ -220,7 +220,8 @@ fn institution_floor(
 /// with today's store, which places records in institutions but not in units: the unit,
 /// and the assignments, products and visits that name it, looked up through the value
 /// index ([`sidak_server::results::children`]), then the questionnaires and evidence of
-/// each visit; then each of those records' fields, each value's bytes touched. Returns
+/// each visit; then each of those records' fields, each value's bytes touched. (The
+/// season records no corrections or deductions; a unit's would be read too.) Returns
 /// the rows read.
 fn read_unit_raw(tx: &rusqlite::Transaction<'_>, unit: &str) -> Result<usize, ApiError> {
     use sidak_server::results::children;
