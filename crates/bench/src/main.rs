@@ -78,10 +78,10 @@ struct RegionArgs {
     #[arg(long, default_value_t = 4)]
     devices: usize,
     /// Photos in each device's day.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DayArgs::default().photos)]
     photos: usize,
     /// Megabytes per photo.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DayArgs::default().photo_mb)]
     photo_mb: f64,
 }
 
@@ -121,19 +121,18 @@ enum Bench {
     },
 }
 
+/// `sidak-bench day`'s flags alone, to read their defaults from.
+#[derive(Parser)]
+struct DayOnly {
+    #[command(flatten)]
+    day: DayArgs,
+}
+
 impl Default for DayArgs {
-    /// The day `sidak-bench day` measures when given no flags.
+    /// The day `sidak-bench day` measures when given no flags: its flags' defaults,
+    /// written once, on the flags.
     fn default() -> DayArgs {
-        DayArgs {
-            visits: 20,
-            answers: 60,
-            respondents: 30,
-            photos: 40,
-            photo_mb: 2.0,
-            chunk_kib: sidak_field::sync::DEFAULT_CHUNK_BYTES / 1024,
-            files_at_once: sidak_field::sync::SyncOptions::new("", "").files_at_once,
-            devices: 1,
-        }
+        DayOnly::parse_from(["sidak-bench day"]).day
     }
 }
 

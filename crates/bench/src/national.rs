@@ -183,35 +183,63 @@ fn season_read_floor(server: &BenchServer) -> Result<(usize, Duration, usize, Du
         .map_err(|e| anyhow!("the season's read floor: {e}"))
 }
 
+/// A recompute's floor: the rows it reads, and its three steps, each timed alone (the
+/// median of its samples).
+struct Floor {
+    rows: usize,
+    read: Duration,
+    score: Duration,
+    json: Duration,
+}
+
+impl Floor {
+    /// Medians of `samples` rounds, each taking `step`: the rows read and each step's time.
+    fn median_of(
+        samples: usize,
+        mut step: impl FnMut() -> Result<(usize, Duration, Duration, Duration), ApiError>,
+    ) -> Result<Floor, ApiError> {
+        let (mut read, mut score, mut json, mut rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for _ in 0..samples {
+            let (r, rd, s, j) = step()?;
+            rows = r;
+            read.push(rd);
+            score.push(s);
+            json.push(j);
+        }
+        Ok(Floor { rows, read: percentiles(read).0, score: percentiles(score).0, json: percentiles(json).0 })
+    }
+
+    /// The three steps together.
+    fn total(&self) -> Duration {
+        self.read + self.score + self.json
+    }
+}
+
 /// The floor under recomputing one whole institution, as the code stands: reading the
 /// rows its results are made from (`results::institution_entities_sql` and
 /// `institution_records_sql`, each id's and value's bytes touched and nothing else),
-/// scoring its input and writing its documents, each timed alone. Medians of `samples`
-/// runs: (rows read, read, score, documents).
+/// scoring its input and writing its documents, each timed alone, medians of `samples`.
 fn institution_floor(
     server: &BenchServer,
     instrument: &sidak_core::instrument::Instrument,
     institution: &str,
     samples: usize,
-) -> Result<(usize, Duration, Duration, Duration)> {
+) -> Result<Floor> {
     server
         .state
         .db()
         .read_blocking(|tx| {
-            let (mut read, mut score, mut json, mut rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
-            for _ in 0..samples {
+            let Some(input) = sidak_server::results::institution_input(tx, institution, instrument)? else {
+                return Err(ApiError::internal("the institution has no scoring input"));
+            };
+            Floor::median_of(samples, || {
                 let t = Instant::now();
-                rows = read_raw(tx, institution)?;
-                read.push(t.elapsed());
-                let Some(input) = sidak_server::results::institution_input(tx, institution, instrument)? else {
-                    return Err(ApiError::internal("the institution has no scoring input"));
-                };
-                let (s, j) = score_and_documents(instrument, &input, institution)
+                let rows = read_raw(tx, institution)?;
+                let read = t.elapsed();
+                let (score, json) = score_and_documents(instrument, &input, institution)
                     .ok_or_else(|| ApiError::internal("the institution does not score"))?;
-                score.push(s);
-                json.push(j);
-            }
-            Ok::<_, ApiError>((rows, percentiles(read).0, percentiles(score).0, percentiles(json).0))
+                Ok((rows, read, score, json))
+            })
         })
         .map_err(|e| anyhow!("the institution's floor: {e}"))
 }
@@ -255,14 +283,14 @@ fn read_unit_raw(tx: &rusqlite::Transaction<'_>, unit: &str) -> Result<usize, Ap
 /// it cannot be exact: the institution-level answers and questionnaires stay in the
 /// scored input (the design would store their parts, not score them again), and the
 /// roll-up of the institution from its units' stored parts is left out (a weighted mean
-/// of seven). Returns (rows, read, score, document).
+/// of seven.
 fn unit_floor(
     server: &BenchServer,
     instrument: &sidak_core::instrument::Instrument,
     institution: &str,
     unit: (&str, &str),
     samples: usize,
-) -> Result<(usize, Duration, Duration, Duration)> {
+) -> Result<Floor> {
     let (unit_id, unit_code) = unit;
     server
         .state
@@ -275,20 +303,18 @@ fn unit_floor(
             if input.units.len() != 1 {
                 return Err(ApiError::internal(format!("unit {unit_code} is not in its institution's input")));
             }
-            let (mut read, mut score, mut json, mut rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
-            for _ in 0..samples {
+            Floor::median_of(samples, || {
                 let t = Instant::now();
-                rows = read_unit_raw(tx, unit_id)?;
-                read.push(t.elapsed());
+                let rows = read_unit_raw(tx, unit_id)?;
+                let read = t.elapsed();
                 let t = Instant::now();
                 let result = sidak_core::scoring::score_institution(instrument, &input)
                     .map_err(|e| ApiError::internal(format!("the unit does not score: {e}")))?;
-                score.push(t.elapsed());
+                let score = t.elapsed();
                 let t = Instant::now();
                 std::hint::black_box(sidak_core::scoring::unit_document(&result.units[0]).len());
-                json.push(t.elapsed());
-            }
-            Ok::<_, ApiError>((rows, percentiles(read).0, percentiles(score).0, percentiles(json).0))
+                Ok((rows, read, score, t.elapsed()))
+            })
         })
         .map_err(|e| anyhow!("the unit's floor: {e}"))
 }
@@ -505,33 +531,34 @@ pub fn run(tmp: &Path, scale: f64, concurrency: usize) -> Result<Vec<Row>> {
         time(incremental),
         time(worst)
     );
-    let (rows, read, score, json) = institution_floor(&server, published, &inst_id, INCREMENTAL_SAMPLES)?;
+    let f = institution_floor(&server, published, &inst_id, INCREMENTAL_SAMPLES)?;
     println!(
-        "  its floor while a recompute redoes the whole institution, each step alone (medians): reading its {rows} rows from SQLite {}, scoring its input {}, its result documents to JSON {}: {} together",
-        time(read),
-        time(score),
-        time(json),
-        time(read + score + json)
+        "  its floor while a recompute redoes the whole institution, each step alone (medians): reading its {} rows from SQLite {}, scoring its input {}, its result documents to JSON {}: {} together",
+        f.rows,
+        time(f.read),
+        time(f.score),
+        time(f.json),
+        time(f.total())
     );
 
     // Each unit in turn; the dearest is the floor a visit to any of them has under it.
-    let mut dearest: Option<(&str, usize, Duration, Duration, Duration)> = None;
+    let mut dearest: Option<(&str, Floor)> = None;
     for unit in &first.units {
         let unit_id = ids.units[&(inst_id.clone(), unit.code.clone())].clone();
-        let (rows, read, score, json) =
-            unit_floor(&server, published, &inst_id, (&unit_id, &unit.code), INCREMENTAL_SAMPLES)?;
-        if dearest.is_none_or(|d| d.2 + d.3 + d.4 < read + score + json) {
-            dearest = Some((&unit.code, rows, read, score, json));
+        let f = unit_floor(&server, published, &inst_id, (&unit_id, &unit.code), INCREMENTAL_SAMPLES)?;
+        if dearest.as_ref().is_none_or(|(_, d)| d.total() < f.total()) {
+            dearest = Some((&unit.code, f));
         }
     }
-    let (code, unit_rows, read, score, json) = dearest.ok_or_else(|| anyhow!("the institution has no unit"))?;
+    let (code, f) = dearest.ok_or_else(|| anyhow!("the institution has no unit"))?;
     println!(
-        "  its floor if a recompute redid only the visited unit (the per-unit design, not built), each step alone (medians), for the dearest of its {} units: reading unit {code}'s {unit_rows} rows from SQLite through the value index {}, scoring its input {}, its document to JSON {}: {} together, against the target of 1 ms",
+        "  its floor if a recompute redid only the visited unit (the per-unit design, not built), each step alone (medians), for the dearest of its {} units: reading unit {code}'s {} rows from SQLite through the value index {}, scoring its input {}, its document to JSON {}: {} together, against the target of 1 ms",
         first.units.len(),
-        time(read),
-        time(score),
-        time(json),
-        time(read + score + json)
+        f.rows,
+        time(f.read),
+        time(f.score),
+        time(f.json),
+        time(f.total())
     );
 
     let full_row = |what: &str, took: Duration| {
