@@ -3,6 +3,7 @@
 //! recomputed before it is answered; against a bare rusqlite batched UPSERT of the
 //! same rows into one table with the same settings (WAL, synchronous=FULL).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,8 @@ use sidak_core::instrument::{builtin, Instrument};
 use sidak_core::op::Op;
 use sidak_core::wire::{PushRequest, PushResponse, PROTOCOL_HEADER};
 use sidak_server::auth::Role;
+use sidak_server::error::ApiError;
+use sidak_server::ledger::{APPLY_LAST_WINS, STORE_OP_ROW};
 
 use crate::report::{per_sec, rate, ratio, Row};
 use crate::season::{answers_in, DeviceOps, Season};
@@ -195,6 +198,118 @@ pub fn raw_upsert(path: &Path, ops: &[&Op], batch: usize) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// The floor under ingest that Sidak's storage layout sets: one device's ops written
+/// as the rows a push writes for them, by bare SQL through the server's own store, one
+/// transaction of [`BATCH`] each, and nothing else. Each op's row in `ops` with its
+/// scope tags ([`STORE_OP_ROW`]: the table and its four indexes) and its field's upsert
+/// ([`APPLY_LAST_WINS`]: `fields` and its value index); each record's row in `entities`
+/// once, when its institution is known (a visit's `institution` field, a respondent's
+/// `visit`); the origin's head once per transaction. Left out: the chain and record
+/// checks, the merge's reads, the scope lookups, a record's second `entities` write
+/// when it is placed, the recompute, HTTP and JSON. With `keys_only`, the tables keep
+/// only their keys: `ops` its row id (the pull's order) and `(origin, seq)` (what makes
+/// a pushed op land once), `fields` and `entities` their primary keys; every secondary
+/// index is dropped first. Returns the wall time.
+pub fn storage_floor(
+    server: &BenchServer,
+    assessor: &str,
+    region: &str,
+    ops: &[Op],
+    keys_only: bool,
+) -> Result<Duration> {
+    use sidak_core::records::EntityKind;
+    let mut placed: HashMap<String, Option<String>> = HashMap::new();
+    let db = server.state.db();
+    let received = now_ms();
+    let first = ops.first().ok_or_else(|| anyhow!("the storage floor has no ops"))?;
+    // The origin's row, as the server binds it at the device's first op.
+    db.write_blocking(|tx| {
+        tx.prepare_cached(
+            "INSERT INTO origins (origin, role, assessor, region, head_seq, head_hash) VALUES (?1, 'device', ?2, ?3, 0, ?4)",
+        )?
+        .execute(rusqlite::params![first.origin.to_string(), assessor, region, first.prev.to_hex()])?;
+        Ok::<_, ApiError>(())
+    })
+    .map_err(|e| anyhow!("the storage floor's origin: {e}"))?;
+    if keys_only {
+        // Every index that a table's key or UNIQUE constraint does not make (those have
+        // no SQL of their own): the scope tags', the value index, the placement's.
+        db.write_blocking(|tx| {
+            let names = tx
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('ops', 'fields', 'entities')")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            for name in names {
+                tx.execute_batch(&format!("DROP INDEX {name}"))?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .map_err(|e| anyhow!("the storage floor's indexes: {e}"))?;
+    }
+    let started = Instant::now();
+    for chunk in ops.chunks(BATCH) {
+        db.write_blocking(|tx| {
+            let mut row = tx.prepare_cached(STORE_OP_ROW)?;
+            let mut field = tx.prepare_cached(APPLY_LAST_WINS)?;
+            let mut entity = tx.prepare_cached(
+                "INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (entity) DO NOTHING",
+            )?;
+            for op in chunk {
+                let (id, kind, value) = (op.entity.id.to_string(), op.entity.kind.name(), canonical_json(&op.value));
+                row.execute(rusqlite::params![
+                    op.origin.to_string(),
+                    op.seq as i64,
+                    op.hlc.ms as i64,
+                    op.hlc.c as i64,
+                    op.wall,
+                    kind,
+                    id,
+                    op.field,
+                    value,
+                    None::<String>,
+                    None::<i64>,
+                    op.prev.to_hex(),
+                    op.hash.to_hex(),
+                    received,
+                    0,
+                    region,
+                    assessor,
+                    "origin",
+                ])?;
+                field.execute(rusqlite::params![
+                    id,
+                    op.field,
+                    kind,
+                    value,
+                    op.origin.to_string(),
+                    op.seq as i64,
+                    op.hlc.ms as i64,
+                    op.hlc.c as i64
+                ])?;
+                // Where the record belongs, once it is known; a device is placed nowhere.
+                let institution = match (op.entity.kind, op.field.as_str()) {
+                    (EntityKind::Visit, "institution") => op.value.as_str().map(str::to_owned),
+                    (EntityKind::Respondent, "visit") => {
+                        op.value.as_str().and_then(|v| placed.get(v).cloned().flatten())
+                    }
+                    (EntityKind::Device, _) => None,
+                    _ => continue,
+                };
+                if placed.insert(id.clone(), institution.clone()).is_none() {
+                    entity.execute(rusqlite::params![id, kind, region, assessor, institution])?;
+                }
+            }
+            let last = chunk.last().ok_or_else(|| ApiError::internal("an empty batch"))?;
+            tx.prepare_cached("UPDATE origins SET head_seq = ?2, head_hash = ?3 WHERE origin = ?1")?
+                .execute(rusqlite::params![last.origin.to_string(), last.seq as i64, last.hash.to_hex()])?;
+            Ok::<_, ApiError>(())
+        })
+        .map_err(|e| anyhow!("the storage floor: {e}"))?;
+    }
+    Ok(started.elapsed())
+}
+
 /// A regional server with `institutions` institutions and their assignments for
 /// `devices` assessors (round robin), and `ops` ops of theirs generated (not pushed).
 pub fn prepare(dir: &Path, institutions: usize, devices: usize, ops: usize) -> Result<(BenchServer, Workload)> {
@@ -213,6 +328,7 @@ pub fn prepare(dir: &Path, institutions: usize, devices: usize, ops: usize) -> R
 pub fn run(tmp: &Path, ops: usize) -> Result<(Vec<Row>, BenchServer, usize)> {
     let mut rows = Vec::new();
     let mut kept = None;
+    let mut one_device = None;
     for devices in [1usize, 16] {
         let (server, w) = prepare(&tmp.join(format!("ingest-{devices}")), 16, devices, ops)?;
         let total = w.len();
@@ -240,9 +356,32 @@ pub fn run(tmp: &Path, ops: usize) -> Result<(Vec<Row>, BenchServer, usize)> {
             )
             .target("≥ 100k ops/s and ≥ 0.33× raw", ours >= 100_000.0 && ours >= theirs / 3.0),
         );
+        if devices == 1 {
+            one_device = Some((ours, theirs));
+        }
         kept = Some((server, total));
     }
     let (server, total) = kept.ok_or_else(|| anyhow!("no run"))?;
+    let (ours, theirs) = one_device.ok_or_else(|| anyhow!("no one-device run"))?;
+    for keys_only in [false, true] {
+        let (floor_server, w) = prepare(&tmp.join(format!("ingest-floor-{keys_only}")), 16, 1, ops)?;
+        let (assessor, region, device_ops) = &w.devices[0];
+        let floor = per_sec(device_ops.len(), storage_floor(&floor_server, assessor, region, device_ops, keys_only)?);
+        let what = if keys_only { "the tables' keys alone" } else { "a push's rows alone" };
+        println!(
+            "ingest storage floor, 1 device, {what}: {} ops written by bare SQL, in-process = {} ({} raw UPSERT); Sidak over HTTP is {} of it",
+            device_ops.len(),
+            rate(floor),
+            ratio(floor / theirs),
+            ratio(ours / floor)
+        );
+        rows.push(Row::info(
+            format!("server ingest floor, {what}, 1 device, {} ops", device_ops.len()),
+            rate(floor),
+            rate(theirs),
+            ratio(floor / theirs),
+        ));
+    }
     breakdown(&tmp.join("ingest-breakdown"), ops)?;
     Ok((rows, server, total))
 }
@@ -307,4 +446,75 @@ pub fn breakdown(dir: &Path, ops: usize) -> Result<()> {
         share(total.saturating_sub(parse + push + recompute)),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of `server`'s store that hold `ops`: each op's row with its scope tags,
+    /// the fields they set, the records' placement.
+    fn rows_of(server: &BenchServer, ops: &[Op]) -> Vec<Vec<String>> {
+        let origin = ops[0].origin.to_string();
+        let entities: std::collections::BTreeSet<String> = ops.iter().map(|o| o.entity.id.to_string()).collect();
+        server
+            .state
+            .db()
+            .read_blocking(|tx| {
+                let mut out = Vec::new();
+                let mut stmt = tx.prepare(
+                    "SELECT seq || ' ' || hash || ' ' || quarantined || ' ' || IFNULL(region, '-') || ' ' || IFNULL(assessor, '-') || ' ' || class
+                     FROM ops WHERE origin = ?1 ORDER BY seq",
+                )?;
+                out.push(stmt.query_map([&origin], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
+                for entity in &entities {
+                    let mut stmt = tx.prepare(
+                        "SELECT field || ' ' || kind || ' ' || value || ' ' || v_seq FROM fields WHERE entity = ?1 ORDER BY field",
+                    )?;
+                    out.push(stmt.query_map([entity], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
+                    let mut stmt = tx.prepare(
+                        "SELECT kind || ' ' || IFNULL(region, '-') || ' ' || IFNULL(assessor, '-') || ' ' || IFNULL(institution, '-') FROM entities WHERE entity = ?1",
+                    )?;
+                    out.push(stmt.query_map([entity], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
+                }
+                Ok::<_, ApiError>(out)
+            })
+            .unwrap()
+    }
+
+    /// The storage floor writes the very rows that pushing the same ops writes, with and
+    /// without the secondary indexes: it measures the layout, not less than it.
+    #[test]
+    fn the_storage_floor_writes_the_rows_a_push_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pushed, w) = prepare(&tmp.path().join("pushed"), 2, 1, 1_200).unwrap();
+        let (assessor, region, ops) = w.devices[0].clone();
+        assert!(ops.len() > BATCH * 2, "more than two transactions: {}", ops.len());
+        let (stored, _) = push_all(&pushed.url(), w.loads(&pushed).unwrap(), 1).unwrap();
+        assert_eq!(stored, ops.len());
+        let expected = rows_of(&pushed, &ops);
+        assert_eq!(expected[0].len(), ops.len());
+        assert!(expected.iter().skip(2).step_by(2).all(|placed| placed.len() == 1), "every record is placed");
+        for keys_only in [false, true] {
+            let (floor, _) = prepare(&tmp.path().join(format!("floor-{keys_only}")), 2, 1, 1).unwrap();
+            storage_floor(&floor, &assessor, &region, &ops, keys_only).unwrap();
+            let written = rows_of(&floor, &ops);
+            let first = written.iter().flatten().zip(expected.iter().flatten()).find(|(w, e)| w != e);
+            assert_eq!(first, None, "the first row the floor wrote otherwise (keys only: {keys_only})");
+            assert_eq!(written, expected, "keys only: {keys_only}");
+            let indexes: i64 = floor
+                .state
+                .db()
+                .read_blocking(|tx| {
+                    tx.query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ('ops', 'fields', 'entities')",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(ApiError::from)
+                })
+                .unwrap();
+            assert_eq!(indexes == 0, keys_only, "{indexes} secondary indexes left");
+        }
+    }
 }

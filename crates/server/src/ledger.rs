@@ -438,6 +438,11 @@ pub fn set_head(tx: &Transaction<'_>, origin: OriginId, head: ChainHead, receive
     Ok(())
 }
 
+/// The SQL that stores an op's row with its scope tags (`store_row`); public so that
+/// `sidak-bench` writes the same rows raw, as the floor under ingest.
+pub const STORE_OP_ROW: &str = "INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
 /// Stores an op's row with its record's scope tags, without moving its origin's head.
 fn store_row(
     tx: &Transaction<'_>,
@@ -453,28 +458,26 @@ fn store_row(
         "origin" => author.assessor.clone().or(scope.assessor.clone()),
         _ => scope.assessor.clone(),
     };
-    tx.prepare_cached("INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?.execute(params![
-            op.origin.to_string(),
-            op.seq as i64,
-            op.hlc.ms as i64,
-            op.hlc.c as i64,
-            op.wall,
-            op.entity.kind.name(),
-            op.entity.id.to_string(),
-            op.field,
-            canonical_json(&op.value),
-            op.parent.map(|p| p.origin.to_string()),
-            op.parent.map(|p| p.seq as i64),
-            op.prev.to_hex(),
-            op.hash.to_hex(),
-            received_at,
-            quarantined as i64,
-            if class == "origin" { author.region.as_deref().or(scope.region.as_deref()) } else { scope.region.as_deref() },
-            assessor,
-            class,
-        ],
-    )?;
+    tx.prepare_cached(STORE_OP_ROW)?.execute(params![
+        op.origin.to_string(),
+        op.seq as i64,
+        op.hlc.ms as i64,
+        op.hlc.c as i64,
+        op.wall,
+        op.entity.kind.name(),
+        op.entity.id.to_string(),
+        op.field,
+        canonical_json(&op.value),
+        op.parent.map(|p| p.origin.to_string()),
+        op.parent.map(|p| p.seq as i64),
+        op.prev.to_hex(),
+        op.hash.to_hex(),
+        received_at,
+        quarantined as i64,
+        if class == "origin" { author.region.as_deref().or(scope.region.as_deref()) } else { scope.region.as_deref() },
+        assessor,
+        class,
+    ])?;
     if quarantined {
         tx.prepare_cached("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1")?
             .execute([op.origin.to_string()])?;
@@ -634,7 +637,8 @@ pub fn absorb(
     Ok(Absorbed::Stored)
 }
 
-const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+/// The SQL that applies a last-writer-wins field ([`apply`]); public for the same floor.
+pub const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
          hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
      WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) > (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
