@@ -16,7 +16,7 @@ use sidak_core::op::Op;
 use sidak_core::wire::{PushRequest, PushResponse, PROTOCOL_HEADER};
 use sidak_server::auth::Role;
 use sidak_server::error::ApiError;
-use sidak_server::ledger::{APPLY_LAST_WINS, STORE_OP_ROW};
+use sidak_server::ledger;
 
 use crate::report::{per_sec, rate, ratio, Row};
 use crate::season::{answers_in, DeviceOps, Season};
@@ -201,8 +201,8 @@ pub fn raw_upsert(path: &Path, ops: &[&Op], batch: usize) -> Result<Duration> {
 /// The floor under ingest that Sidak's storage layout sets: one device's ops written
 /// as the rows a push writes for them, by bare SQL through the server's own store, one
 /// transaction of [`BATCH`] each, and nothing else. Each op's row in `ops` with its
-/// scope tags ([`STORE_OP_ROW`]: the table and its four indexes) and its field's upsert
-/// ([`APPLY_LAST_WINS`]: `fields` and its value index); each record's row in `entities`
+/// scope tags ([`ledger::insert_op_row`]) and its field's upsert
+/// ([`ledger::upsert_field`]), each the server's own function; each record's row in `entities`
 /// once, when its institution is known (a visit's `institution` field, a respondent's
 /// `visit`); the origin's head once per transaction. Left out: the chain and record
 /// checks, the merge's reads, the scope lookups, a record's second `entities` write
@@ -249,44 +249,14 @@ pub fn storage_floor(
     let started = Instant::now();
     for chunk in ops.chunks(BATCH) {
         db.write_blocking(|tx| {
-            let mut row = tx.prepare_cached(STORE_OP_ROW)?;
-            let mut field = tx.prepare_cached(APPLY_LAST_WINS)?;
             let mut entity = tx.prepare_cached(
                 "INSERT INTO entities (entity, kind, region, assessor, institution) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (entity) DO NOTHING",
             )?;
             for op in chunk {
-                let (id, kind, value) = (op.entity.id.to_string(), op.entity.kind.name(), canonical_json(&op.value));
-                row.execute(rusqlite::params![
-                    op.origin.to_string(),
-                    op.seq as i64,
-                    op.hlc.ms as i64,
-                    op.hlc.c as i64,
-                    op.wall,
-                    kind,
-                    id,
-                    op.field,
-                    value,
-                    None::<String>,
-                    None::<i64>,
-                    op.prev.to_hex(),
-                    op.hash.to_hex(),
-                    received,
-                    0,
-                    region,
-                    assessor,
-                    "origin",
-                ])?;
-                field.execute(rusqlite::params![
-                    id,
-                    op.field,
-                    kind,
-                    value,
-                    op.origin.to_string(),
-                    op.seq as i64,
-                    op.hlc.ms as i64,
-                    op.hlc.c as i64
-                ])?;
+                let id = op.entity.id.to_string();
+                ledger::insert_op_row(tx, op, received, false, Some(region), Some(assessor), "origin")?;
+                ledger::upsert_field(tx, op, &id)?;
                 // Where the record belongs, once it is known; a device is placed nowhere.
                 let institution = match (op.entity.kind, op.field.as_str()) {
                     (EntityKind::Visit, "institution") => op.value.as_str().map(str::to_owned),
@@ -296,8 +266,15 @@ pub fn storage_floor(
                     (EntityKind::Device, _) => None,
                     _ => continue,
                 };
-                if placed.insert(id.clone(), institution.clone()).is_none() {
-                    entity.execute(rusqlite::params![id, kind, region, assessor, institution])?;
+                if let std::collections::hash_map::Entry::Vacant(new) = placed.entry(id) {
+                    entity.execute(rusqlite::params![
+                        new.key(),
+                        op.entity.kind.name(),
+                        region,
+                        assessor,
+                        institution
+                    ])?;
+                    new.insert(institution);
                 }
             }
             let last = chunk.last().ok_or_else(|| ApiError::internal("an empty batch"))?;

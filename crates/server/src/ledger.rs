@@ -438,27 +438,20 @@ pub fn set_head(tx: &Transaction<'_>, origin: OriginId, head: ChainHead, receive
     Ok(())
 }
 
-/// The SQL that stores an op's row with its scope tags (`store_row`); public so that
-/// `sidak-bench` writes the same rows raw, as the floor under ingest.
-pub const STORE_OP_ROW: &str = "INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
-
-/// Stores an op's row with its record's scope tags, without moving its origin's head.
-fn store_row(
+/// Inserts an op's row into `ops` (the table and its four indexes) with the scope tags
+/// given. Public so that `sidak-bench` writes the very rows by themselves, as the floor
+/// under ingest.
+pub fn insert_op_row(
     tx: &Transaction<'_>,
     op: &Op,
-    author: &Binding,
     received_at: i64,
     quarantined: bool,
-    scope: &Scope,
+    region: Option<&str>,
+    assessor: Option<&str>,
+    class: &str,
 ) -> Result<(), ApiError> {
-    let class = class_of(&op.entity, author);
-    let assessor = match class {
-        "registry" | "review" => None,
-        "origin" => author.assessor.clone().or(scope.assessor.clone()),
-        _ => scope.assessor.clone(),
-    };
-    tx.prepare_cached(STORE_OP_ROW)?.execute(params![
+    tx.prepare_cached("INSERT INTO ops (origin, seq, hlc_ms, hlc_c, wall, kind, entity, field, value, parent_origin, parent_seq, prev, hash, received_at, quarantined, region, assessor, class)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)")?.execute(params![
         op.origin.to_string(),
         op.seq as i64,
         op.hlc.ms as i64,
@@ -474,10 +467,31 @@ fn store_row(
         op.hash.to_hex(),
         received_at,
         quarantined as i64,
-        if class == "origin" { author.region.as_deref().or(scope.region.as_deref()) } else { scope.region.as_deref() },
+        region,
         assessor,
         class,
     ])?;
+    Ok(())
+}
+
+/// Stores an op's row with its record's scope tags, without moving its origin's head.
+fn store_row(
+    tx: &Transaction<'_>,
+    op: &Op,
+    author: &Binding,
+    received_at: i64,
+    quarantined: bool,
+    scope: &Scope,
+) -> Result<(), ApiError> {
+    let class = class_of(&op.entity, author);
+    let assessor = match class {
+        "registry" | "review" => None,
+        "origin" => author.assessor.as_deref().or(scope.assessor.as_deref()),
+        _ => scope.assessor.as_deref(),
+    };
+    let region =
+        if class == "origin" { author.region.as_deref().or(scope.region.as_deref()) } else { scope.region.as_deref() };
+    insert_op_row(tx, op, received_at, quarantined, region, assessor, class)?;
     if quarantined {
         tx.prepare_cached("UPDATE origins SET quarantined = quarantined + 1 WHERE origin = ?1")?
             .execute([op.origin.to_string()])?;
@@ -637,8 +651,7 @@ pub fn absorb(
     Ok(Absorbed::Stored)
 }
 
-/// The SQL that applies a last-writer-wins field ([`apply`]); public for the same floor.
-pub const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+const APPLY_LAST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, v_origin, v_seq, hlc_ms, hlc_c) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT (entity, field) DO UPDATE SET value = excluded.value, v_origin = excluded.v_origin, v_seq = excluded.v_seq,
          hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
      WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) > (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
@@ -648,19 +661,14 @@ const APPLY_FIRST_WINS: &str = "INSERT INTO fields (entity, field, kind, value, 
          hlc_ms = excluded.hlc_ms, hlc_c = excluded.hlc_c
      WHERE (excluded.hlc_ms, excluded.hlc_c, excluded.v_origin, excluded.v_seq) < (fields.hlc_ms, fields.hlc_c, fields.v_origin, fields.v_seq)";
 
-/// Applies an op to the fields (as `sidak_core::merge` would), updates its record's
-/// scope, and returns the institution whose results it may change.
-pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<String>, ApiError> {
-    Ok(apply_scoped(tx, op, author)?.institution)
-}
-
-/// [`apply`], returning the record's scope as it is now.
-fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope, ApiError> {
+/// Writes an op's value into its field's row (`fields` and its value index) when it wins
+/// there: the first writer of a write-once field, the last of any other. `entity` is
+/// the op's record id, as text. Public so that `sidak-bench` writes the very rows by
+/// themselves, as the floor under ingest.
+pub fn upsert_field(tx: &Transaction<'_>, op: &Op, entity: &str) -> Result<(), ApiError> {
     let sql = if write_once(op.entity.kind, &op.field) { APPLY_FIRST_WINS } else { APPLY_LAST_WINS };
-    let id = op.entity.id.to_string();
-    memo(|m| m.fields.get_mut(&id).map(|f| f.remove(&op.field)));
     tx.prepare_cached(sql)?.execute(params![
-        id,
+        entity,
         op.field,
         op.entity.kind.name(),
         canonical_json(&op.value),
@@ -669,6 +677,20 @@ fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope
         op.hlc.ms as i64,
         op.hlc.c as i64
     ])?;
+    Ok(())
+}
+
+/// Applies an op to the fields (as `sidak_core::merge` would), updates its record's
+/// scope, and returns the institution whose results it may change.
+pub fn apply(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Option<String>, ApiError> {
+    Ok(apply_scoped(tx, op, author)?.institution)
+}
+
+/// [`apply`], returning the record's scope as it is now.
+fn apply_scoped(tx: &Transaction<'_>, op: &Op, author: &Binding) -> Result<Scope, ApiError> {
+    let id = op.entity.id.to_string();
+    memo(|m| m.fields.get_mut(&id).map(|f| f.remove(&op.field)));
+    upsert_field(tx, op, &id)?;
     let scope = derive_scope(tx, &op.entity, author)?;
     let row = held(tx, &id)?;
     // Most ops (a visit's answers) leave their record's scope as it was: nothing to write.
