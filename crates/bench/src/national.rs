@@ -283,7 +283,7 @@ fn read_unit_raw(tx: &rusqlite::Transaction<'_>, unit: &str) -> Result<usize, Ap
 /// it cannot be exact: the institution-level answers and questionnaires stay in the
 /// scored input (the design would store their parts, not score them again), and the
 /// roll-up of the institution from its units' stored parts is left out (a weighted mean
-/// of seven.
+/// of seven).
 fn unit_floor(
     server: &BenchServer,
     instrument: &sidak_core::instrument::Instrument,
